@@ -1,0 +1,182 @@
+//! The database actor: owns the sea-orm connection pool and runs typed work on it.
+//!
+//! Work arrives as messages and runs as a `ResponseFuture`, a task of its own: the
+//! actor hands each query to the pool and is free for the next message at once, so many
+//! queries run concurrently and no mailbox becomes a one-at-a-time queue. Several
+//! instances share the pool (see [`ActorPool`]), so the CPU side of queries (encoding,
+//! decoding rows) spreads over threads as well.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{
+    Actor, ActorContext, AsyncContext, Context, Handler, Message, ResponseFuture, Supervised,
+};
+use sea_orm::{DatabaseConnection, DatabaseTransaction, DbErr, TransactionError, TransactionTrait};
+
+use super::supervisor::{contain, ActorPool, Crashed, Panicked};
+use crate::telemetry::Metrics;
+
+const NAME: &str = "database";
+
+/// Why database work failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error(transparent)]
+    Query(#[from] DbErr),
+    #[error(transparent)]
+    Panicked(#[from] Panicked),
+    #[error("the database actor is not running")]
+    ActorGone,
+    #[error("{0}")]
+    NotReady(String),
+}
+
+/// The database actor instances, used in turn.
+pub type Db = ActorPool<DatabaseActor>;
+
+pub struct DatabaseActor {
+    conn: DatabaseConnection,
+    sqlite_file: Option<PathBuf>,
+    ping_timeout: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl DatabaseActor {
+    pub fn new(
+        conn: DatabaseConnection,
+        sqlite_file: Option<PathBuf>,
+        ping_timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            conn,
+            sqlite_file,
+            ping_timeout,
+            metrics,
+        }
+    }
+}
+
+impl Actor for DatabaseActor {
+    type Context = Context<Self>;
+}
+
+impl Supervised for DatabaseActor {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        self.metrics.actor_restarts.with_label_values(&[NAME]).inc();
+        tracing::warn!(actor = NAME, "actor restarted by its supervisor");
+    }
+}
+
+impl Handler<Crashed> for DatabaseActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Crashed, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+/// Checks that the database answers (readiness).
+#[derive(Message)]
+#[rtype(result = "Result<(), DbError>")]
+pub struct Ping;
+
+impl Handler<Ping> for DatabaseActor {
+    type Result = ResponseFuture<Result<(), DbError>>;
+
+    fn handle(&mut self, _: Ping, ctx: &mut Context<Self>) -> Self::Result {
+        let conn = self.conn.clone();
+        let sqlite_file = self.sqlite_file.clone();
+        let timeout = self.ping_timeout;
+        let addr = ctx.address();
+        Box::pin(async move {
+            contain(NAME, addr, async move {
+                // A SQLite file deleted under a running server still answers through
+                // open handles, but everything written from then on is lost.
+                if let Some(file) = sqlite_file.filter(|file| !file.exists()) {
+                    return Err(DbError::NotReady(format!(
+                        "database file {} is missing",
+                        file.display()
+                    )));
+                }
+                match tokio::time::timeout(timeout, conn.ping()).await {
+                    Ok(result) => result.map_err(DbError::from),
+                    Err(_) => Err(DbError::NotReady(format!(
+                        "database did not answer within {timeout:?}"
+                    ))),
+                }
+            })
+            .await?
+        })
+    }
+}
+
+/// A unit of work run in one transaction: committed when it returns `Ok`, rolled back
+/// when it returns `Err` or panics.
+pub type TxJob<T, E> = Box<
+    dyn for<'c> FnOnce(
+            &'c DatabaseTransaction,
+        ) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>>
+        + Send,
+>;
+
+/// Runs a [`TxJob`] and answers with its typed result.
+pub struct Transact<T, E> {
+    job: TxJob<T, E>,
+}
+
+impl<T: 'static, E: 'static> Message for Transact<T, E> {
+    type Result = Result<T, E>;
+}
+
+impl<T, E> Handler<Transact<T, E>> for DatabaseActor
+where
+    T: Send + 'static,
+    E: From<DbError> + std::error::Error + Send + 'static,
+{
+    type Result = ResponseFuture<Result<T, E>>;
+
+    fn handle(&mut self, msg: Transact<T, E>, ctx: &mut Context<Self>) -> Self::Result {
+        let conn = self.conn.clone();
+        let addr = ctx.address();
+        Box::pin(async move {
+            match contain(NAME, addr, conn.transaction(msg.job)).await {
+                Ok(Ok(value)) => Ok(value),
+                Ok(Err(TransactionError::Transaction(err))) => Err(err),
+                Ok(Err(TransactionError::Connection(err))) => Err(DbError::Query(err).into()),
+                Err(panicked) => Err(DbError::Panicked(panicked).into()),
+            }
+        })
+    }
+}
+
+impl Db {
+    /// Asks one instance whether the database answers.
+    pub async fn ping(&self) -> Result<(), DbError> {
+        self.pick()
+            .send(Ping)
+            .await
+            .map_err(|_| DbError::ActorGone)?
+    }
+
+    /// Runs `job` in a transaction on one instance.
+    pub async fn transact<T, E, F>(&self, job: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<DbError> + std::error::Error + Send + 'static,
+        F: for<'c> FnOnce(
+                &'c DatabaseTransaction,
+            ) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>>
+            + Send
+            + 'static,
+    {
+        self.pick()
+            .send(Transact { job: Box::new(job) })
+            .await
+            .map_err(|_| E::from(DbError::ActorGone))?
+    }
+}

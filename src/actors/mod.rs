@@ -1,0 +1,11 @@
+//! The actors behind the HTTP front end, each with its typed messages beside it.
+//!
+//! | actor | messages | lands with |
+//! |---|---|---|
+//! | database | `Ping`, `Transact<T, E>` | foundation |
+//! | auth | login, sessions, tokens | accounts issue |
+//! | mailer | outbox delivery | mailer issue |
+//! | cache, load balancer | response cache, upstream pools | front-of-house issue |
+
+pub mod database;
+pub mod supervisor;

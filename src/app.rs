@@ -1,0 +1,120 @@
+//! Builds a Gatehouse instance: actors first, then the HTTP front end that talks to them.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+
+use actix::Arbiter;
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::web;
+use sea_orm::{DatabaseConnection, DbErr};
+
+use crate::actors::database::{DatabaseActor, Db};
+use crate::actors::supervisor::{stop_arbiters, ActorPool};
+use crate::config::Settings;
+use crate::db;
+use crate::http::static_files::StaticSite;
+use crate::http::{self, openapi, AppState};
+use crate::telemetry::Metrics;
+
+/// Why an instance could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Static(String),
+    #[error("database: {0}")]
+    Database(#[from] DbErr),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// A running instance: the HTTP server and the actors behind it.
+pub struct Application {
+    addr: SocketAddr,
+    server: Server,
+    db: Db,
+    conn: DatabaseConnection,
+    /// Backend actor threads, in the order they are stopped.
+    arbiters: Vec<Arbiter>,
+}
+
+impl Application {
+    /// Opens the database, applies migrations when configured, starts the actors and
+    /// binds the listener. Must run inside an actix `System`.
+    pub async fn build(settings: Settings) -> Result<Self, StartError> {
+        let static_site = StaticSite::new(&settings.static_files).map_err(StartError::Static)?;
+        let conn = db::connect(&settings.database).await?;
+        if settings.database.auto_migrate {
+            db::migrate_up(&conn, None).await?;
+        }
+        let metrics = Arc::new(Metrics::new());
+
+        let (db, db_arbiters) = ActorPool::start(settings.database_actors(), {
+            let conn = conn.clone();
+            let sqlite_file = settings.database.url.sqlite_path();
+            let ping_timeout = settings.database.connect_timeout;
+            let metrics = metrics.clone();
+            move || {
+                DatabaseActor::new(
+                    conn.clone(),
+                    sqlite_file.clone(),
+                    ping_timeout,
+                    metrics.clone(),
+                )
+            }
+        });
+
+        let state = web::Data::new(AppState {
+            db: db.clone(),
+            metrics,
+            static_site,
+            openapi: openapi::document(),
+        });
+        let bind = settings.server.bind;
+        let listener =
+            TcpListener::bind(bind).map_err(|source| StartError::Bind { addr: bind, source })?;
+        let addr = listener.local_addr()?;
+        let server = http::server(&settings, listener, state)?;
+        Ok(Self {
+            addr,
+            server,
+            db,
+            conn,
+            arbiters: db_arbiters,
+        })
+    }
+
+    /// The address the listener is bound to (the real port when configured with 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A handle to stop the HTTP server gracefully.
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// The database actors, for tools and tests that send them messages directly.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Serves until SIGINT/SIGTERM or [`ServerHandle::stop`]; then, once in-flight
+    /// requests have finished (or the shutdown timeout passed), stops the actors in
+    /// order and closes the database.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let result = self.server.await;
+        tracing::info!("HTTP server stopped; stopping actors");
+        drop(self.db);
+        stop_arbiters(self.arbiters).await;
+        if let Err(err) = self.conn.close().await {
+            tracing::warn!(%err, "closing the database pool failed");
+        }
+        tracing::info!("shutdown complete");
+        result
+    }
+}

@@ -1,0 +1,417 @@
+//! Typed settings, layered from files and environment variables, validated at start.
+//!
+//! Layers, later ones winning: the built-in copy of `config/default.toml` (or the file
+//! itself when present), `config/<GATEHOUSE_ENV>.toml`, the file named by `--config`,
+//! then `GATEHOUSE__SECTION__KEY` environment variables.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Toml};
+use figment::{Figment, Metadata, Source};
+use serde::{Deserialize, Serialize};
+
+/// The built-in defaults: a copy of `config/default.toml` taken at build time.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// Prefix of environment variables that override settings (`GATEHOUSE__SERVER__BIND`).
+pub const ENV_PREFIX: &str = "GATEHOUSE__";
+
+/// Every setting of a Gatehouse instance.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub api: ApiSettings,
+    pub database: DatabaseSettings,
+    #[serde(rename = "static")]
+    pub static_files: StaticSettings,
+    pub log: LogSettings,
+    pub metrics: MetricsSettings,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub bind: SocketAddr,
+    pub workers: usize,
+    #[serde(with = "humantime_serde")]
+    pub keep_alive: Duration,
+    #[serde(with = "humantime_serde")]
+    pub request_head_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSettings {
+    pub cors_origins: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    pub url: DatabaseUrl,
+    pub schema: String,
+    pub max_connections: u32,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    pub auto_migrate: bool,
+    pub actors: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticSettings {
+    pub root: PathBuf,
+    pub index: String,
+    pub spa_fallback: bool,
+    pub precompressed: bool,
+    pub cache_control: String,
+    pub mounts: Vec<StaticMount>,
+}
+
+/// A further folder served under its own URL prefix.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticMount {
+    pub prefix: String,
+    pub root: PathBuf,
+    #[serde(default)]
+    pub cache_control: String,
+    #[serde(default)]
+    pub spa_fallback: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+    pub access_log: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    pub enabled: bool,
+}
+
+/// A database URL; its password never appears in `Debug` output or in `gatehouse config`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+
+    /// The URL with its password, for connecting only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_sqlite(&self) -> bool {
+        self.0.starts_with("sqlite:")
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.0.starts_with("postgres://") || self.0.starts_with("postgresql://")
+    }
+
+    /// The file of a SQLite URL (`sqlite://data/x.db?mode=rwc` → `data/x.db`), if any.
+    pub fn sqlite_path(&self) -> Option<PathBuf> {
+        let rest = self.0.strip_prefix("sqlite:")?;
+        let rest = rest.strip_prefix("//").unwrap_or(rest);
+        let path = rest.split('?').next().unwrap_or_default();
+        (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))
+    }
+
+    fn redacted(&self) -> String {
+        match url::Url::parse(&self.0) {
+            Ok(mut parsed) if parsed.password().is_some() => {
+                let _ = parsed.set_password(Some("redacted"));
+                parsed.to_string()
+            }
+            _ => self.0.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl Serialize for DatabaseUrl {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.redacted())
+    }
+}
+
+/// Where settings come from: the environment name, the config folder and an extra file.
+#[derive(Debug, Clone)]
+pub struct ConfigSources {
+    pub env: String,
+    pub dir: PathBuf,
+    pub file: Option<PathBuf>,
+}
+
+impl ConfigSources {
+    /// `GATEHOUSE_ENV` (default `development`) and the `config/` folder of the working
+    /// directory (or `GATEHOUSE_CONFIG_DIR`).
+    pub fn from_env(file: Option<PathBuf>) -> Self {
+        Self {
+            env: std::env::var("GATEHOUSE_ENV").unwrap_or_else(|_| "development".into()),
+            dir: std::env::var_os("GATEHOUSE_CONFIG_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("config")),
+            file,
+        }
+    }
+}
+
+/// Settings that could not be loaded; the message names the source, the key and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Settings together with the layers they were read from, for `gatehouse config`.
+#[derive(Debug, Clone)]
+pub struct LoadedSettings {
+    pub settings: Settings,
+    pub layers: Vec<String>,
+}
+
+impl Settings {
+    /// Loads and validates settings from every layer.
+    pub fn load(sources: &ConfigSources) -> Result<LoadedSettings, ConfigError> {
+        let mut layers = Vec::new();
+        let default_file = sources.dir.join("default.toml");
+        let mut figment = if default_file.is_file() {
+            layers.push(default_file.display().to_string());
+            Figment::from(Toml::file_exact(&default_file))
+        } else {
+            layers.push("built-in defaults".to_string());
+            Figment::from(Toml::string(DEFAULT_TOML))
+        };
+        let env_file = sources.dir.join(format!("{}.toml", sources.env));
+        if env_file.is_file() {
+            layers.push(env_file.display().to_string());
+            figment = figment.merge(Toml::file_exact(&env_file));
+        } else if !matches!(sources.env.as_str(), "development" | "test" | "production") {
+            return Err(ConfigError(format!(
+                "GATEHOUSE_ENV={}: no such config file {}",
+                sources.env,
+                env_file.display()
+            )));
+        }
+        if let Some(file) = &sources.file {
+            if !file.is_file() {
+                return Err(ConfigError(format!(
+                    "{}: --config file does not exist",
+                    file.display()
+                )));
+            }
+            layers.push(file.display().to_string());
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        if std::env::vars().any(|(key, _)| key.starts_with(ENV_PREFIX)) {
+            layers.push(format!("{ENV_PREFIX}* environment variables"));
+        }
+        figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
+        let settings: Settings = figment
+            .extract()
+            .map_err(|err| describe_figment_error(&figment, err))?;
+        settings.validate()?;
+        Ok(LoadedSettings { settings, layers })
+    }
+
+    /// Settings from the built-in defaults only, for tests and tools.
+    pub fn defaults() -> Self {
+        Figment::from(Toml::string(DEFAULT_TOML))
+            .extract()
+            .expect("built-in defaults are valid")
+    }
+
+    /// Checks that serde's types cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let url = &self.database.url;
+        if !url.is_sqlite() && !url.is_postgres() {
+            return Err(invalid(
+                "database.url",
+                "must start with sqlite: or postgres://",
+            ));
+        }
+        if self.database.max_connections == 0 {
+            return Err(invalid("database.max_connections", "must be at least 1"));
+        }
+        if self.database.schema.is_empty()
+            || !self
+                .database
+                .schema
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(invalid(
+                "database.schema",
+                "must be a plain identifier ([A-Za-z0-9_])",
+            ));
+        }
+        if let Err(reason) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err(invalid("log.level", &reason.to_string()));
+        }
+        if self.static_files.index.contains('/') {
+            return Err(invalid("static.index", "must be a file name, not a path"));
+        }
+        for (i, mount) in self.static_files.mounts.iter().enumerate() {
+            if !mount.prefix.starts_with('/') || mount.prefix.len() < 2 {
+                return Err(invalid(
+                    &format!("static.mounts[{i}].prefix"),
+                    "must start with / and name a folder, like /assets",
+                ));
+            }
+            if mount.prefix == "/api" || mount.prefix.starts_with("/api/") {
+                return Err(invalid(
+                    &format!("static.mounts[{i}].prefix"),
+                    "/api is reserved for the API",
+                ));
+            }
+        }
+        for origin in &self.api.cors_origins {
+            let canonical = url::Url::parse(origin).map(|url| url.origin().ascii_serialization());
+            if origin != "*" && canonical.as_deref() != Ok(origin.as_str()) {
+                return Err(invalid(
+                    "api.cors_origins",
+                    &format!("{origin:?} is not \"*\" or an origin like https://example.com"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The effective settings as TOML, with secrets redacted.
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("settings serialize to TOML")
+    }
+
+    /// HTTP worker threads, resolving 0 to the number of cores.
+    pub fn http_workers(&self) -> usize {
+        resolve_count(self.server.workers)
+    }
+
+    /// Database actor instances, resolving 0 to the number of cores.
+    pub fn database_actors(&self) -> usize {
+        resolve_count(self.database.actors)
+    }
+}
+
+fn resolve_count(configured: usize) -> usize {
+    if configured > 0 {
+        configured
+    } else {
+        std::thread::available_parallelism().map_or(1, usize::from)
+    }
+}
+
+fn invalid(key: &str, reason: &str) -> ConfigError {
+    ConfigError(format!("invalid config: key `{key}`: {reason}"))
+}
+
+/// Turns figment's error into "SOURCE: key `a.b`: reason", naming the file or the
+/// environment variable that holds the offending key.
+fn describe_figment_error(figment: &Figment, error: figment::Error) -> ConfigError {
+    let lines: Vec<String> = error
+        .into_iter()
+        .map(|err| {
+            let mut path = err.path.clone();
+            if let figment::error::Kind::UnknownField(field, _) = &err.kind {
+                path.push(field.clone());
+            }
+            let key = path.join(".");
+            let metadata = figment.find_metadata(&key).or(err.metadata.as_ref());
+            let source =
+                metadata.map_or_else(|| "config".to_string(), |meta| describe_source(meta, &path));
+            format!("invalid config: {source}: key `{key}`: {}", err.kind)
+        })
+        .collect();
+    ConfigError(lines.join("\n"))
+}
+
+fn describe_source(meta: &Metadata, path: &[String]) -> String {
+    match &meta.source {
+        Some(Source::File(file)) => file.display().to_string(),
+        Some(Source::Code(_)) => "built-in defaults".to_string(),
+        _ if meta.name.contains("environment") => format!(
+            "environment variable {ENV_PREFIX}{}",
+            path.join("__").to_uppercase()
+        ),
+        _ => meta.name.to_string(),
+    }
+}
+
+/// A SQLite URL for a database file, created when missing.
+pub fn sqlite_url_for(path: &Path) -> DatabaseUrl {
+    DatabaseUrl::new(format!("sqlite://{}?mode=rwc", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_defaults_match_the_documented_keys() {
+        let settings = Settings::defaults();
+        assert_eq!(settings.server.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(settings.static_files.root, PathBuf::from("public"));
+        assert_eq!(settings.log.format, LogFormat::Pretty);
+        assert_eq!(
+            settings.database.url.sqlite_path(),
+            Some(PathBuf::from("data/gatehouse.db"))
+        );
+        settings.validate().unwrap();
+    }
+
+    #[test]
+    fn database_password_is_redacted_everywhere_it_could_be_printed() {
+        let url = DatabaseUrl::new("postgres://app:s3cret@db.internal:5432/app");
+        assert!(!format!("{url:?}").contains("s3cret"));
+        let mut settings = Settings::defaults();
+        settings.database.url = url.clone();
+        assert!(!settings.to_redacted_toml().contains("s3cret"));
+        assert!(settings.to_redacted_toml().contains("db.internal"));
+        assert_eq!(url.expose(), "postgres://app:s3cret@db.internal:5432/app");
+    }
+
+    #[test]
+    fn sqlite_paths_are_read_from_urls() {
+        let path = |url: &str| DatabaseUrl::new(url).sqlite_path();
+        assert_eq!(
+            path("sqlite://a/b.db?mode=rwc"),
+            Some(PathBuf::from("a/b.db"))
+        );
+        assert_eq!(path("sqlite:///abs/b.db"), Some(PathBuf::from("/abs/b.db")));
+        assert_eq!(path("sqlite::memory:"), None);
+        assert_eq!(path("postgres://x@y/z"), None);
+    }
+}

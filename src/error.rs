@@ -1,0 +1,219 @@
+//! The one JSON error shape of every API response, PocketBase's with two additions:
+//!
+//! `{"status":400,"message":"…","data":{"field":{"code":"…","message":"…"}},"code":"validation_failed","requestId":"…"}`
+//!
+//! `data` holds per-field errors (an empty object otherwise) and `code` is a stable,
+//! machine-readable reason. `requestId` echoes the response's `X-Request-Id`.
+
+use std::fmt;
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{error::JsonPayloadError, HttpRequest, HttpResponse, ResponseError};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+tokio::task_local! {
+    /// The id of the request being handled, set by the request middleware so that
+    /// errors can carry it without threading it through every handler.
+    pub static REQUEST_ID: String;
+}
+
+/// The JSON body of every API error.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody<'a> {
+    #[schema(example = 400)]
+    status: u16,
+    #[schema(example = "Failed to create record.")]
+    message: &'a str,
+    /// Per-field errors, `{"field": {"code": "validation_required", "message": "…"}}`.
+    #[schema(value_type = Object)]
+    data: &'a Map<String, Value>,
+    /// A stable, machine-readable reason.
+    #[schema(example = "validation_failed")]
+    code: &'a str,
+    /// The request's `X-Request-Id`.
+    #[serde(rename = "requestId", skip_serializing_if = "Option::is_none")]
+    request_id: Option<String>,
+}
+
+/// An API error: status, stable code, human message and per-field details.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub data: Map<String, Value>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            data: Map::new(),
+        }
+    }
+
+    /// Adds a field error (`data.<field> = {code, message}`).
+    pub fn with_field(mut self, field: &str, code: &str, message: &str) -> Self {
+        self.data.insert(
+            field.to_string(),
+            serde_json::json!({ "code": code, "message": message }),
+        );
+        self
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    /// A 400 whose details are in `data`, one entry per field.
+    pub fn validation(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "validation_failed", message)
+    }
+
+    pub fn not_found() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "The requested resource wasn't found.",
+        )
+    }
+
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "The request method is not supported by this resource.",
+        )
+    }
+
+    pub fn payload_too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("The request body is larger than the limit of {limit} bytes."),
+        )
+    }
+
+    pub fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "Something went wrong while processing your request.",
+        )
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable",
+            message,
+        )
+    }
+
+    /// The JSON body, with the current request id when there is one.
+    pub fn body(&self) -> Value {
+        serde_json::to_value(ErrorBody {
+            status: self.status.as_u16(),
+            message: &self.message,
+            data: &self.data,
+            code: self.code,
+            request_id: REQUEST_ID.try_with(Clone::clone).ok(),
+        })
+        .expect("error bodies serialize")
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status).json(self.body());
+        if self.status == StatusCode::METHOD_NOT_ALLOWED {
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        }
+        response
+    }
+}
+
+/// Shapes errors of actix-web's JSON extractor like every other API error.
+pub fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    let api = match &err {
+        JsonPayloadError::OverflowKnownLength { limit, .. }
+        | JsonPayloadError::Overflow { limit } => ApiError::payload_too_large(*limit),
+        JsonPayloadError::ContentType => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "The request body must be JSON (Content-Type: application/json).",
+        ),
+        _ => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            "Failed to load the submitted data due to invalid formatting.",
+        ),
+    };
+    api.into()
+}
+
+/// Shapes errors of actix-web's query-string extractor like every other API error.
+pub fn query_error(
+    err: actix_web::error::QueryPayloadError,
+    _req: &HttpRequest,
+) -> actix_web::Error {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_query",
+        format!("Invalid query parameters: {err}."),
+    )
+    .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_has_pocketbase_keys_plus_code() {
+        let body = ApiError::validation("Failed to create record.")
+            .with_field("title", "validation_required", "Cannot be blank.")
+            .body();
+        assert_eq!(body["status"], 400);
+        assert_eq!(body["message"], "Failed to create record.");
+        assert_eq!(body["code"], "validation_failed");
+        assert_eq!(body["data"]["title"]["code"], "validation_required");
+        assert!(body.get("requestId").is_none());
+    }
+
+    #[test]
+    fn data_is_an_empty_object_without_field_errors() {
+        assert_eq!(ApiError::not_found().body()["data"], serde_json::json!({}));
+    }
+
+    #[actix_web::test]
+    async fn request_id_is_included_inside_a_request_scope() {
+        let body = REQUEST_ID
+            .scope("abc".to_string(), async { ApiError::internal().body() })
+            .await;
+        assert_eq!(body["requestId"], "abc");
+    }
+}

@@ -1,0 +1,102 @@
+//! The HTTP front end: routes, middleware and handlers. Handlers translate HTTP to
+//! actor messages and back; they never touch the database themselves.
+
+pub mod health;
+pub mod middleware;
+pub mod openapi;
+pub mod static_files;
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_cors::Cors;
+use actix_web::dev::Server;
+use actix_web::http::Method;
+use actix_web::{web, App, HttpServer};
+
+use crate::actors::database::Db;
+use crate::config::Settings;
+use crate::error::{json_error, query_error, ApiError};
+use crate::telemetry::Metrics;
+use middleware::{RequestTelemetry, X_REQUEST_ID};
+use static_files::StaticSite;
+
+/// What every HTTP worker shares: actor addresses and read-only state built at start.
+pub struct AppState {
+    pub db: Db,
+    pub metrics: Arc<Metrics>,
+    pub static_site: StaticSite,
+    pub openapi: String,
+}
+
+/// Builds the HTTP server on `listener`. The factory below runs once per worker; it
+/// only clones handles to actors that were started before it.
+pub fn server(
+    settings: &Settings,
+    listener: TcpListener,
+    state: web::Data<AppState>,
+) -> std::io::Result<Server> {
+    let cors_origins = settings.api.cors_origins.clone();
+    let max_body = settings.server.max_body_bytes;
+    let access_log = settings.log.access_log;
+    let metrics_enabled = settings.metrics.enabled;
+    let server = HttpServer::new(move || {
+        let mut app = App::new()
+            .app_data(state.clone())
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(max_body)
+                    .error_handler(json_error),
+            )
+            .app_data(web::QueryConfig::default().error_handler(query_error))
+            .wrap(RequestTelemetry::new(state.metrics.clone(), access_log))
+            .route("/healthz", web::get().to(health::healthz))
+            .route("/readyz", web::get().to(health::readyz));
+        if metrics_enabled {
+            app = app.route("/metrics", web::get().to(health::metrics));
+        }
+        app.service(
+            web::scope("/api")
+                .wrap(cors(&cors_origins))
+                .route("/health", web::get().to(health::api_health))
+                .route("/openapi.json", web::get().to(openapi::serve))
+                .default_service(web::to(api_not_found)),
+        )
+        .default_service(web::to(static_files::serve))
+    })
+    .workers(settings.http_workers())
+    .keep_alive(settings.server.keep_alive)
+    .client_request_timeout(settings.server.request_head_timeout)
+    .shutdown_timeout(settings.server.shutdown_timeout.as_secs())
+    .tcp_nodelay(true)
+    .listen(listener)?
+    .run();
+    Ok(server)
+}
+
+/// CORS for the API: the configured origins, every method the SDKs use, any header.
+fn cors(origins: &[String]) -> Cors {
+    let cors = Cors::default()
+        .allowed_methods([
+            Method::GET,
+            Method::HEAD,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
+        .allow_any_header()
+        .expose_headers([X_REQUEST_ID])
+        .max_age(86400);
+    if origins.iter().any(|origin| origin == "*") {
+        cors.allow_any_origin().send_wildcard()
+    } else {
+        origins
+            .iter()
+            .fold(cors, |cors, origin| cors.allowed_origin(origin))
+    }
+}
+
+async fn api_not_found() -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::not_found())
+}

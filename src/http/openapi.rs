@@ -1,0 +1,37 @@
+//! `GET /api/openapi.json`: the API description, generated from the handlers' annotations.
+
+use actix_web::{web, HttpResponse};
+use utoipa::OpenApi;
+
+use super::{health, AppState};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Gatehouse",
+        description = "Web server and backend in one binary; the records and auth API speaks PocketBase's REST dialect."
+    ),
+    paths(health::healthz, health::readyz, health::api_health, health::metrics, serve),
+    components(schemas(crate::error::ErrorBody, health::ApiHealth)),
+    tags(
+        (name = "health", description = "PocketBase-compatible health check"),
+        (name = "operations", description = "Liveness, readiness, metrics and this document"),
+    )
+)]
+struct ApiDoc;
+
+/// The OpenAPI document as JSON, built once at start.
+pub fn document() -> String {
+    ApiDoc::openapi()
+        .to_json()
+        .expect("the OpenAPI document serializes")
+}
+
+/// This OpenAPI document.
+#[utoipa::path(get, path = "/api/openapi.json", tag = "operations",
+    responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json")))]
+pub async fn serve(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(state.openapi.clone())
+}

@@ -1,0 +1,11 @@
+//! Gatehouse: one binary that is both the web server and the backend of a web
+//! application. See README.md for the architecture.
+
+pub mod actors;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod telemetry;

@@ -1,0 +1,117 @@
+use serde_json::Value;
+
+use crate::on_both_backends;
+use crate::support::{postgres_url, skip, spawn_app, spawn_app_with, tcp_proxy::TcpProxy, Backend};
+
+on_both_backends!(
+    liveness_and_readiness_answer,
+    readiness_fails_when_the_database_is_gone
+);
+
+async fn liveness_and_readiness_answer(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+
+    let live = app.get("/healthz").await;
+    assert_eq!(live.status(), 200);
+
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status(), 200);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["checks"]["database"], "ok");
+
+    let health = app.get("/api/health").await;
+    assert_eq!(health.status(), 200);
+    let body: Value = health.json().await.unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"message": "API is healthy.", "code": 200, "data": {}})
+    );
+}
+
+async fn readiness_fails_when_the_database_is_gone(backend: Backend) {
+    match backend {
+        Backend::Sqlite => sqlite_file_deleted(backend).await,
+        Backend::Postgres => postgres_connection_cut().await,
+    }
+}
+
+async fn sqlite_file_deleted(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    assert_eq!(app.get("/readyz").await.status(), 200);
+
+    std::fs::remove_file(app.sqlite_file.as_ref().unwrap()).unwrap();
+
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status(), 503);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["status"], 503);
+    assert_eq!(body["code"], "service_unavailable");
+    assert_eq!(body["data"]["database"]["code"], "not_ready");
+    assert!(
+        body["message"].as_str().unwrap().contains("missing"),
+        "{body}"
+    );
+    // Liveness does not depend on the database.
+    assert_eq!(app.get("/healthz").await.status(), 200);
+}
+
+/// Gatehouse reaches PostgreSQL through a relay the test cuts and restores: readiness
+/// fails while the database is unreachable and recovers without a restart.
+async fn postgres_connection_cut() {
+    let Some(url) = postgres_url() else {
+        skip(
+            "postgres readiness",
+            "DATABASE_URL is not set to a PostgreSQL server",
+        );
+        return;
+    };
+    let parsed = url::Url::parse(&url).unwrap();
+    let target = format!(
+        "{}:{}",
+        parsed.host_str().unwrap(),
+        parsed.port().unwrap_or(5432)
+    );
+    let target = tokio::net::lookup_host(target)
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    let mut proxy = TcpProxy::start(target).await;
+    let mut via_proxy = parsed.clone();
+    via_proxy.set_host(Some("127.0.0.1")).unwrap();
+    via_proxy.set_port(Some(proxy.addr.port())).unwrap();
+
+    let Some(app) = spawn_app_with(Backend::Postgres, |settings| {
+        settings.database.url = gatehouse::config::DatabaseUrl::new(via_proxy.to_string());
+        settings.database.connect_timeout = std::time::Duration::from_secs(1);
+    })
+    .await
+    else {
+        return;
+    };
+    assert_eq!(app.get("/readyz").await.status(), 200);
+
+    proxy.cut();
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status(), 503);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["data"]["database"]["code"], "not_ready");
+
+    proxy.restore().await;
+    let mut recovered = false;
+    for _ in 0..50 {
+        if app.get("/readyz").await.status() == 200 {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        recovered,
+        "readiness did not recover after the database came back"
+    );
+}

@@ -1,0 +1,9 @@
+//! HTTP-level tests: each starts a real Gatehouse on a random port and talks to it over
+//! real sockets. One module per feature.
+
+mod support;
+
+mod api_basics;
+mod health;
+mod static_files;
+mod supervision;

@@ -1,0 +1,6 @@
+//! Tests of the `gatehouse` binary as a user runs it: configuration layering and
+//! rejection, the CLI, and process-level behaviour such as graceful shutdown.
+
+mod config;
+mod serve;
+mod support;
