@@ -3,17 +3,22 @@
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
-use actix::Arbiter;
+use actix::{Arbiter, Supervisor};
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::web;
 use sea_orm::{DatabaseConnection, DbErr};
 
 use crate::actors::database::{DatabaseActor, Db};
+use crate::actors::mailer::{Mailer, MailerActor};
 use crate::actors::supervisor::{stop_arbiters, ActorPool};
 use crate::config::Settings;
 use crate::db;
 use crate::http::static_files::StaticSite;
 use crate::http::{self, openapi, AppState};
+use crate::mail::delivery::Courier;
+use crate::mail::transport::MailTransport;
+use crate::mail::{outbox, MailContext, MailTemplates};
+use crate::queue::RetryPolicy;
 use crate::telemetry::Metrics;
 
 /// Why an instance could not start.
@@ -21,6 +26,8 @@ use crate::telemetry::Metrics;
 pub enum StartError {
     #[error("{0}")]
     Static(String),
+    #[error("{0}")]
+    Mail(String),
     #[error("database: {0}")]
     Database(#[from] DbErr),
     #[error("cannot listen on {addr}: {source}")]
@@ -37,6 +44,8 @@ pub struct Application {
     addr: SocketAddr,
     server: Server,
     db: Db,
+    mailer: Mailer,
+    mail_drain_timeout: std::time::Duration,
     conn: DatabaseConnection,
     /// Backend actor threads, in the order they are stopped.
     arbiters: Vec<Arbiter>,
@@ -47,6 +56,12 @@ impl Application {
     /// binds the listener. Must run inside an actix `System`.
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
         let static_site = StaticSite::new(&settings.static_files).map_err(StartError::Static)?;
+        let templates = MailTemplates::load(&settings.mail.templates_dir)
+            .map_err(|err| StartError::Mail(err.to_string()))?;
+        if !templates.overridden().is_empty() {
+            tracing::info!(overridden = ?templates.overridden(), "mail templates from {}", settings.mail.templates_dir.display());
+        }
+        let transport = MailTransport::from_settings(&settings.mail).map_err(StartError::Mail)?;
         let conn = db::connect(&settings.database).await?;
         if settings.database.auto_migrate {
             db::migrate_up(&conn, None).await?;
@@ -68,23 +83,71 @@ impl Application {
             }
         });
 
-        let state = web::Data::new(AppState {
-            db: db.clone(),
-            metrics,
-            static_site,
-            openapi: openapi::document(),
-        });
         let bind = settings.server.bind;
         let listener =
             TcpListener::bind(bind).map_err(|source| StartError::Bind { addr: bind, source })?;
         let addr = listener.local_addr()?;
+
+        let mail_settings = &settings.mail;
+        let outbox_queue = outbox::queue(RetryPolicy {
+            max_attempts: mail_settings.retry.max_attempts,
+            initial_delay: mail_settings.retry.initial_delay,
+            max_delay: mail_settings.retry.max_delay,
+        });
+        let courier = Arc::new(Courier {
+            db: db.clone(),
+            transport,
+            queue: outbox_queue.clone(),
+            from: mail_settings
+                .from
+                .parse()
+                .map_err(|err| StartError::Mail(format!("mail.from: {err}")))?,
+            batch_size: mail_settings.batch_size,
+            concurrency: mail_settings.concurrency,
+            lease: mail_settings.lease,
+            stopping: Default::default(),
+        });
+        // The mailer is I/O-bound: one actor on its own thread is enough; its sends run
+        // concurrently (mail.concurrency) and other instances share the outbox safely.
+        let mailer_arbiter = Arbiter::new();
+        let mailer = Mailer::new(Supervisor::start_in_arbiter(&mailer_arbiter.handle(), {
+            let poll_interval = mail_settings.poll_interval;
+            let metrics = metrics.clone();
+            move |_| MailerActor::new(courier, poll_interval, metrics)
+        }));
+        let public_url = if settings.server.public_url.is_empty() {
+            format!("http://{addr}")
+        } else {
+            settings.server.public_url.clone()
+        };
+        let mail = Arc::new(MailContext::new(
+            Arc::new(templates),
+            mail_settings.app_name.clone(),
+            &public_url,
+        ));
+
+        let state = web::Data::new(AppState {
+            db: db.clone(),
+            mailer: mailer.clone(),
+            mail,
+            newsletter: settings.mail.newsletter.clone(),
+            outbox: outbox_queue,
+            metrics,
+            static_site,
+            openapi: openapi::document(),
+        });
         let server = http::server(&settings, listener, state)?;
+        // Stopped in this order: the mailer first, then the database it records into.
+        let mut arbiters = vec![mailer_arbiter];
+        arbiters.extend(db_arbiters);
         Ok(Self {
             addr,
             server,
             db,
+            mailer,
+            mail_drain_timeout: settings.mail.smtp.timeout,
             conn,
-            arbiters: db_arbiters,
+            arbiters,
         })
     }
 
@@ -103,12 +166,21 @@ impl Application {
         &self.db
     }
 
+    /// The mailer, for tools and tests that queue mail directly.
+    pub fn mailer(&self) -> &Mailer {
+        &self.mailer
+    }
+
     /// Serves until SIGINT/SIGTERM or [`ServerHandle::stop`]; then, once in-flight
     /// requests have finished (or the shutdown timeout passed), stops the actors in
     /// order and closes the database.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = self.server.await;
         tracing::info!("HTTP server stopped; stopping actors");
+        // Sends in progress finish (each is bounded by the SMTP timeout); mail not yet
+        // started stays queued for the next start or another instance.
+        self.mailer.drain(self.mail_drain_timeout).await;
+        drop(self.mailer);
         drop(self.db);
         stop_arbiters(self.arbiters).await;
         if let Err(err) = self.conn.close().await {

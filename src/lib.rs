@@ -8,4 +8,6 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod http;
+pub mod mail;
+pub mod queue;
 pub mod telemetry;

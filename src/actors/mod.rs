@@ -4,8 +4,9 @@
 //! |---|---|---|
 //! | database | `Ping`, `Transact<T, E>` | foundation |
 //! | auth | login, sessions, tokens | accounts issue |
-//! | mailer | outbox delivery | mailer issue |
+//! | mailer | `Wake`, `Drain` (outbox delivery) | mailer issue |
 //! | cache, load balancer | response cache, upstream pools | front-of-house issue |
 
 pub mod database;
+pub mod mailer;
 pub mod supervisor;

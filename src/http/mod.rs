@@ -1,8 +1,11 @@
 //! The HTTP front end: routes, middleware and handlers. Handlers translate HTTP to
 //! actor messages and back; they never touch the database themselves.
 
+pub mod admin_campaigns;
+pub mod admin_outbox;
 pub mod health;
 pub mod middleware;
+pub mod newsletter;
 pub mod openapi;
 pub mod static_files;
 
@@ -14,9 +17,12 @@ use actix_web::dev::Server;
 use actix_web::http::Method;
 use actix_web::{web, App, HttpServer};
 
-use crate::actors::database::Db;
-use crate::config::Settings;
+use crate::actors::database::{Db, DbError};
+use crate::actors::mailer::Mailer;
+use crate::config::{NewsletterSettings, Settings};
 use crate::error::{json_error, query_error, ApiError};
+use crate::mail::MailContext;
+use crate::queue::Queue;
 use crate::telemetry::Metrics;
 use middleware::{RequestTelemetry, X_REQUEST_ID};
 use static_files::StaticSite;
@@ -24,6 +30,13 @@ use static_files::StaticSite;
 /// What every HTTP worker shares: actor addresses and read-only state built at start.
 pub struct AppState {
     pub db: Db,
+    /// Wake it after queuing mail.
+    pub mailer: Mailer,
+    /// Templates, product name and public URL for mails.
+    pub mail: Arc<MailContext>,
+    pub newsletter: NewsletterSettings,
+    /// The outbox's delivery queue, for the admin API.
+    pub outbox: Queue,
     pub metrics: Arc<Metrics>,
     pub static_site: StaticSite,
     pub openapi: String,
@@ -60,6 +73,24 @@ pub fn server(
                 .wrap(cors(&cors_origins))
                 .route("/health", web::get().to(health::api_health))
                 .route("/openapi.json", web::get().to(openapi::serve))
+                .service(
+                    web::scope("/newsletter")
+                        .route("/subscribe", web::post().to(newsletter::subscribe))
+                        .route("/confirm", web::get().to(newsletter::confirm))
+                        .route("/unsubscribe", web::get().to(newsletter::unsubscribe_page))
+                        .route("/unsubscribe", web::post().to(newsletter::unsubscribe)),
+                )
+                .service(
+                    web::scope("/admin")
+                        .route("/outbox", web::get().to(admin_outbox::list))
+                        .route("/outbox/{id}/retry", web::post().to(admin_outbox::retry))
+                        .route("/campaigns", web::post().to(admin_campaigns::create))
+                        .route("/campaigns/{id}", web::get().to(admin_campaigns::show))
+                        .route(
+                            "/campaigns/{id}/send",
+                            web::post().to(admin_campaigns::send),
+                        ),
+                )
                 .default_service(web::to(api_not_found)),
         )
         .default_service(web::to(static_files::serve))
@@ -99,4 +130,21 @@ fn cors(origins: &[String]) -> Cors {
 
 async fn api_not_found() -> Result<actix_web::HttpResponse, ApiError> {
     Err(ApiError::not_found())
+}
+
+/// A failure that is Gatehouse's fault: logged in full, answered with a plain 500.
+fn internal(err: &dyn std::error::Error) -> ApiError {
+    tracing::error!(%err, "request failed");
+    ApiError::internal()
+}
+
+/// Database trouble: 503 when the database actor is gone (shutting down), else 500.
+fn database_error(err: &DbError) -> ApiError {
+    match err {
+        DbError::ActorGone | DbError::NotReady(_) => {
+            tracing::warn!(%err, "database unavailable");
+            ApiError::unavailable("The database is unavailable; try again.")
+        }
+        _ => internal(err),
+    }
 }

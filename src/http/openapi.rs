@@ -3,7 +3,7 @@
 use actix_web::{web, HttpResponse};
 use utoipa::OpenApi;
 
-use super::{health, AppState};
+use super::{admin_campaigns, admin_outbox, health, newsletter, AppState};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -11,11 +11,24 @@ use super::{health, AppState};
         title = "Gatehouse",
         description = "Web server and backend in one binary; the records and auth API speaks PocketBase's REST dialect."
     ),
-    paths(health::healthz, health::readyz, health::api_health, health::metrics, serve),
-    components(schemas(crate::error::ErrorBody, health::ApiHealth)),
+    paths(
+        health::healthz, health::readyz, health::api_health, health::metrics, serve,
+        newsletter::subscribe, newsletter::confirm, newsletter::unsubscribe_page, newsletter::unsubscribe,
+        admin_outbox::list, admin_outbox::retry,
+        admin_campaigns::create, admin_campaigns::show, admin_campaigns::send,
+    ),
+    components(schemas(
+        crate::error::ErrorBody, health::ApiHealth,
+        newsletter::SubscribeRequest, newsletter::NewsletterMessage,
+        crate::mail::outbox::OutboxPage, crate::mail::outbox::OutboxEntry,
+        admin_campaigns::CampaignRequest, crate::mail::campaigns::Campaign,
+        crate::mail::outbox::DeliveryCounts,
+    )),
     tags(
         (name = "health", description = "PocketBase-compatible health check"),
         (name = "operations", description = "Liveness, readiness, metrics and this document"),
+        (name = "newsletter", description = "Public newsletter subscription with double opt-in and one-click unsubscribe"),
+        (name = "mail", description = "Administration: the mail outbox and newsletter campaigns"),
     )
 )]
 struct ApiDoc;
