@@ -19,7 +19,6 @@ enum Outbox {
     TextBody,
     HtmlBody,
     Headers,
-    MessageId,
     CampaignId,
 }
 
@@ -42,7 +41,6 @@ impl MigrationTrait for Migration {
             .col(ColumnDef::new(Outbox::TextBody).text().not_null())
             .col(ColumnDef::new(Outbox::HtmlBody).text().not_null())
             .col(ColumnDef::new(Outbox::Headers).text().not_null())
-            .col(ColumnDef::new(Outbox::MessageId).string_len(255).not_null())
             .col(ColumnDef::new(Outbox::CampaignId).string_len(36).null());
         queue_columns::add(&mut table);
         manager.create_table(table).await?;

@@ -13,6 +13,7 @@ use crate::actors::database::DbError;
 use crate::error::ApiError;
 use crate::http::AppState;
 use crate::mail::newsletter::{self, NewsletterError, SubscriberEmail, SubscriberName};
+use crate::mail::templates::escape_html;
 use crate::queue::now_millis;
 
 /// `POST /api/newsletter/subscribe` body.
@@ -149,7 +150,7 @@ pub async fn confirm(
     params(TokenQuery),
     responses((status = 200, description = "An HTML page with an unsubscribe button", content_type = "text/html")))]
 pub async fn unsubscribe_page(query: web::Query<TokenQuery>) -> HttpResponse {
-    let token = html_escape(&query.token);
+    let token = escape_html(&query.token);
     HttpResponse::Ok()
         .content_type(ContentType::html())
         .insert_header((header::CACHE_CONTROL, "no-store"))
@@ -216,7 +217,7 @@ fn answer(request: &HttpRequest, message: &'static str, sentence: &str) -> HttpR
     if wants_html {
         HttpResponse::Ok()
             .content_type(ContentType::html())
-            .body(page(message, &format!("<p>{}</p>", html_escape(sentence))))
+            .body(page(message, &format!("<p>{}</p>", escape_html(sentence))))
     } else {
         HttpResponse::Ok().json(NewsletterMessage { message })
     }
@@ -229,14 +230,6 @@ fn page(title: &str, body: &str) -> String {
          <title>{}</title></head>\
          <body style=\"font-family:sans-serif;max-width:32rem;margin:4rem auto;padding:0 1rem\">\
          {body}</body></html>",
-        html_escape(title)
+        escape_html(title)
     )
-}
-
-fn html_escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
 }

@@ -5,5 +5,6 @@ mod support;
 
 mod api_basics;
 mod health;
+mod mail_delivery;
 mod static_files;
 mod supervision;

@@ -1,17 +1,24 @@
 //! The test harness: a real Gatehouse on a random port, a fresh database per test
 //! (a SQLite file, or a PostgreSQL schema when DATABASE_URL is set), a real HTTP client.
 
+pub mod mail;
 pub mod raw_http;
+pub mod smtp_sink;
 pub mod tcp_proxy;
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use std::time::Duration;
+
 use actix_web::dev::ServerHandle;
 use gatehouse::actors::database::Db;
+use gatehouse::actors::mailer::Mailer;
 use gatehouse::app::Application;
-use gatehouse::config::{sqlite_url_for, DatabaseUrl, Settings};
+use gatehouse::config::{
+    sqlite_url_for, DatabaseSettings, DatabaseUrl, MailTransportKind, Settings, SmtpSecurity,
+};
 
 /// The database a test runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,8 +65,13 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub client: reqwest::Client,
     pub db: Db,
+    pub mailer: Mailer,
     pub static_root: PathBuf,
     pub sqlite_file: Option<PathBuf>,
+    /// Where the `file` mail transport writes.
+    pub mail_dir: PathBuf,
+    /// The database settings, for a second instance sharing the database.
+    pub database: DatabaseSettings,
     handle: ServerHandle,
     postgres_schema: Option<(String, String)>,
     _dir: tempfile::TempDir,
@@ -68,6 +80,11 @@ pub struct TestApp {
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// Stops the instance gracefully and waits until it has shut down.
+    pub async fn stop(&self) {
+        self.handle.stop(true).await;
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
@@ -125,7 +142,21 @@ pub fn test_settings() -> Settings {
     settings.database.max_connections = 4;
     settings.database.actors = 2;
     settings.log.access_log = false;
+    // Fast retries so that retry tests take tens of milliseconds.
+    settings.mail.poll_interval = Duration::from_millis(200);
+    settings.mail.retry.initial_delay = Duration::from_millis(20);
+    settings.mail.retry.max_delay = Duration::from_millis(80);
+    settings.mail.smtp.timeout = Duration::from_secs(2);
+    settings.mail.lease = Duration::from_secs(30);
     settings
+}
+
+/// Points the mailer of `settings` at a loopback SMTP server.
+pub fn use_smtp(settings: &mut Settings, addr: SocketAddr) {
+    settings.mail.transport = MailTransportKind::Smtp;
+    settings.mail.smtp.host = addr.ip().to_string();
+    settings.mail.smtp.port = addr.port();
+    settings.mail.smtp.security = SmtpSecurity::None;
 }
 
 /// Starts Gatehouse on `backend`; `None` (after saying why) when that backend is not
@@ -146,6 +177,7 @@ pub async fn spawn_app_with(
 
     let mut settings = test_settings();
     settings.static_files.root = static_root.clone();
+    settings.mail.file.dir = dir.path().join("mail");
     let mut postgres_schema = None;
     let mut sqlite_file = None;
     match backend {
@@ -169,10 +201,13 @@ pub async fn spawn_app_with(
         }
     }
     customize(&mut settings);
+    let mail_dir = settings.mail.file.dir.clone();
+    let database = settings.database.clone();
 
     let app = Application::build(settings).await.expect("test app starts");
     let addr = app.addr();
     let db = app.db().clone();
+    let mailer = app.mailer().clone();
     let handle = app.handle();
     actix_web::rt::spawn(app.run_until_stopped());
     Some(TestApp {
@@ -182,8 +217,11 @@ pub async fn spawn_app_with(
             .build()
             .unwrap(),
         db,
+        mailer,
         static_root,
         sqlite_file,
+        mail_dir,
+        database,
         handle,
         postgres_schema,
         _dir: dir,
