@@ -5,11 +5,9 @@
 use actix_web::http::header::{self, ContentType};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use sea_orm::SqlErr;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::actors::database::DbError;
 use crate::error::ApiError;
 use crate::http::AppState;
 use crate::mail::newsletter::{self, NewsletterError, SubscriberEmail, SubscriberName};
@@ -74,36 +72,17 @@ pub async fn subscribe(
             return Err(error);
         }
     };
-    // Two first subscriptions of one address can race; the loser of the unique index
-    // runs again and finds the winner's row.
-    let mut tries = 0;
-    let queued = loop {
-        tries += 1;
-        let (mail, settings) = (state.mail.clone(), state.newsletter.clone());
-        let (email, name) = (email.clone(), name.clone());
-        let result = state
-            .db
-            .transact::<_, NewsletterError, _>(move |txn| {
-                Box::pin(async move {
-                    newsletter::subscribe(
-                        txn,
-                        &mail,
-                        &settings,
-                        &email,
-                        name.as_ref(),
-                        now_millis(),
-                    )
+    let (mail, settings) = (state.mail.clone(), state.newsletter.clone());
+    let queued = state
+        .db
+        .transact::<_, NewsletterError, _>(move |txn| {
+            Box::pin(async move {
+                newsletter::subscribe(txn, &mail, &settings, &email, name.as_ref(), now_millis())
                     .await
-                })
             })
-            .await;
-        match result {
-            Err(NewsletterError::Database(DbError::Query(err)))
-                if tries < 2
-                    && matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {}
-            other => break other.map_err(api_error)?,
-        }
-    };
+        })
+        .await
+        .map_err(api_error)?;
     if queued.is_some() {
         state.mailer.wake();
     }

@@ -3,6 +3,7 @@
 //! caller's transaction, so a subscription and its confirmation mail commit together.
 
 use sea_orm::entity::prelude::*;
+use sea_orm::sea_query::OnConflict;
 use sea_orm::{QueryFilter, Set};
 use serde_json::json;
 
@@ -122,54 +123,60 @@ pub async fn subscribe<C: ConnectionTrait>(
     name: Option<&SubscriberName>,
     now: i64,
 ) -> Result<Option<String>, NewsletterError> {
-    let existing = entity::Entity::find()
-        .filter(entity::Column::Email.eq(email.as_str()))
-        .one(conn)
-        .await?;
-    let resend_after = to_millis(settings.resend_after);
     let name = name.map(|name| name.as_str().to_string());
     let token = new_token();
     let expires_at = now.saturating_add(to_millis(settings.confirm_ttl));
-    let subscriber = match existing {
-        Some(found) if found.status == state::CONFIRMED => return Ok(None),
-        Some(found)
-            if found.status == state::PENDING
-                && found
-                    .confirmation_sent_at
-                    .is_some_and(|sent| now < sent.saturating_add(resend_after)) =>
-        {
-            return Ok(None)
+    // Insert first: a write as the first statement makes SQLite take its write lock at
+    // once (a read first could not be upgraded if another writer committed meanwhile),
+    // and two first subscriptions of one address cannot both insert.
+    let inserted = entity::Entity::insert(entity::ActiveModel {
+        id: Set(uuid::Uuid::new_v4().to_string()),
+        email: Set(email.as_str().to_string()),
+        name: Set(name.clone()),
+        status: Set(state::PENDING.to_string()),
+        confirm_token_hash: Set(Some(token_hash(&token))),
+        confirm_expires_at: Set(Some(expires_at)),
+        confirmation_sent_at: Set(Some(now)),
+        unsubscribe_token: Set(new_token()),
+        created_at: Set(now),
+        updated_at: Set(now),
+        confirmed_at: Set(None),
+        unsubscribed_at: Set(None),
+    })
+    .on_conflict(
+        OnConflict::column(entity::Column::Email)
+            .do_nothing()
+            .to_owned(),
+    )
+    .exec_without_returning(conn)
+    .await?
+        == 1;
+    let found = entity::Entity::find()
+        .filter(entity::Column::Email.eq(email.as_str()))
+        .one(conn)
+        .await?
+        .ok_or_else(|| DbErr::RecordNotFound(format!("subscriber {}", email.as_str())))?;
+    let resend_after = to_millis(settings.resend_after);
+    let subscriber = if inserted {
+        found
+    } else if found.status == state::CONFIRMED
+        || (found.status == state::PENDING
+            && found
+                .confirmation_sent_at
+                .is_some_and(|sent| now < sent.saturating_add(resend_after)))
+    {
+        return Ok(None);
+    } else {
+        let mut update: entity::ActiveModel = found.into();
+        update.status = Set(state::PENDING.to_string());
+        if name.is_some() {
+            update.name = Set(name);
         }
-        Some(found) => {
-            let mut update: entity::ActiveModel = found.into();
-            update.status = Set(state::PENDING.to_string());
-            if name.is_some() {
-                update.name = Set(name);
-            }
-            update.confirm_token_hash = Set(Some(token_hash(&token)));
-            update.confirm_expires_at = Set(Some(expires_at));
-            update.confirmation_sent_at = Set(Some(now));
-            update.updated_at = Set(now);
-            update.update(conn).await?
-        }
-        None => {
-            entity::ActiveModel {
-                id: Set(uuid::Uuid::new_v4().to_string()),
-                email: Set(email.as_str().to_string()),
-                name: Set(name),
-                status: Set(state::PENDING.to_string()),
-                confirm_token_hash: Set(Some(token_hash(&token))),
-                confirm_expires_at: Set(Some(expires_at)),
-                confirmation_sent_at: Set(Some(now)),
-                unsubscribe_token: Set(new_token()),
-                created_at: Set(now),
-                updated_at: Set(now),
-                confirmed_at: Set(None),
-                unsubscribed_at: Set(None),
-            }
-            .insert(conn)
-            .await?
-        }
+        update.confirm_token_hash = Set(Some(token_hash(&token)));
+        update.confirm_expires_at = Set(Some(expires_at));
+        update.confirmation_sent_at = Set(Some(now));
+        update.updated_at = Set(now);
+        update.update(conn).await?
     };
     let content = mail.templates.render(
         MailKind::NewsletterConfirmation,
@@ -201,21 +208,29 @@ pub async fn confirm<C: ConnectionTrait>(
     token: &str,
     now: i64,
 ) -> Result<(), NewsletterError> {
-    let found = entity::Entity::find()
+    // One conditional update: the link is used up by whichever request changes the row.
+    let confirmed = entity::Entity::update_many()
+        .col_expr(entity::Column::Status, Expr::value(state::CONFIRMED))
+        .col_expr(
+            entity::Column::ConfirmTokenHash,
+            Expr::value(Option::<String>::None),
+        )
+        .col_expr(
+            entity::Column::ConfirmExpiresAt,
+            Expr::value(Option::<i64>::None),
+        )
+        .col_expr(entity::Column::ConfirmedAt, Expr::value(now))
+        .col_expr(entity::Column::UpdatedAt, Expr::value(now))
         .filter(entity::Column::ConfirmTokenHash.eq(token_hash(token)))
         .filter(entity::Column::Status.eq(state::PENDING))
-        .one(conn)
-        .await?
-        .filter(|found| found.confirm_expires_at.is_some_and(|at| now < at))
-        .ok_or(NewsletterError::InvalidToken)?;
-    let mut update: entity::ActiveModel = found.into();
-    update.status = Set(state::CONFIRMED.to_string());
-    update.confirm_token_hash = Set(None);
-    update.confirm_expires_at = Set(None);
-    update.confirmed_at = Set(Some(now));
-    update.updated_at = Set(now);
-    update.update(conn).await?;
-    Ok(())
+        .filter(entity::Column::ConfirmExpiresAt.gt(now))
+        .exec(conn)
+        .await?;
+    if confirmed.rows_affected == 1 {
+        Ok(())
+    } else {
+        Err(NewsletterError::InvalidToken)
+    }
 }
 
 /// Unsubscribes the owner of `token` at once: no further campaign mail, including
@@ -225,22 +240,28 @@ pub async fn unsubscribe<C: ConnectionTrait>(
     token: &str,
     now: i64,
 ) -> Result<(), NewsletterError> {
+    entity::Entity::update_many()
+        .col_expr(entity::Column::Status, Expr::value(state::UNSUBSCRIBED))
+        .col_expr(
+            entity::Column::ConfirmTokenHash,
+            Expr::value(Option::<String>::None),
+        )
+        .col_expr(
+            entity::Column::ConfirmExpiresAt,
+            Expr::value(Option::<i64>::None),
+        )
+        .col_expr(entity::Column::UnsubscribedAt, Expr::value(now))
+        .col_expr(entity::Column::UpdatedAt, Expr::value(now))
+        .filter(entity::Column::UnsubscribeToken.eq(token))
+        .filter(entity::Column::Status.ne(state::UNSUBSCRIBED))
+        .exec(conn)
+        .await?;
     let found = entity::Entity::find()
         .filter(entity::Column::UnsubscribeToken.eq(token))
         .one(conn)
         .await?
         .ok_or(NewsletterError::InvalidToken)?;
-    let email = found.email.clone();
-    if found.status != state::UNSUBSCRIBED {
-        let mut update: entity::ActiveModel = found.into();
-        update.status = Set(state::UNSUBSCRIBED.to_string());
-        update.confirm_token_hash = Set(None);
-        update.confirm_expires_at = Set(None);
-        update.unsubscribed_at = Set(Some(now));
-        update.updated_at = Set(now);
-        update.update(conn).await?;
-    }
-    outbox::cancel_campaign_mail_to(conn, &email, now).await?;
+    outbox::cancel_campaign_mail_to(conn, &found.email, now).await?;
     Ok(())
 }
 

@@ -9,8 +9,6 @@
 
 use std::path::{Path, PathBuf};
 
-use std::fmt::Write;
-
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

@@ -5,6 +5,8 @@ mod support;
 
 mod api_basics;
 mod health;
+mod mail_campaigns;
 mod mail_delivery;
+mod mail_newsletter;
 mod static_files;
 mod supervision;

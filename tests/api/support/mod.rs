@@ -82,11 +82,6 @@ impl TestApp {
         format!("http://{}{}", self.addr, path)
     }
 
-    /// Stops the instance gracefully and waits until it has shut down.
-    pub async fn stop(&self) {
-        self.handle.stop(true).await;
-    }
-
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client
             .get(self.url(path))
@@ -116,13 +111,34 @@ impl Drop for TestApp {
                     .build()
                     .unwrap();
                 runtime.block_on(async {
-                    if let Ok(conn) = sea_orm::Database::connect(&url).await {
+                    let mut options = sea_orm::ConnectOptions::new(url);
+                    options.max_connections(1).sqlx_logging(false);
+                    if let Ok(conn) = sea_orm::Database::connect(options).await {
                         use sea_orm::ConnectionTrait;
-                        let _ = conn
-                            .execute_unprepared(&format!(
-                                "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
-                            ))
-                            .await;
+                        // Background actors (the mailer) may be mid-transaction on a
+                        // connection whose I/O ran on the test's runtime, which is blocked
+                        // in this drop: such a transaction never ends and would hold its
+                        // locks against the DROP forever. End those sessions, then drop;
+                        // a few rounds in case a session was between transactions.
+                        let _ = conn.execute_unprepared("SET lock_timeout = '2s'").await;
+                        for _ in 0..5 {
+                            let _ = conn
+                                .execute_unprepared(&format!(
+                                    "SELECT pg_terminate_backend(l.pid) FROM pg_locks l \
+                                     JOIN pg_class c ON c.oid = l.relation \
+                                     JOIN pg_namespace n ON n.oid = c.relnamespace \
+                                     WHERE n.nspname = '{schema}' AND l.pid <> pg_backend_pid()"
+                                ))
+                                .await;
+                            let dropped = conn
+                                .execute_unprepared(&format!(
+                                    "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+                                ))
+                                .await;
+                            if dropped.is_ok() {
+                                break;
+                            }
+                        }
                         let _ = conn.close().await;
                     }
                 });
