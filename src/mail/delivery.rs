@@ -125,7 +125,10 @@ impl Courier {
         Ok(match recorded {
             Some(status) => Delivered::Recorded(status),
             None => {
-                tracing::warn!(%id, "the claim on a mail expired while it was being sent");
+                tracing::warn!(
+                    %id,
+                    "the mail was withdrawn, or its claim expired, while it was being sent"
+                );
                 Delivered::Lost
             }
         })

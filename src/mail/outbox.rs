@@ -260,7 +260,9 @@ pub async fn find<C: ConnectionTrait>(conn: &C, id: &str) -> Result<Option<Outbo
         .map(OutboxEntry::from))
 }
 
-/// Withdraws the not yet sent campaign mails to `recipient`.
+/// Withdraws the not yet sent campaign mails to `recipient`, including one being sent
+/// right now: if its attempt fails it is not retried, and if it succeeds its sender
+/// finds the row withdrawn and leaves it so.
 pub(crate) async fn cancel_campaign_mail_to<C: ConnectionTrait>(
     conn: &C,
     recipient: &str,
@@ -285,7 +287,7 @@ pub(crate) async fn cancel_campaign_mail_to<C: ConnectionTrait>(
         )
         .filter(entity::Column::Kind.eq(MailKind::Campaign.as_str()))
         .filter(entity::Column::Recipient.eq(recipient))
-        .filter(entity::Column::Status.eq(Status::Pending.as_str()))
+        .filter(entity::Column::Status.is_in([Status::Pending.as_str(), Status::Sending.as_str()]))
         .exec(conn)
         .await?;
     Ok(result.rows_affected)
