@@ -8,5 +8,6 @@ mod health;
 mod mail_campaigns;
 mod mail_delivery;
 mod mail_newsletter;
+mod mail_outbox_admin;
 mod static_files;
 mod supervision;
