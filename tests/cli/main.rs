@@ -2,5 +2,10 @@
 //! rejection, the CLI, and process-level behaviour such as graceful shutdown.
 
 mod config;
+mod mail;
 mod serve;
+// Shared with tests/api, which uses all of it; these tests need only part.
+#[allow(dead_code)]
+#[path = "../api/support/smtp_sink.rs"]
+mod smtp_sink;
 mod support;
