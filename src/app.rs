@@ -8,8 +8,14 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::web;
 use sea_orm::{DatabaseConnection, DbErr};
 
+use crate::actors::auth::AuthActor;
 use crate::actors::database::{DatabaseActor, Db};
 use crate::actors::supervisor::{stop_arbiters, ActorPool};
+use crate::auth::passwords::PasswordHasher;
+use crate::auth::rate_limit::InProcessLimiter;
+use crate::auth::service::AuthService;
+use crate::auth::tokens::TokenSigner;
+use crate::collections::{store, Registry};
 use crate::config::Settings;
 use crate::db;
 use crate::http::static_files::StaticSite;
@@ -23,6 +29,8 @@ pub enum StartError {
     Static(String),
     #[error("database: {0}")]
     Database(#[from] DbErr),
+    #[error("auth: {0}")]
+    Auth(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -51,6 +59,18 @@ impl Application {
         if settings.database.auto_migrate {
             db::migrate_up(&conn, None).await?;
         }
+        let registry = Arc::new(Registry::new(store::load_collections(&conn).await?));
+        let signer = TokenSigner::from_settings(&settings.auth).map_err(|err| {
+            StartError::Auth(format!(
+                "token secret file {}: {err}",
+                settings.auth.secret_file.display()
+            ))
+        })?;
+        let hasher = PasswordHasher::start_pool(
+            settings.password_hash_workers(),
+            &settings.auth.password_hash,
+        )
+        .map_err(|err| StartError::Auth(err.to_string()))?;
         let metrics = Arc::new(Metrics::new());
 
         let (db, db_arbiters) = ActorPool::start(settings.database_actors(), {
@@ -68,8 +88,25 @@ impl Application {
             }
         });
 
+        let auth_service = Arc::new(AuthService::new(
+            db.clone(),
+            registry,
+            signer,
+            hasher,
+            Arc::new(InProcessLimiter::new(&settings.auth.rate_limits)),
+            settings.auth.clone(),
+        ));
+        let (auth, auth_arbiters) = ActorPool::start(settings.auth_actors(), {
+            let metrics = metrics.clone();
+            move || AuthActor::new(auth_service.clone(), metrics.clone())
+        });
+
+        let settings = Arc::new(settings);
         let state = web::Data::new(AppState {
+            settings: settings.clone(),
+            started: std::time::Instant::now(),
             db: db.clone(),
+            auth,
             metrics,
             static_site,
             openapi: openapi::document(),
@@ -84,7 +121,7 @@ impl Application {
             server,
             db,
             conn,
-            arbiters: db_arbiters,
+            arbiters: auth_arbiters.into_iter().chain(db_arbiters).collect(),
         })
     }
 

@@ -3,9 +3,12 @@
 
 pub mod actors;
 pub mod app;
+pub mod auth;
 pub mod cli;
+pub mod collections;
 pub mod config;
 pub mod db;
+pub mod domain;
 pub mod error;
 pub mod http;
 pub mod telemetry;

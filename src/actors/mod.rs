@@ -7,5 +7,6 @@
 //! | mailer | outbox delivery | mailer issue |
 //! | cache, load balancer | response cache, upstream pools | front-of-house issue |
 
+pub mod auth;
 pub mod database;
 pub mod supervisor;

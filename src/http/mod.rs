@@ -1,6 +1,8 @@
 //! The HTTP front end: routes, middleware and handlers. Handlers translate HTTP to
 //! actor messages and back; they never touch the database themselves.
 
+pub mod admin;
+pub mod auth;
 pub mod health;
 pub mod middleware;
 pub mod openapi;
@@ -14,6 +16,7 @@ use actix_web::dev::Server;
 use actix_web::http::Method;
 use actix_web::{web, App, HttpServer};
 
+use crate::actors::auth::Auth;
 use crate::actors::database::Db;
 use crate::config::Settings;
 use crate::error::{json_error, query_error, ApiError};
@@ -23,7 +26,10 @@ use static_files::StaticSite;
 
 /// What every HTTP worker shares: actor addresses and read-only state built at start.
 pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub started: std::time::Instant,
     pub db: Db,
+    pub auth: Auth,
     pub metrics: Arc<Metrics>,
     pub static_site: StaticSite,
     pub openapi: String,
@@ -60,6 +66,21 @@ pub fn server(
                 .wrap(cors(&cors_origins))
                 .route("/health", web::get().to(health::api_health))
                 .route("/openapi.json", web::get().to(openapi::serve))
+                .service(
+                    web::scope("/collections/{collection}")
+                        .route(
+                            "/auth-with-password",
+                            web::post().to(auth::auth_with_password),
+                        )
+                        .route("/auth-refresh", web::post().to(auth::auth_refresh))
+                        .route("/auth-methods", web::get().to(auth::auth_methods))
+                        .route("/auth-with-oauth2", web::post().to(auth::auth_with_oauth2))
+                        .route("/logout", web::post().to(auth::logout))
+                        .route("/logout-all", web::post().to(auth::logout_all))
+                        .route("/sessions", web::get().to(auth::sessions))
+                        .route("/records", web::post().to(auth::create_record)),
+                )
+                .route("/admin/status", web::get().to(admin::status))
                 .default_service(web::to(api_not_found)),
         )
         .default_service(web::to(static_files::serve))

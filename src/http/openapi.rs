@@ -3,7 +3,7 @@
 use actix_web::{web, HttpResponse};
 use utoipa::OpenApi;
 
-use super::{health, AppState};
+use super::{admin, auth, health, AppState};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -11,9 +11,20 @@ use super::{health, AppState};
         title = "Gatehouse",
         description = "Web server and backend in one binary; the records and auth API speaks PocketBase's REST dialect."
     ),
-    paths(health::healthz, health::readyz, health::api_health, health::metrics, serve),
-    components(schemas(crate::error::ErrorBody, health::ApiHealth)),
+    paths(
+        health::healthz, health::readyz, health::api_health, health::metrics, serve,
+        auth::auth_with_password, auth::auth_refresh, auth::auth_methods, auth::auth_with_oauth2,
+        auth::logout, auth::logout_all, auth::sessions, auth::create_record,
+        admin::status,
+    ),
+    components(schemas(
+        crate::error::ErrorBody, health::ApiHealth, auth::PasswordLogin,
+        crate::auth::service::OAuthLogin, admin::InstanceStatus,
+    )),
     tags(
+        (name = "auth", description = "PocketBase-compatible auth collections, plus revocable sessions"),
+        (name = "records", description = "PocketBase-compatible records"),
+        (name = "admin", description = "Gatehouse's admin API (superusers only)"),
         (name = "health", description = "PocketBase-compatible health check"),
         (name = "operations", description = "Liveness, readiness, metrics and this document"),
     )

@@ -4,6 +4,8 @@
 mod support;
 
 mod api_basics;
+mod auth;
 mod health;
+mod oauth;
 mod static_files;
 mod supervision;
