@@ -202,7 +202,7 @@ impl From<AuthError> for ApiError {
     fn from(err: AuthError) -> Self {
         match err {
             AuthError::Validation(fields) => fields.into_iter().fold(
-                Self::validation("Failed to validate the submitted data."),
+                Self::validation("An error occurred while validating the submitted data."),
                 |api, (field, error)| api.with_field(&field, error.code, &error.message),
             ),
             AuthError::InvalidCredentials => Self::new(
@@ -217,7 +217,11 @@ impl From<AuthError> for ApiError {
             ),
             AuthError::Unauthorized => Self::unauthorized(),
             AuthError::Forbidden(message) => Self::forbidden(message),
-            AuthError::NotFound => Self::not_found(),
+            AuthError::NotFound => Self::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "Missing or invalid collection context.",
+            ),
             AuthError::InvalidToken => Self::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_token",
@@ -261,7 +265,7 @@ pub fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error
         _ => ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_json",
-            "Failed to load the submitted data due to invalid formatting.",
+            "An error occurred while loading the submitted data.",
         ),
     };
     api.into()

@@ -598,6 +598,14 @@ impl AuthService {
                 .map(|provider| serde_json::to_value(provider.start()).unwrap_or_default())
                 .collect()
         };
+        let legacy: Vec<Value> = providers
+            .iter()
+            .cloned()
+            .map(|mut provider| {
+                provider["authUrl"] = provider["authURL"].clone();
+                provider
+            })
+            .collect();
         Ok(json!({
             "password": {
                 "enabled": collection.options.password_auth.enabled,
@@ -606,6 +614,10 @@ impl AuthService {
             "oauth2": { "enabled": !providers.is_empty(), "providers": providers },
             "mfa": { "enabled": false, "duration": 0 },
             "otp": { "enabled": false, "duration": 0 },
+            // Kept by PocketBase for SDKs older than 0.23.
+            "authProviders": legacy,
+            "usernamePassword": false,
+            "emailPassword": collection.options.password_auth.enabled,
         }))
     }
 
