@@ -1,0 +1,3 @@
+//! Pure domain logic: validated values and rules, no I/O.
+
+pub mod filter;
