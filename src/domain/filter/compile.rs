@@ -796,7 +796,8 @@ impl<'a> Compiler<'a> {
                     || self.alias(),
                     |alias| Join {
                         table: table_alias(&collection.name, alias),
-                        on: Expr::col((Alias::new(alias), Alias::new("id"))).eq(id.clone()),
+                        on: Expr::col((Alias::new(alias), Alias::new("id")))
+                            .eq(sql::bind(self.dialect, id.clone())),
                     },
                 );
                 Walk {
@@ -834,7 +835,8 @@ impl<'a> Compiler<'a> {
                     || self.alias(),
                     |alias| Join {
                         table: table_alias(&collection.name, alias),
-                        on: Expr::col((Alias::new(alias), Alias::new("id"))).is_in(ids.clone()),
+                        on: Expr::col((Alias::new(alias), Alias::new("id")))
+                            .is_in(ids.iter().map(|id| sql::bind(self.dialect, id.clone()))),
                     },
                 );
                 Walk {
@@ -1093,8 +1095,10 @@ impl<'a> Compiler<'a> {
             None | Some("lower") => self.column_term(&at.table, &field, modifier)?,
             Some(_) => return Err(self.error(operand, ErrorKind::InvalidModifier(prop.into()))),
         };
-        let guard = (field.name == "email" && at.collection.auth && !at.allow_hidden)
-            .then(|| Expr::col((Alias::new(&at.table), Alias::new("emailVisibility"))).eq(true));
+        let guard = (field.name == "email" && at.collection.auth && !at.allow_hidden).then(|| {
+            Expr::col((Alias::new(&at.table), Alias::new("emailVisibility")))
+                .eq(sql::bind(self.dialect, true))
+        });
         Ok((term, at.multi, guard))
     }
 
@@ -1147,27 +1151,27 @@ impl<'a> Compiler<'a> {
                     } else {
                         Emptiness::NonEmpty
                     };
-                    (Expr::val(s.clone()).into(), e)
+                    (sql::bind(d, s.clone()), e)
                 }
                 _ => match s.trim().parse::<f64>() {
-                    Ok(n) => (Expr::val(n).into(), Emptiness::NonEmpty),
+                    Ok(n) => (sql::bind(d, n), Emptiness::NonEmpty),
                     Err(_) => (sql::null(), Emptiness::Empty),
                 },
             },
             Term::Number(n) => match ty {
-                Ty::Text => (Expr::val(number_text(*n)).into(), Emptiness::NonEmpty),
-                _ => (Expr::val(*n).into(), Emptiness::NonEmpty),
+                Ty::Text => (sql::bind(d, number_text(*n)), Emptiness::NonEmpty),
+                _ => (sql::bind(d, *n), Emptiness::NonEmpty),
             },
             Term::Bool(b) => match ty {
                 Ty::Text => (
-                    Expr::val(if *b { "1" } else { "0" }).into(),
+                    sql::bind(d, if *b { "1" } else { "0" }),
                     Emptiness::NonEmpty,
                 ),
                 Ty::Number => (
-                    Expr::val(if *b { 1.0 } else { 0.0 }).into(),
+                    sql::bind(d, if *b { 1.0 } else { 0.0 }),
                     Emptiness::NonEmpty,
                 ),
-                Ty::Bool => (Expr::val(*b).into(), Emptiness::NonEmpty),
+                Ty::Bool => (sql::bind(d, *b), Emptiness::NonEmpty),
             },
             Term::Sql(e, from) => {
                 let e = match (from, ty) {
@@ -1216,7 +1220,7 @@ impl<'a> Compiler<'a> {
                         if d == Dialect::Postgres {
                             pattern = pattern.to_ascii_lowercase();
                         }
-                        sql::like(d, l, Expr::val(pattern).into(), true, negated)
+                        sql::like(d, l, sql::bind(d, pattern), true, negated)
                     }
                     (None, Term::Null) => sql::like(d, l, sql::null(), true, negated),
                     (None, _) => {
@@ -1262,7 +1266,7 @@ impl<'a> Compiler<'a> {
         if l_e && r_e {
             return sql::constant(equal);
         }
-        let empty_value = || -> SimpleExpr { Expr::val("").into() };
+        let empty_value = || sql::bind(d, "");
         // One side is empty: the other must be '' or NULL (texts) or NULL.
         if l_e || r_e {
             let other = if l_e { r } else { l };
@@ -1397,7 +1401,7 @@ pub fn candidate_row(
                     Some(Json::Bool(b)) => f64::from(u8::from(*b)),
                     _ => 0.0,
                 };
-                Expr::val(n).into()
+                sql::bind(dialect, n)
             }
             FieldKind::Bool => {
                 let b = match value {
@@ -1406,7 +1410,7 @@ pub fn candidate_row(
                     Some(Json::Number(n)) => n.as_f64() != Some(0.0),
                     _ => false,
                 };
-                Expr::val(b).into()
+                sql::bind(dialect, b)
             }
             FieldKind::Json => match value {
                 None | Some(Json::Null) => match dialect {
@@ -1435,7 +1439,7 @@ pub fn candidate_row(
                         .to_string(),
                     Some(other) => other.to_string(),
                 };
-                Expr::val(text).into()
+                sql::bind(dialect, text)
             }
         };
         select.expr_as(expr, Alias::new(&field.name));
@@ -1445,7 +1449,7 @@ pub fn candidate_row(
 
 fn json_text(dialect: Dialect, text: String) -> SimpleExpr {
     match dialect {
-        Dialect::Sqlite => Expr::val(text).into(),
+        Dialect::Sqlite => sql::bind(dialect, text),
         Dialect::Postgres => Expr::val(text).cast_as(Alias::new("jsonb")),
     }
 }

@@ -2,7 +2,7 @@
 //! that a filter means the same on both. Templates are constants of this file and
 //! never contain user input: everything variable goes in as a sea-query expression.
 
-use sea_orm::sea_query::{Alias, Expr, Func, FunctionCall, Keyword, SimpleExpr};
+use sea_orm::sea_query::{Alias, Expr, Func, FunctionCall, Keyword, SimpleExpr, Value};
 
 use super::compile::Dialect;
 
@@ -23,6 +23,22 @@ pub fn template(dialect: Dialect, text: &str, args: Vec<SimpleExpr>) -> SimpleEx
     }
     debug_assert_eq!(n, args.len(), "template {text:?}");
     Expr::cust_with_exprs(out, args)
+}
+
+/// A bound parameter. PostgreSQL gets an explicit cast: the server then never has
+/// to infer a type, and the same SQL text never carries parameters of different
+/// types (sqlx caches prepared statements by their text).
+pub fn bind(dialect: Dialect, value: impl Into<Value>) -> SimpleExpr {
+    let value: Value = value.into();
+    let pg_type = match &value {
+        Value::Bool(_) => "BOOLEAN",
+        Value::Double(_) | Value::Float(_) => "DOUBLE PRECISION",
+        _ => "TEXT",
+    };
+    match dialect {
+        Dialect::Sqlite => Expr::val(value).into(),
+        Dialect::Postgres => Expr::val(value).cast_as(Alias::new(pg_type)),
+    }
 }
 
 /// SQL `NULL`.
@@ -138,7 +154,7 @@ pub fn array_items(dialect: Dialect, array: SimpleExpr) -> FunctionCall {
 /// The items of a JSON array given as bound JSON text.
 pub fn array_items_of_text(dialect: Dialect, json: String) -> FunctionCall {
     match dialect {
-        Dialect::Sqlite => Func::cust(Alias::new("json_each")).arg(Expr::val(json)),
+        Dialect::Sqlite => Func::cust(Alias::new("json_each")).arg(bind(dialect, json)),
         Dialect::Postgres => Func::cust(Alias::new("jsonb_array_elements_text"))
             .arg(Expr::val(json).cast_as(Alias::new("jsonb"))),
     }
@@ -195,7 +211,7 @@ pub fn json_value(
                     json_path.push_str(&format!(".\"{key}\""));
                 }
             }
-            let p = Expr::val(json_path).into();
+            let p = bind(dialect, json_path);
             let text = match as_ {
                 JsonAs::Text => "(CASE json_type($, $) WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' WHEN 'null' THEN NULL ELSE CAST(json_extract($, $) AS TEXT) END)",
                 JsonAs::Number => "(CASE WHEN json_type($, $) IN ('integer', 'real') THEN json_extract($, $) END)",
@@ -213,7 +229,7 @@ pub fn json_value(
             } else {
                 let mut call = Func::cust(Alias::new("jsonb_extract_path")).arg(column);
                 for key in path {
-                    call = call.arg(Expr::val(key.clone()));
+                    call = call.arg(bind(dialect, key.clone()));
                 }
                 call.into()
             };
