@@ -340,6 +340,12 @@ impl FixtureDb {
             .unwrap();
     }
 
+    /// The posts collection.
+    pub fn registry_posts(&self) -> Arc<CollectionSchema> {
+        self.registry.collection("posts").unwrap()
+    }
+
+    /// sea-orm's name for the engine.
     pub fn backend(&self) -> DbBackend {
         match self.dialect {
             Dialect::Sqlite => DbBackend::Sqlite,
