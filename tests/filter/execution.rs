@@ -450,7 +450,110 @@ async fn sorting(backend: Backend) {
     }
 }
 
+async fn rules_are_trusted(backend: Backend) {
+    let Some(db) = FixtureDb::open(backend, "rules_are_trusted").await else {
+        return;
+    };
+    // a rule may read hidden fields and every email; a guest's filter may not
+    assert_eq!(
+        db.rule_ids("posts", "author.secret = 's1'", &guest())
+            .await
+            .unwrap(),
+        ["p1"]
+    );
+    assert_eq!(
+        db.rule_ids("posts", "author.email = 'b@x.io'", &guest())
+            .await
+            .unwrap(),
+        ["p2"]
+    );
+    assert!(db
+        .ids("posts", "author.secret = 's1'", &guest())
+        .await
+        .is_err());
+    assert_eq!(
+        db.ids("posts", "author.email = 'b@x.io'", &guest())
+            .await
+            .unwrap(),
+        NONE
+    );
+}
+
+async fn related_list_rules_limit_client_filters(backend: Backend) {
+    let Some(mut db) = FixtureDb::open(backend, "related_list_rules_limit_client_filters").await
+    else {
+        return;
+    };
+    db.registry.set_list_rule("users", Some("verified = true"));
+    db.registry.set_list_rule("teams", None);
+    let cases: &[(&str, &[&str])] = &[
+        // bob is not verified: invisible through relations, as if missing
+        ("author.name ~ 'o'", &["p4"]),
+        ("author.name = ''", &["p2", "p3"]),
+        ("reviewers.name ?= 'bob'", NONE),
+        ("@collection.users.name ?= 'bob'", NONE),
+        ("@collection.users.name ?= 'Carol' && views = 0", &["p2"]),
+        // the stored id needs no join
+        ("author.id = 'u2'", &["p2"]),
+    ];
+    check(&db, "posts", &guest(), cases).await;
+    let err = db
+        .ids("posts", "author.team.name = 'Red'", &guest())
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains("only superusers can filter through collection \"teams\""),
+        "{err}"
+    );
+    // rules and superusers are not limited
+    assert_eq!(
+        db.rule_ids("posts", "author.name ~ 'o'", &guest())
+            .await
+            .unwrap(),
+        ["p2", "p4"]
+    );
+    assert_eq!(
+        db.rule_ids("posts", "author.team.name = 'Red'", &guest())
+            .await
+            .unwrap(),
+        ["p1"]
+    );
+    assert_eq!(
+        db.ids("posts", "author.name ~ 'o'", &superuser())
+            .await
+            .unwrap(),
+        ["p2", "p4"]
+    );
+    // a list rule can depend on the request
+    db.registry
+        .set_list_rule("users", Some("id = @request.auth.id"));
+    assert_eq!(
+        db.ids("posts", "author.name != ''", &user("u2"))
+            .await
+            .unwrap(),
+        ["p2"]
+    );
+    assert_eq!(
+        db.ids("posts", "author.name != ''", &user("u1"))
+            .await
+            .unwrap(),
+        ["p1"]
+    );
+    // and can itself walk relations
+    db.registry.set_list_rule("teams", Some(""));
+    db.registry
+        .set_list_rule("users", Some("team.name = 'Blue'"));
+    assert_eq!(
+        db.ids("posts", "author.name != ''", &guest())
+            .await
+            .unwrap(),
+        ["p2"]
+    );
+}
+
 on_both_backends!(
+    rules_are_trusted,
+    related_list_rules_limit_client_filters,
     operators,
     precedence_and_comments,
     like_escaping,

@@ -49,6 +49,15 @@ macro_rules! on_both_backends {
 /// Collections by name and id.
 pub struct Registry(HashMap<String, Arc<CollectionSchema>>);
 
+impl Registry {
+    /// Replaces the list rule of `collection`.
+    pub fn set_list_rule(&mut self, collection: &str, rule: Option<&str>) {
+        let mut changed = (*self.0[collection]).clone();
+        changed.list_rule = rule.map(str::to_string);
+        self.0.insert(collection.to_string(), Arc::new(changed));
+    }
+}
+
 impl SchemaLookup for Registry {
     fn collection(&self, name_or_id: &str) -> Option<Arc<CollectionSchema>> {
         self.0
@@ -65,6 +74,7 @@ fn collection(name: &str, auth: bool, fields: Vec<FieldSchema>) -> CollectionSch
         id: format!("pbc_{name}"),
         name: name.into(),
         auth,
+        list_rule: Some(String::new()),
         fields: all,
     }
 }
@@ -369,18 +379,43 @@ impl FixtureDb {
             .collect())
     }
 
-    /// Ids of `collection` rows matching `filter` for `request`, sorted; Err(text)
-    /// when the filter is refused or the query fails.
+    /// Ids of `collection` rows matching the client filter `filter` for `request`,
+    /// sorted; Err(text) when the filter is refused or the query fails.
     pub async fn ids(
         &self,
         collection: &str,
         filter: &str,
         request: &RequestContext,
     ) -> Result<Vec<String>, String> {
+        self.matching(collection, filter, request, false).await
+    }
+
+    /// Like [`FixtureDb::ids`] for a (trusted) API rule.
+    pub async fn rule_ids(
+        &self,
+        collection: &str,
+        rule: &str,
+        request: &RequestContext,
+    ) -> Result<Vec<String>, String> {
+        self.matching(collection, rule, request, true).await
+    }
+
+    async fn matching(
+        &self,
+        collection: &str,
+        filter: &str,
+        request: &RequestContext,
+        rule: bool,
+    ) -> Result<Vec<String>, String> {
         let c = self.registry.collection(collection).unwrap();
         let filter = Filter::parse(filter).map_err(|e| e.to_string())?;
         let compiler = Compiler::new(&self.registry, &c, request, self.dialect);
-        let condition = compiler.filter(&filter).map_err(|e| e.to_string())?;
+        let condition = if rule {
+            compiler.rule(&filter)
+        } else {
+            compiler.filter(&filter)
+        }
+        .map_err(|e| e.to_string())?;
         let select = Query::select()
             .column((Alias::new(collection), Alias::new("id")))
             .from(Alias::new(collection))
@@ -424,7 +459,7 @@ impl FixtureDb {
         let c = self.registry.collection("posts").unwrap();
         let filter = Filter::parse(rule).unwrap();
         let compiler = Compiler::new(&self.registry, &c, request, self.dialect);
-        let condition = compiler.filter(&filter).unwrap();
+        let condition = compiler.rule(&filter).unwrap();
         let row = candidate_row(&c, values.as_object().unwrap(), self.dialect);
         let select = Query::select()
             .expr(Expr::val("ok"))

@@ -52,6 +52,8 @@ pub enum ErrorKind {
     TooManyRelations { max: usize },
     /// A collection named in the expression that does not exist.
     UnknownCollection(String),
+    /// A related collection whose list rule lets only superusers see its records.
+    RestrictedCollection(String),
     /// A `:modifier` that does not exist or does not apply to this operand.
     InvalidModifier(String),
     /// A sort or fields expression that is malformed, with the reason.
@@ -92,6 +94,9 @@ impl fmt::Display for ErrorKind {
                 write!(f, "more than {max} nested relations")
             }
             ErrorKind::UnknownCollection(name) => write!(f, "unknown collection {name:?}"),
+            ErrorKind::RestrictedCollection(name) => {
+                write!(f, "only superusers can filter through collection {name:?}")
+            }
             ErrorKind::InvalidModifier(m) => write!(f, "invalid modifier {m:?}"),
             ErrorKind::Invalid(reason) => write!(f, "{reason}"),
         }

@@ -19,6 +19,7 @@
 //!     id: "pbc_posts".into(),
 //!     name: "posts".into(),
 //!     auth: false,
+//!     list_rule: Some(String::new()),
 //!     fields: vec![
 //!         FieldSchema::new("id", FieldKind::Text),
 //!         FieldSchema::new("title", FieldKind::Text),

@@ -26,6 +26,10 @@ pub struct CollectionSchema {
     /// An auth collection: its `email` field is filterable by non-superusers only
     /// on records whose `emailVisibility` is true.
     pub auth: bool,
+    /// The list rule: `None` = superusers only, `Some("")` = everyone. Clients
+    /// filtering through a relation into this collection see only the records it
+    /// allows.
+    pub list_rule: Option<String>,
     /// Every field including the system ones (`id`, and `created`/`updated`,
     /// `email`, `emailVisibility`, `verified`, … when the collection has them).
     pub fields: Vec<FieldSchema>,

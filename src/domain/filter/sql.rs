@@ -242,3 +242,52 @@ pub fn json_value(
         }
     }
 }
+
+/// PocketBase's `wrapLikeParams`: `%…%` around the text with `\`, `%` and `_`
+/// escaped, unless the text already holds an unescaped `%`.
+pub fn like_pattern(text: &str) -> String {
+    let mut pattern = if contains_unescaped(text, '%') {
+        text.to_string()
+    } else {
+        format!("%{}%", escape_unescaped(text, &['\\', '%', '_']))
+    };
+    // A lone trailing escape character is an error in PostgreSQL and matches
+    // nothing in SQLite; both then match a literal backslash instead.
+    let trailing = pattern.chars().rev().take_while(|c| *c == '\\').count();
+    if trailing % 2 == 1 {
+        pattern.push('\\');
+    }
+    pattern
+}
+
+fn contains_unescaped(text: &str, wanted: char) -> bool {
+    let mut prev = '\0';
+    for c in text.chars() {
+        if c == wanted && prev != '\\' {
+            return true;
+        }
+        prev = if c == '\\' && prev == '\\' { '\0' } else { c };
+    }
+    false
+}
+
+fn escape_unescaped(text: &str, escapes: &[char]) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = Vec::with_capacity(chars.len() + 4);
+    let mut pending = false;
+    for i in (0..chars.len()).rev() {
+        if pending {
+            if chars[i] != '\\' {
+                out.push('\\');
+            }
+            pending = false;
+        } else {
+            pending = escapes.contains(&chars[i]);
+        }
+        out.push(chars[i]);
+        if i == 0 && pending {
+            out.push('\\');
+        }
+    }
+    out.into_iter().rev().collect()
+}
