@@ -5,6 +5,14 @@
 //! sea-query condition for SQLite or PostgreSQL. Identifiers only ever become SQL
 //! through the schema (quoted by sea-query); every value is a bound parameter.
 //!
+//! For a list request the records API ANDs [`Compiler::rule`] of the list rule
+//! (trusted) with [`Compiler::filter`] of `?filter=` (a client's: hidden fields,
+//! private emails and related collections' list rules apply), after answering 403
+//! when [`Filter::superuser_only_identifier`] finds `@request.`/`@collection.` in a
+//! non-superuser's filter. A create rule is checked on [`candidate_row`] aliased
+//! as the collection. PostgreSQL should use a `C`/`C.UTF-8` collation so that text
+//! ordering is byte order, as in SQLite.
+//!
 //! ```
 //! # use std::sync::Arc;
 //! # use gatehouse::domain::filter::*;

@@ -147,7 +147,7 @@ fn is_word(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
-/// A `-?[0-9.]+`-style number printed as PocketBase's `cast.ToString` would.
+/// A number as text the way PocketBase's `cast.ToString` prints it (`5`, `0.25`).
 fn number_text(n: f64) -> String {
     format!("{n}")
 }
