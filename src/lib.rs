@@ -11,4 +11,5 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod records;
 pub mod telemetry;

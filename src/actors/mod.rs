@@ -9,4 +9,5 @@
 
 pub mod auth;
 pub mod database;
+pub mod records;
 pub mod supervisor;

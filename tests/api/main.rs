@@ -5,6 +5,7 @@ mod support;
 
 mod api_basics;
 mod auth;
+mod collections;
 mod health;
 mod oauth;
 mod static_files;
