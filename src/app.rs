@@ -8,9 +8,16 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::web;
 use sea_orm::{DatabaseConnection, DbErr};
 
+use crate::actors::auth::AuthActor;
 use crate::actors::database::{DatabaseActor, Db};
 use crate::actors::mailer::{Mailer, MailerActor};
 use crate::actors::supervisor::{stop_arbiters, ActorPool};
+use crate::auth::passwords::PasswordHasher;
+use crate::auth::rate_limit::InProcessLimiter;
+use crate::auth::service::AuthService;
+use crate::auth::sessions::SessionGuard;
+use crate::auth::tokens::TokenSigner;
+use crate::collections::{store, Registry};
 use crate::config::Settings;
 use crate::db;
 use crate::http::static_files::StaticSite;
@@ -19,6 +26,7 @@ use crate::mail::delivery::Courier;
 use crate::mail::transport::MailTransport;
 use crate::mail::{outbox, MailContext, MailTemplates};
 use crate::queue::RetryPolicy;
+use crate::records::RecordsEnv;
 use crate::telemetry::Metrics;
 
 /// Why an instance could not start.
@@ -30,6 +38,8 @@ pub enum StartError {
     Mail(String),
     #[error("database: {0}")]
     Database(#[from] DbErr),
+    #[error("auth: {0}")]
+    Auth(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -52,9 +62,18 @@ pub struct Application {
 }
 
 impl Application {
-    /// Opens the database, applies migrations when configured, starts the actors and
-    /// binds the listener. Must run inside an actix `System`.
+    /// Binds the listener, opens the database, applies migrations when configured and
+    /// starts the actors. Must run inside an actix `System`.
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
+        let bind = settings.server.bind;
+        let listener =
+            TcpListener::bind(bind).map_err(|source| StartError::Bind { addr: bind, source })?;
+        Self::build_on(settings, listener).await
+    }
+
+    /// [`Application::build`] on a listener the caller bound, e.g. a test that needs
+    /// the port first to put it in `server.public_url`.
+    pub async fn build_on(settings: Settings, listener: TcpListener) -> Result<Self, StartError> {
         let static_site = StaticSite::new(&settings.static_files).map_err(StartError::Static)?;
         let templates = MailTemplates::load(&settings.mail.templates_dir)
             .map_err(|err| StartError::Mail(err.to_string()))?;
@@ -66,26 +85,54 @@ impl Application {
         if settings.database.auto_migrate {
             db::migrate_up(&conn, None).await?;
         }
+        let registry = Arc::new(Registry::new(store::load_collections(&conn).await?));
+        let signer = TokenSigner::from_settings(&settings.auth).map_err(|err| {
+            StartError::Auth(format!(
+                "token secret file {}: {err}",
+                settings.auth.secret_file.display()
+            ))
+        })?;
+        let hasher = PasswordHasher::start_pool(
+            settings.password_hash_workers(),
+            &settings.auth.password_hash,
+        )
+        .map_err(|err| StartError::Auth(err.to_string()))?;
         let metrics = Arc::new(Metrics::new());
+        let sessions = Arc::new(SessionGuard::new(
+            settings.auth.session_cache_capacity,
+            settings.auth.session_cache_ttl,
+        ));
+        let records = Arc::new(RecordsEnv::new(registry.clone(), hasher, sessions));
 
         let (db, db_arbiters) = ActorPool::start(settings.database_actors(), {
             let conn = conn.clone();
             let sqlite_file = settings.database.url.sqlite_path();
             let ping_timeout = settings.database.connect_timeout;
             let metrics = metrics.clone();
+            let records = records.clone();
             move || {
                 DatabaseActor::new(
                     conn.clone(),
                     sqlite_file.clone(),
                     ping_timeout,
                     metrics.clone(),
+                    records.clone(),
                 )
             }
         });
 
-        let bind = settings.server.bind;
-        let listener =
-            TcpListener::bind(bind).map_err(|source| StartError::Bind { addr: bind, source })?;
+        let auth_service = Arc::new(AuthService::new(
+            db.clone(),
+            records,
+            signer,
+            Arc::new(InProcessLimiter::new(&settings.auth.rate_limits)),
+            settings.auth.clone(),
+        ));
+        let (auth, auth_arbiters) = ActorPool::start(settings.auth_actors(), {
+            let metrics = metrics.clone();
+            move || AuthActor::new(auth_service.clone(), metrics.clone())
+        });
+
         let addr = listener.local_addr()?;
 
         let mail_settings = &settings.mail;
@@ -115,37 +162,40 @@ impl Application {
             let metrics = metrics.clone();
             move |_| MailerActor::new(courier, poll_interval, metrics)
         }));
-        let public_url = if settings.server.public_url.is_empty() {
-            format!("http://{addr}")
-        } else {
-            settings.server.public_url.clone()
-        };
         let mail = Arc::new(MailContext::new(
             Arc::new(templates),
             mail_settings.app_name.clone(),
-            &public_url,
+            &settings.server.public_url,
         ));
+        let mail_drain_timeout = mail_settings.smtp.timeout;
 
+        let settings = Arc::new(settings);
         let state = web::Data::new(AppState {
+            settings: settings.clone(),
+            registry,
+            started: std::time::Instant::now(),
             db: db.clone(),
+            auth,
             mailer: mailer.clone(),
             mail,
-            newsletter: settings.mail.newsletter.clone(),
             outbox: outbox_queue,
             metrics,
             static_site,
             openapi: openapi::document(),
         });
         let server = http::server(&settings, listener, state)?;
-        // Stopped in this order: the mailer first, then the database it records into.
-        let mut arbiters = vec![mailer_arbiter];
-        arbiters.extend(db_arbiters);
+        // Stopped in this order: the mailer (finishing its sends) before the actors
+        // and the database it records into.
+        let arbiters = std::iter::once(mailer_arbiter)
+            .chain(auth_arbiters)
+            .chain(db_arbiters)
+            .collect();
         Ok(Self {
             addr,
             server,
             db,
             mailer,
-            mail_drain_timeout: settings.mail.smtp.timeout,
+            mail_drain_timeout,
             conn,
             arbiters,
         })

@@ -3,11 +3,15 @@
 
 pub mod actors;
 pub mod app;
+pub mod auth;
 pub mod cli;
+pub mod collections;
 pub mod config;
 pub mod db;
+pub mod domain;
 pub mod error;
 pub mod http;
 pub mod mail;
 pub mod queue;
+pub mod records;
 pub mod telemetry;

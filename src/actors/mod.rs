@@ -7,6 +7,8 @@
 //! | mailer | `Wake`, `Drain` (outbox delivery) | mailer issue |
 //! | cache, load balancer | response cache, upstream pools | front-of-house issue |
 
+pub mod auth;
 pub mod database;
 pub mod mailer;
+pub mod records;
 pub mod supervisor;

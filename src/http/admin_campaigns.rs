@@ -1,4 +1,4 @@
-//! The campaign admin API: write a campaign, send it to every confirmed subscriber
+//! The campaign admin API (superusers only): write a campaign, send it to every confirmed subscriber
 //! (idempotent with an `Idempotency-Key`), follow its delivery.
 
 use actix_web::http::StatusCode;
@@ -7,6 +7,7 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use crate::error::ApiError;
+use crate::http::auth::RequireSuperuser;
 use crate::http::AppState;
 use crate::mail::campaigns::{self, Campaign, CampaignError, NewCampaign};
 use crate::mail::idempotency::{self, Replay, StoredResponse};
@@ -31,11 +32,14 @@ pub struct CampaignRequest {
 #[utoipa::path(post, path = "/api/admin/campaigns", tag = "mail",
     request_body = CampaignRequest,
     responses(
+        (status = 401, description = "Not authenticated", body = crate::error::ErrorBody),
+        (status = 403, description = "Not a superuser", body = crate::error::ErrorBody),
         (status = 201, description = "The draft", body = Campaign),
         (status = 400, description = "`validation_failed` (`data.subject`, `data.text`, `data.html`) or `invalid_json`", body = crate::error::ErrorBody),
     ))]
 pub async fn create(
     state: web::Data<AppState>,
+    _: RequireSuperuser,
     body: web::Json<CampaignRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let campaign = NewCampaign::parse(&body.subject, &body.text, &body.html).map_err(|errors| {
@@ -58,11 +62,14 @@ pub async fn create(
 #[utoipa::path(get, path = "/api/admin/campaigns/{id}", tag = "mail",
     params(("id" = String, Path, description = "Campaign id")),
     responses(
+        (status = 401, description = "Not authenticated", body = crate::error::ErrorBody),
+        (status = 403, description = "Not a superuser", body = crate::error::ErrorBody),
         (status = 200, description = "The campaign", body = Campaign),
         (status = 404, description = "`not_found`", body = crate::error::ErrorBody),
     ))]
 pub async fn show(
     state: web::Data<AppState>,
+    _: RequireSuperuser,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
@@ -89,6 +96,8 @@ pub async fn show(
         ("Idempotency-Key" = String, Header, description = "Unique per intended send; repeat it when retrying"),
     ),
     responses(
+        (status = 401, description = "Not authenticated", body = crate::error::ErrorBody),
+        (status = 403, description = "Not a superuser", body = crate::error::ErrorBody),
         (status = 202, description = "Queued for every confirmed subscriber", body = Campaign),
         (status = 400, description = "`idempotency_key_required`", body = crate::error::ErrorBody),
         (status = 404, description = "`not_found`", body = crate::error::ErrorBody),
@@ -97,13 +106,14 @@ pub async fn show(
     ))]
 pub async fn send(
     state: web::Data<AppState>,
+    _: RequireSuperuser,
     request: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let key = idempotency_key(&request)?;
     let id = id.into_inner();
     let request_hash = token_hash(&format!("send campaign {id}"));
-    let ttl = to_millis(state.newsletter.idempotency_ttl);
+    let ttl = to_millis(state.settings.mail.newsletter.idempotency_ttl);
     // A concurrent request with the same key loses the race on the campaign or on the
     // key and rolls back; asking again then finds the winner's answer.
     for _ in 0..2 {

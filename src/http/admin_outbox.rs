@@ -1,4 +1,4 @@
-//! The outbox admin API: list mails by state, and send a failed one again.
+//! The outbox admin API (superusers only): list mails by state, send a failed one again.
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
@@ -7,6 +7,7 @@ use utoipa::IntoParams;
 
 use crate::actors::database::DbError;
 use crate::error::ApiError;
+use crate::http::auth::RequireSuperuser;
 use crate::http::AppState;
 use crate::mail::outbox::{self, OutboxEntry, OutboxPage};
 use crate::queue::{now_millis, RetryRequest, Status};
@@ -31,11 +32,14 @@ pub struct OutboxQuery {
 #[utoipa::path(get, path = "/api/admin/outbox", tag = "mail",
     params(OutboxQuery),
     responses(
+        (status = 401, description = "Not authenticated", body = crate::error::ErrorBody),
+        (status = 403, description = "Not a superuser", body = crate::error::ErrorBody),
         (status = 200, description = "One page of outbox entries", body = OutboxPage),
         (status = 400, description = "`validation_failed`: unknown `status`, bad `page` or `perPage`", body = crate::error::ErrorBody),
     ))]
 pub async fn list(
     state: web::Data<AppState>,
+    _: RequireSuperuser,
     query: web::Query<OutboxQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
@@ -84,12 +88,15 @@ pub async fn list(
 #[utoipa::path(post, path = "/api/admin/outbox/{id}/retry", tag = "mail",
     params(("id" = String, Path, description = "Outbox id")),
     responses(
+        (status = 401, description = "Not authenticated", body = crate::error::ErrorBody),
+        (status = 403, description = "Not a superuser", body = crate::error::ErrorBody),
         (status = 200, description = "The mail is pending again", body = OutboxEntry),
         (status = 404, description = "`not_found`", body = crate::error::ErrorBody),
         (status = 409, description = "`outbox_not_retryable`: the mail is pending, being sent or sent", body = crate::error::ErrorBody),
     ))]
 pub async fn retry(
     state: web::Data<AppState>,
+    _: RequireSuperuser,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();

@@ -1,12 +1,15 @@
 //! The HTTP front end: routes, middleware and handlers. Handlers translate HTTP to
 //! actor messages and back; they never touch the database themselves.
 
+pub mod admin;
 pub mod admin_campaigns;
 pub mod admin_outbox;
+pub mod auth;
 pub mod health;
 pub mod middleware;
 pub mod newsletter;
 pub mod openapi;
+pub mod records;
 pub mod static_files;
 
 use std::net::TcpListener;
@@ -17,9 +20,11 @@ use actix_web::dev::Server;
 use actix_web::http::Method;
 use actix_web::{web, App, HttpServer};
 
+use crate::actors::auth::Auth;
 use crate::actors::database::{Db, DbError};
 use crate::actors::mailer::Mailer;
-use crate::config::{NewsletterSettings, Settings};
+use crate::collections::Registry;
+use crate::config::Settings;
 use crate::error::{json_error, query_error, ApiError};
 use crate::mail::MailContext;
 use crate::queue::Queue;
@@ -29,12 +34,15 @@ use static_files::StaticSite;
 
 /// What every HTTP worker shares: actor addresses and read-only state built at start.
 pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub registry: Arc<Registry>,
+    pub started: std::time::Instant,
     pub db: Db,
+    pub auth: Auth,
     /// Wake it after queuing mail.
     pub mailer: Mailer,
     /// Templates, product name and public URL for mails.
     pub mail: Arc<MailContext>,
-    pub newsletter: NewsletterSettings,
     /// The outbox's delivery queue, for the admin API.
     pub outbox: Queue,
     pub metrics: Arc<Metrics>,
@@ -80,17 +88,50 @@ pub fn server(
                         .route("/unsubscribe", web::get().to(newsletter::unsubscribe_page))
                         .route("/unsubscribe", web::post().to(newsletter::unsubscribe)),
                 )
-                .service(
-                    web::scope("/admin")
-                        .route("/outbox", web::get().to(admin_outbox::list))
-                        .route("/outbox/{id}/retry", web::post().to(admin_outbox::retry))
-                        .route("/campaigns", web::post().to(admin_campaigns::create))
-                        .route("/campaigns/{id}", web::get().to(admin_campaigns::show))
-                        .route(
-                            "/campaigns/{id}/send",
-                            web::post().to(admin_campaigns::send),
-                        ),
+                // Single routes, not a scope: a scope would swallow the other /admin paths.
+                .route("/admin/outbox", web::get().to(admin_outbox::list))
+                .route(
+                    "/admin/outbox/{id}/retry",
+                    web::post().to(admin_outbox::retry),
                 )
+                .route("/admin/campaigns", web::post().to(admin_campaigns::create))
+                .route(
+                    "/admin/campaigns/{id}",
+                    web::get().to(admin_campaigns::show),
+                )
+                .route(
+                    "/admin/campaigns/{id}/send",
+                    web::post().to(admin_campaigns::send),
+                )
+                .route("/collections", web::get().to(records::list_collections))
+                .route("/collections", web::post().to(records::create_collection))
+                .route(
+                    "/collections/import",
+                    web::put().to(records::import_collections),
+                )
+                .service(
+                    web::scope("/collections/{collection}")
+                        .route("", web::get().to(records::view_collection))
+                        .route("", web::patch().to(records::update_collection))
+                        .route("", web::delete().to(records::delete_collection))
+                        .route("/truncate", web::delete().to(records::truncate_collection))
+                        .route("/records", web::get().to(records::list))
+                        .route("/records", web::post().to(records::create))
+                        .route("/records/{id}", web::get().to(records::view))
+                        .route("/records/{id}", web::patch().to(records::update))
+                        .route("/records/{id}", web::delete().to(records::delete))
+                        .route(
+                            "/auth-with-password",
+                            web::post().to(auth::auth_with_password),
+                        )
+                        .route("/auth-refresh", web::post().to(auth::auth_refresh))
+                        .route("/auth-methods", web::get().to(auth::auth_methods))
+                        .route("/auth-with-oauth2", web::post().to(auth::auth_with_oauth2))
+                        .route("/logout", web::post().to(auth::logout))
+                        .route("/logout-all", web::post().to(auth::logout_all))
+                        .route("/sessions", web::get().to(auth::sessions)),
+                )
+                .route("/admin/status", web::get().to(admin::status))
                 .default_service(web::to(api_not_found)),
         )
         .default_service(web::to(static_files::serve))

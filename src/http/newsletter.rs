@@ -72,7 +72,7 @@ pub async fn subscribe(
             return Err(error);
         }
     };
-    let (mail, settings) = (state.mail.clone(), state.newsletter.clone());
+    let (mail, settings) = (state.mail.clone(), state.settings.mail.newsletter.clone());
     let queued = state
         .db
         .transact::<_, NewsletterError, _>(move |txn| {

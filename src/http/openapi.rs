@@ -3,7 +3,7 @@
 use actix_web::{web, HttpResponse};
 use utoipa::OpenApi;
 
-use super::{admin_campaigns, admin_outbox, health, newsletter, AppState};
+use super::{admin, admin_campaigns, admin_outbox, auth, health, newsletter, records, AppState};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -13,22 +13,34 @@ use super::{admin_campaigns, admin_outbox, health, newsletter, AppState};
     ),
     paths(
         health::healthz, health::readyz, health::api_health, health::metrics, serve,
+        auth::auth_with_password, auth::auth_refresh, auth::auth_methods, auth::auth_with_oauth2,
+        auth::logout, auth::logout_all, auth::sessions,
+        records::list, records::view, records::create, records::update, records::delete,
+        records::list_collections, records::view_collection, records::create_collection,
+        records::update_collection, records::delete_collection, records::truncate_collection,
+        records::import_collections,
+        admin::status,
         newsletter::subscribe, newsletter::confirm, newsletter::unsubscribe_page, newsletter::unsubscribe,
         admin_outbox::list, admin_outbox::retry,
         admin_campaigns::create, admin_campaigns::show, admin_campaigns::send,
     ),
     components(schemas(
-        crate::error::ErrorBody, health::ApiHealth,
+        crate::error::ErrorBody, health::ApiHealth, auth::PasswordLogin,
+        crate::auth::service::OAuthLogin, admin::InstanceStatus, records::CollectionsImport,
         newsletter::SubscribeRequest, newsletter::NewsletterMessage,
         crate::mail::outbox::OutboxPage, crate::mail::outbox::OutboxEntry,
         admin_campaigns::CampaignRequest, crate::mail::campaigns::Campaign,
         crate::mail::outbox::DeliveryCounts,
     )),
     tags(
+        (name = "auth", description = "PocketBase-compatible auth collections, plus revocable sessions"),
+        (name = "records", description = "PocketBase-compatible records"),
+        (name = "collections", description = "PocketBase-compatible collections (superusers only)"),
+        (name = "admin", description = "Gatehouse's admin API (superusers only)"),
         (name = "health", description = "PocketBase-compatible health check"),
         (name = "operations", description = "Liveness, readiness, metrics and this document"),
         (name = "newsletter", description = "Public newsletter subscription with double opt-in and one-click unsubscribe"),
-        (name = "mail", description = "Administration: the mail outbox and newsletter campaigns"),
+        (name = "mail", description = "The mail outbox and newsletter campaigns (superusers only)"),
     )
 )]
 struct ApiDoc;

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::on_both_backends;
@@ -20,10 +21,9 @@ on_both_backends!(
 );
 
 /// Creates a campaign over HTTP; returns its id.
-pub async fn create_campaign(app: &TestApp, subject: &str) -> String {
+pub async fn create_campaign(app: &TestApp, admin: &str, subject: &str) -> String {
     let response = app
-        .client
-        .post(app.url("/api/admin/campaigns"))
+        .with_token(Method::POST, "/api/admin/campaigns", admin)
         .json(&json!({
             "subject": subject,
             "text": format!("{subject} in plain text."),
@@ -38,10 +38,12 @@ pub async fn create_campaign(app: &TestApp, subject: &str) -> String {
     body["id"].as_str().unwrap().to_string()
 }
 
-async fn post_send(app: &TestApp, id: &str, key: Option<&str>) -> reqwest::Response {
-    let mut request = app
-        .client
-        .post(app.url(&format!("/api/admin/campaigns/{id}/send")));
+async fn post_send(app: &TestApp, admin: &str, id: &str, key: Option<&str>) -> reqwest::Response {
+    let mut request = app.with_token(
+        Method::POST,
+        &format!("/api/admin/campaigns/{id}/send"),
+        admin,
+    );
     if let Some(key) = key {
         request = request.header("Idempotency-Key", key);
     }
@@ -49,14 +51,18 @@ async fn post_send(app: &TestApp, id: &str, key: Option<&str>) -> reqwest::Respo
 }
 
 /// Sends a campaign over HTTP with `key`; returns the answer.
-pub async fn send_campaign(app: &TestApp, id: &str, key: &str) -> Value {
-    let response = post_send(app, id, Some(key)).await;
+pub async fn send_campaign(app: &TestApp, admin: &str, id: &str, key: &str) -> Value {
+    let response = post_send(app, admin, id, Some(key)).await;
     assert_eq!(response.status(), 202);
     response.json().await.unwrap()
 }
 
-async fn campaign(app: &TestApp, id: &str) -> Value {
-    let response = app.get(&format!("/api/admin/campaigns/{id}")).await;
+async fn campaign(app: &TestApp, admin: &str, id: &str) -> Value {
+    let response = app
+        .with_token(Method::GET, &format!("/api/admin/campaigns/{id}"), admin)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     response.json().await.unwrap()
 }
@@ -66,6 +72,7 @@ async fn a_campaign_reaches_every_confirmed_subscriber_once(backend: Backend) {
     let Some(app) = spawn_app_with(backend, |s| use_smtp(s, sink.addr)).await else {
         return;
     };
+    let admin = app.superuser_token("admin@example.com").await;
     subscribe_confirmed(&app, &sink, "ann@example.com", 1).await;
     subscribe_confirmed(&app, &sink, "bob@example.com", 2).await;
     // Subscribed but never confirmed: gets no campaign.
@@ -79,8 +86,8 @@ async fn a_campaign_reaches_every_confirmed_subscriber_once(backend: Backend) {
     assert_eq!(response.status(), 202);
     sink.wait_for(3, WAIT).await;
 
-    let id = create_campaign(&app, "November <news>").await;
-    let sent = send_campaign(&app, &id, "nov-1").await;
+    let id = create_campaign(&app, &admin, "November <news>").await;
+    let sent = send_campaign(&app, &admin, &id, "nov-1").await;
     assert_eq!(sent["status"], "queued");
     assert_eq!(sent["recipients"], 2);
 
@@ -113,13 +120,13 @@ async fn a_campaign_reaches_every_confirmed_subscriber_once(backend: Backend) {
         assert!(mail.header("List-Id").is_some());
     }
 
-    let mut status = campaign(&app, &id).await;
+    let mut status = campaign(&app, &admin, &id).await;
     for _ in 0..100 {
         if status["counts"]["sent"] == 2 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
-        status = campaign(&app, &id).await;
+        status = campaign(&app, &admin, &id).await;
     }
     assert_eq!(
         status["counts"],
@@ -133,10 +140,11 @@ async fn sending_is_idempotent_per_key(backend: Backend) {
     let Some(app) = spawn_app_with(backend, |s| use_smtp(s, sink.addr)).await else {
         return;
     };
+    let admin = app.superuser_token("admin@example.com").await;
     subscribe_confirmed(&app, &sink, "ann@example.com", 1).await;
-    let id = create_campaign(&app, "Once").await;
+    let id = create_campaign(&app, &admin, "Once").await;
 
-    let missing = post_send(&app, &id, None).await;
+    let missing = post_send(&app, &admin, &id, None).await;
     assert_eq!(missing.status(), 400);
     assert_eq!(
         missing.json::<Value>().await.unwrap()["code"],
@@ -144,24 +152,25 @@ async fn sending_is_idempotent_per_key(backend: Backend) {
     );
 
     // The client did not see the first answer and retries, several times at once.
-    let first = send_campaign(&app, &id, "send-once").await;
-    let retries =
-        futures_util::future::join_all((0..5).map(|_| post_send(&app, &id, Some("send-once"))))
-            .await;
+    let first = send_campaign(&app, &admin, &id, "send-once").await;
+    let retries = futures_util::future::join_all(
+        (0..5).map(|_| post_send(&app, &admin, &id, Some("send-once"))),
+    )
+    .await;
     for retry in retries {
         assert_eq!(retry.status(), 202);
         assert_eq!(retry.json::<Value>().await.unwrap(), first);
     }
 
-    let other_key = post_send(&app, &id, Some("another-key")).await;
+    let other_key = post_send(&app, &admin, &id, Some("another-key")).await;
     assert_eq!(other_key.status(), 409);
     assert_eq!(
         other_key.json::<Value>().await.unwrap()["code"],
         "campaign_already_sent"
     );
 
-    let second = create_campaign(&app, "Other").await;
-    let reused = post_send(&app, &second, Some("send-once")).await;
+    let second = create_campaign(&app, &admin, "Other").await;
+    let reused = post_send(&app, &admin, &second, Some("send-once")).await;
     assert_eq!(reused.status(), 422);
     assert_eq!(
         reused.json::<Value>().await.unwrap()["code"],
@@ -191,13 +200,14 @@ async fn queued_campaign_mail_is_withdrawn_when_the_recipient_unsubscribes(backe
     else {
         return;
     };
+    let admin = app.superuser_token("admin@example.com").await;
     subscribe_confirmed(&app, &sink, "ann@example.com", 1).await;
     subscribe_confirmed(&app, &sink, "bob@example.com", 2).await;
 
     // The mail server is down while the campaign is queued.
     sink.stop().await;
-    let id = create_campaign(&app, "Delayed").await;
-    send_campaign(&app, &id, "delayed").await;
+    let id = create_campaign(&app, &admin, "Delayed").await;
+    send_campaign(&app, &admin, &id, "delayed").await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let token: String = {
         let rows = app
@@ -232,7 +242,7 @@ async fn queued_campaign_mail_is_withdrawn_when_the_recipient_unsubscribes(backe
     let received = sink.settle(Duration::from_millis(500)).await;
     assert_eq!(received.len(), 3);
     assert_eq!(received[2].to, ["bob@example.com"]);
-    let status = campaign(&app, &id).await;
+    let status = campaign(&app, &admin, &id).await;
     assert_eq!(status["counts"]["cancelled"], 1);
     assert_eq!(status["counts"]["sent"], 1);
 }
@@ -241,9 +251,9 @@ async fn bad_campaigns_get_clear_errors(backend: Backend) {
     let Some(app) = spawn_app_with(backend, |_| {}).await else {
         return;
     };
+    let admin = app.superuser_token("admin@example.com").await;
     let response = app
-        .client
-        .post(app.url("/api/admin/campaigns"))
+        .with_token(Method::POST, "/api/admin/campaigns", &admin)
         .json(&json!({"subject": "", "text": "t", "html": " "}))
         .send()
         .await
@@ -255,7 +265,12 @@ async fn bad_campaigns_get_clear_errors(backend: Backend) {
     assert!(body["data"]["html"].is_object());
     assert!(body["data"].get("text").is_none());
 
-    let response = post_send(&app, "no-such-campaign", Some("k")).await;
+    let response = post_send(&app, &admin, "no-such-campaign", Some("k")).await;
     assert_eq!(response.status(), 404);
-    assert_eq!(app.get("/api/admin/campaigns/nope").await.status(), 404);
+    let missing = app
+        .with_token(Method::GET, "/api/admin/campaigns/nope", &admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
 }

@@ -153,11 +153,12 @@ async fn one_click_unsubscribe_works_at_once(backend: Backend) {
     let Some(app) = spawn_app_with(backend, |s| use_smtp(s, sink.addr)).await else {
         return;
     };
+    let admin = app.superuser_token("admin@example.com").await;
     subscribe_confirmed(&app, &sink, "ann@example.com", 1).await;
     subscribe_confirmed(&app, &sink, "bob@example.com", 2).await;
 
-    let campaign = crate::mail_campaigns::create_campaign(&app, "First news").await;
-    crate::mail_campaigns::send_campaign(&app, &campaign, "key-1").await;
+    let campaign = crate::mail_campaigns::create_campaign(&app, &admin, "First news").await;
+    crate::mail_campaigns::send_campaign(&app, &admin, &campaign, "key-1").await;
     let received = sink.wait_for(4, WAIT).await;
     let ann = received[2..]
         .iter()
@@ -190,8 +191,8 @@ async fn one_click_unsubscribe_works_at_once(backend: Backend) {
     let repeated = app.client.post(url).send().await.unwrap();
     assert_eq!(repeated.status(), 200, "unsubscribing twice is harmless");
 
-    let next = crate::mail_campaigns::create_campaign(&app, "Second news").await;
-    crate::mail_campaigns::send_campaign(&app, &next, "key-2").await;
+    let next = crate::mail_campaigns::create_campaign(&app, &admin, "Second news").await;
+    crate::mail_campaigns::send_campaign(&app, &admin, &next, "key-2").await;
     sink.wait_for(5, WAIT).await;
     let received = sink.settle(Duration::from_millis(500)).await;
     assert_eq!(received.len(), 5);
@@ -204,9 +205,10 @@ async fn the_unsubscribe_page_only_asks(backend: Backend) {
     let Some(app) = spawn_app_with(backend, |s| use_smtp(s, sink.addr)).await else {
         return;
     };
+    let admin = app.superuser_token("admin@example.com").await;
     subscribe_confirmed(&app, &sink, "ann@example.com", 1).await;
-    let campaign = crate::mail_campaigns::create_campaign(&app, "News").await;
-    crate::mail_campaigns::send_campaign(&app, &campaign, "k").await;
+    let campaign = crate::mail_campaigns::create_campaign(&app, &admin, "News").await;
+    crate::mail_campaigns::send_campaign(&app, &admin, &campaign, "k").await;
     let received = sink.wait_for(2, WAIT).await;
     let link = link_in(
         &received[1].parsed().body_text(0).unwrap(),

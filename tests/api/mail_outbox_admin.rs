@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use gatehouse::mail::MailKind;
+use reqwest::Method;
 use serde_json::Value;
 
 use crate::on_both_backends;
@@ -18,10 +19,15 @@ on_both_backends!(
     a_failed_mail_can_be_retried_once_the_server_accepts,
     only_failed_mail_can_be_retried,
     bad_outbox_queries_get_clear_errors,
+    the_mail_admin_api_is_for_superusers_only,
 );
 
-async fn json(app: &TestApp, path: &str) -> (u16, Value) {
-    let response = app.get(path).await;
+async fn json(app: &TestApp, admin: &str, path: &str) -> (u16, Value) {
+    let response = app
+        .with_token(Method::GET, path, admin)
+        .send()
+        .await
+        .unwrap();
     (response.status().as_u16(), response.json().await.unwrap())
 }
 
@@ -30,6 +36,7 @@ async fn the_outbox_lists_by_state_in_pages(backend: Backend) {
     let Some(app) = spawn_app_with(backend, |s| use_smtp(s, sink.addr)).await else {
         return;
     };
+    let admin = app.superuser_token("admin@example.com").await;
     let mut sent = Vec::new();
     for i in 0..3 {
         let id = queue(
@@ -52,17 +59,17 @@ async fn the_outbox_lists_by_state_in_pages(backend: Backend) {
     .await;
     wait_status(&app, &failed, "failed", WAIT).await;
 
-    let (status, page) = json(&app, "/api/admin/outbox?perPage=2").await;
+    let (status, page) = json(&app, &admin, "/api/admin/outbox?perPage=2").await;
     assert_eq!(status, 200);
     assert_eq!(page["page"], 1);
     assert_eq!(page["perPage"], 2);
     assert_eq!(page["totalItems"], 4);
     assert_eq!(page["totalPages"], 2);
     assert_eq!(page["items"].as_array().unwrap().len(), 2);
-    let (_, second) = json(&app, "/api/admin/outbox?perPage=2&page=2").await;
+    let (_, second) = json(&app, &admin, "/api/admin/outbox?perPage=2&page=2").await;
     assert_eq!(second["items"].as_array().unwrap().len(), 2);
 
-    let (_, only_failed) = json(&app, "/api/admin/outbox?status=failed").await;
+    let (_, only_failed) = json(&app, &admin, "/api/admin/outbox?status=failed").await;
     assert_eq!(only_failed["totalItems"], 1);
     let entry = &only_failed["items"][0];
     assert_eq!(entry["id"], failed.as_str());
@@ -73,7 +80,7 @@ async fn the_outbox_lists_by_state_in_pages(backend: Backend) {
     assert!(entry["lastError"].as_str().unwrap().contains("550"));
     assert!(entry["finishedAt"].is_string());
 
-    let (_, only_sent) = json(&app, "/api/admin/outbox?status=sent").await;
+    let (_, only_sent) = json(&app, &admin, "/api/admin/outbox?status=sent").await;
     let mut ids: Vec<_> = only_sent["items"]
         .as_array()
         .unwrap()
@@ -91,6 +98,7 @@ async fn a_failed_mail_can_be_retried_once_the_server_accepts(backend: Backend) 
     let Some(app) = spawn_app_with(backend, |s| use_smtp(s, sink.addr)).await else {
         return;
     };
+    let admin = app.superuser_token("admin@example.com").await;
     let id = queue(
         &app,
         MailKind::EmailChange,
@@ -102,8 +110,11 @@ async fn a_failed_mail_can_be_retried_once_the_server_accepts(backend: Backend) 
 
     sink.set_mode(Mode::Accept);
     let response = app
-        .client
-        .post(app.url(&format!("/api/admin/outbox/{id}/retry")))
+        .with_token(
+            Method::POST,
+            &format!("/api/admin/outbox/{id}/retry"),
+            &admin,
+        )
         .send()
         .await
         .unwrap();
@@ -123,6 +134,7 @@ async fn only_failed_mail_can_be_retried(backend: Backend) {
     let Some(app) = spawn_app(backend).await else {
         return;
     };
+    let admin = app.superuser_token("admin@example.com").await;
     let id = queue(
         &app,
         MailKind::Verification,
@@ -132,8 +144,11 @@ async fn only_failed_mail_can_be_retried(backend: Backend) {
     .await;
     wait_status(&app, &id, "sent", WAIT).await;
     let response = app
-        .client
-        .post(app.url(&format!("/api/admin/outbox/{id}/retry")))
+        .with_token(
+            Method::POST,
+            &format!("/api/admin/outbox/{id}/retry"),
+            &admin,
+        )
         .send()
         .await
         .unwrap();
@@ -143,8 +158,7 @@ async fn only_failed_mail_can_be_retried(backend: Backend) {
     assert!(body["message"].as_str().unwrap().contains("sent"));
 
     let response = app
-        .client
-        .post(app.url("/api/admin/outbox/no-such-id/retry"))
+        .with_token(Method::POST, "/api/admin/outbox/no-such-id/retry", &admin)
         .send()
         .await
         .unwrap();
@@ -155,21 +169,58 @@ async fn bad_outbox_queries_get_clear_errors(backend: Backend) {
     let Some(app) = spawn_app(backend).await else {
         return;
     };
-    let (status, body) = json(&app, "/api/admin/outbox?status=lost&page=0&perPage=9999").await;
+    let admin = app.superuser_token("admin@example.com").await;
+    let (status, body) = json(
+        &app,
+        &admin,
+        "/api/admin/outbox?status=lost&page=0&perPage=9999",
+    )
+    .await;
     assert_eq!(status, 400);
     assert_eq!(body["code"], "validation_failed");
     for field in ["status", "page", "perPage"] {
         assert!(body["data"][field].is_object(), "{field}: {body}");
     }
-    let (status, body) = json(&app, "/api/admin/outbox?page=abc").await;
+    let (status, body) = json(&app, &admin, "/api/admin/outbox?page=abc").await;
     assert_eq!(status, 400);
     assert_eq!(body["code"], "invalid_query");
+}
+
+async fn the_mail_admin_api_is_for_superusers_only(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let user = app.user_token("someone@example.com").await;
+    let endpoints = [
+        (Method::GET, "/api/admin/outbox"),
+        (Method::POST, "/api/admin/outbox/some-id/retry"),
+        (Method::POST, "/api/admin/campaigns"),
+        (Method::GET, "/api/admin/campaigns/some-id"),
+        (Method::POST, "/api/admin/campaigns/some-id/send"),
+    ];
+    for (method, path) in endpoints {
+        let guest = app
+            .client
+            .request(method.clone(), app.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(guest.status(), 401, "{method} {path} as a guest");
+        let member = app
+            .with_token(method.clone(), path, &user)
+            .json(&serde_json::json!({"subject": "s", "text": "t", "html": "h"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(member.status(), 403, "{method} {path} as a user");
+    }
 }
 
 #[actix_web::test]
 async fn every_mail_endpoint_is_described_in_openapi() {
     let app = spawn_app(Backend::Sqlite).await.unwrap();
-    let (status, doc) = json(&app, "/api/openapi.json").await;
+    let response = app.get("/api/openapi.json").await;
+    let (status, doc): (u16, Value) = (response.status().as_u16(), response.json().await.unwrap());
     assert_eq!(status, 200);
     for (path, method) in [
         ("/api/newsletter/subscribe", "post"),

@@ -4,10 +4,13 @@
 mod support;
 
 mod api_basics;
+mod auth;
+mod collections;
 mod health;
 mod mail_campaigns;
 mod mail_delivery;
 mod mail_newsletter;
 mod mail_outbox_admin;
+mod oauth;
 mod static_files;
 mod supervision;

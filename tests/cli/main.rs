@@ -2,7 +2,9 @@
 //! rejection, the CLI, and process-level behaviour such as graceful shutdown.
 
 mod config;
+mod database;
 mod mail;
+mod sdk;
 mod serve;
 // Shared with tests/api, which uses all of it; these tests need only part.
 #[allow(dead_code)]

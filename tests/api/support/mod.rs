@@ -1,7 +1,9 @@
 //! The test harness: a real Gatehouse on a random port, a fresh database per test
 //! (a SQLite file, or a PostgreSQL schema when DATABASE_URL is set), a real HTTP client.
 
+pub mod accounts;
 pub mod mail;
+pub mod oauth_provider;
 pub mod raw_http;
 pub mod smtp_sink;
 pub mod tcp_proxy;
@@ -164,6 +166,21 @@ pub fn test_settings() -> Settings {
     settings.mail.retry.max_delay = Duration::from_millis(80);
     settings.mail.smtp.timeout = Duration::from_secs(2);
     settings.mail.lease = Duration::from_secs(30);
+    // Cheap hashing keeps the suite fast; the cost parameters are tested on their own.
+    settings.auth.password_hash.memory_kib = 256;
+    settings.auth.password_hash.iterations = 1;
+    settings.auth.password_hash.workers = 2;
+    settings.auth.actors = 2;
+    let generous = gatehouse::config::RateLimit {
+        requests: 10_000,
+        per: std::time::Duration::from_secs(60),
+    };
+    let limits = &mut settings.auth.rate_limits;
+    limits.login_per_ip = generous;
+    limits.login_per_account = generous;
+    limits.register_per_ip = generous;
+    limits.request_per_ip = generous;
+    limits.request_per_account = generous;
     settings
 }
 
@@ -191,9 +208,14 @@ pub async fn spawn_app_with(
     std::fs::create_dir_all(&static_root).unwrap();
     std::fs::write(static_root.join("index.html"), "<h1>test home</h1>").unwrap();
 
+    // Bound first so that server.public_url, and with it every link in a mail, names
+    // the instance's real port.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let mut settings = test_settings();
+    settings.server.public_url = format!("http://{}", listener.local_addr().unwrap());
     settings.static_files.root = static_root.clone();
     settings.mail.file.dir = dir.path().join("mail");
+    settings.auth.secret_file = dir.path().join("auth_secret");
     let mut postgres_schema = None;
     let mut sqlite_file = None;
     match backend {
@@ -220,7 +242,12 @@ pub async fn spawn_app_with(
     let mail_dir = settings.mail.file.dir.clone();
     let database = settings.database.clone();
 
-    let app = Application::build(settings).await.expect("test app starts");
+    let app = if settings.server.bind.port() == 0 {
+        Application::build_on(settings, listener).await
+    } else {
+        Application::build(settings).await
+    }
+    .expect("test app starts");
     let addr = app.addr();
     let db = app.db().clone();
     let mailer = app.mailer().clone();
