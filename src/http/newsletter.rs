@@ -8,9 +8,10 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::domain::email::Email;
 use crate::error::ApiError;
 use crate::http::AppState;
-use crate::mail::newsletter::{self, NewsletterError, SubscriberEmail, SubscriberName};
+use crate::mail::newsletter::{self, NewsletterError, SubscriberName};
 use crate::mail::templates::escape_html;
 use crate::queue::now_millis;
 
@@ -57,14 +58,14 @@ pub async fn subscribe(
     state: web::Data<AppState>,
     body: web::Json<SubscribeRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let email = SubscriberEmail::parse(&body.email);
+    let email = Email::parse(&body.email).ok_or("Must be a valid email address.");
     let name = SubscriberName::parse(body.name.as_deref().unwrap_or_default());
     let (email, name) = match (email, name) {
         (Ok(email), Ok(name)) => (email, name),
         (email, name) => {
             let mut error = ApiError::validation("Failed to subscribe.");
             if let Err(message) = email {
-                error = error.with_field("email", "validation_invalid_email", &message);
+                error = error.with_field("email", "validation_invalid_email", message);
             }
             if let Err(message) = name {
                 error = error.with_field("name", "validation_invalid_name", &message);

@@ -11,6 +11,7 @@ use super::outbox::{self, OutgoingMail};
 use super::{new_token, token_hash, MailContext, MailKind, TemplateError};
 use crate::actors::database::DbError;
 use crate::config::NewsletterSettings;
+use crate::domain::email::Email;
 use crate::queue::to_millis;
 
 /// Why a newsletter request failed.
@@ -27,27 +28,6 @@ pub enum NewsletterError {
 impl From<DbErr> for NewsletterError {
     fn from(err: DbErr) -> Self {
         Self::Database(DbError::Query(err))
-    }
-}
-
-/// A subscriber's address: a valid mail address, trimmed and lower-cased, so that one
-/// person is one subscriber however they type it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SubscriberEmail(String);
-
-impl SubscriberEmail {
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let text = text.trim().to_lowercase();
-        if text.len() > 254 {
-            return Err("The email address is too long.".into());
-        }
-        text.parse::<lettre::Address>()
-            .map_err(|_| "Must be a valid email address.".to_string())?;
-        Ok(Self(text))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
     }
 }
 
@@ -119,7 +99,7 @@ pub async fn subscribe<C: ConnectionTrait>(
     conn: &C,
     mail: &MailContext,
     settings: &NewsletterSettings,
-    email: &SubscriberEmail,
+    email: &Email,
     name: Option<&SubscriberName>,
     now: i64,
 ) -> Result<Option<String>, NewsletterError> {
@@ -273,21 +253,6 @@ pub fn unsubscribe_link(mail: &MailContext, token: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn addresses_are_normalised_and_checked() {
-        assert_eq!(
-            SubscriberEmail::parse("  Ann@Example.COM ")
-                .unwrap()
-                .as_str(),
-            "ann@example.com"
-        );
-        for bad in ["", "ann", "ann@", "@example.com", "a b@example.com"] {
-            assert!(SubscriberEmail::parse(bad).is_err(), "{bad:?}");
-        }
-        let long = format!("{}@example.com", "a".repeat(250));
-        assert!(SubscriberEmail::parse(&long).is_err());
-    }
 
     #[test]
     fn names_are_optional_single_lines() {

@@ -75,6 +75,8 @@ pub struct TestApp {
     /// The database settings, for a second instance sharing the database.
     pub database: DatabaseSettings,
     handle: ServerHandle,
+    /// Says when the instance's thread has shut it down completely.
+    stopped: std::sync::mpsc::Receiver<()>,
     postgres_schema: Option<(String, String)>,
     _dir: tempfile::TempDir,
 }
@@ -103,8 +105,13 @@ impl TestApp {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
-        // The stop command is sent at once; nothing needs to wait for it.
+        // The stop command is sent at once; the instance's own thread then stops its
+        // actors and closes its database pool, which this waits for (bounded), so that
+        // no test leaves connections or background work behind.
         drop(self.handle.stop(false));
+        let _ = self
+            .stopped
+            .recv_timeout(std::time::Duration::from_secs(10));
         if let Some((url, schema)) = self.postgres_schema.take() {
             // Drop runs outside async code; a short-lived runtime removes the schema.
             std::thread::spawn(move || {
@@ -242,17 +249,40 @@ pub async fn spawn_app_with(
     let mail_dir = settings.mail.file.dir.clone();
     let database = settings.database.clone();
 
-    let app = if settings.server.bind.port() == 0 {
-        Application::build_on(settings, listener).await
-    } else {
-        Application::build(settings).await
-    }
-    .expect("test app starts");
-    let addr = app.addr();
-    let db = app.db().clone();
-    let mailer = app.mailer().clone();
-    let handle = app.handle();
-    actix_web::rt::spawn(app.run_until_stopped());
+    // The instance runs on a thread of its own, in its own actix system, so that it
+    // outlives nothing and depends on nothing of the test's runtime: its connections and
+    // actors belong to it, and dropping the TestApp shuts it down completely.
+    let (started, ready) = tokio::sync::oneshot::channel();
+    let (finished, stopped) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            let app = if settings.server.bind.port() == 0 {
+                Application::build_on(settings, listener).await
+            } else {
+                Application::build(settings).await
+            };
+            match app {
+                Ok(app) => {
+                    let handles = (
+                        app.addr(),
+                        app.db().clone(),
+                        app.mailer().clone(),
+                        app.handle(),
+                    );
+                    let _ = started.send(Ok(handles));
+                    let _ = app.run_until_stopped().await;
+                }
+                Err(err) => {
+                    let _ = started.send(Err(err.to_string()));
+                }
+            }
+        });
+        let _ = finished.send(());
+    });
+    let (addr, db, mailer, handle) = ready
+        .await
+        .expect("the instance thread answers")
+        .expect("test app starts");
     Some(TestApp {
         addr,
         client: reqwest::Client::builder()
@@ -266,6 +296,7 @@ pub async fn spawn_app_with(
         mail_dir,
         database,
         handle,
+        stopped,
         postgres_schema,
         _dir: dir,
     })
