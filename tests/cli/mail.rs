@@ -167,7 +167,7 @@ fn the_smtp_password_is_never_printed() {
     assert!(output.status.success(), "{}", stderr(&output));
     let text = stdout(&output);
     assert!(!text.contains("hunter2-smtp"), "{text}");
-    assert!(text.contains("password = \"redacted\""), "{text}");
+    assert!(text.contains("password = \"[redacted]\""), "{text}");
     assert!(text.contains("host = \"smtp.example.com\""), "{text}");
 }
 
