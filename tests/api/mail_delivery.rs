@@ -24,6 +24,7 @@ on_both_backends!(
     a_mail_that_could_never_be_sent_is_not_queued,
     operator_templates_replace_the_built_in_ones,
     two_instances_sharing_a_database_send_each_mail_once,
+    shutdown_finishes_the_send_in_progress_and_records_it,
 );
 
 async fn account_mails_arrive_with_both_parts_and_headers(backend: Backend) {
@@ -319,4 +320,37 @@ async fn two_instances_sharing_a_database_send_each_mail_once(backend: Backend) 
     for id in &ids {
         assert_eq!(outbox_row(&first, id).await.0, "sent");
     }
+}
+
+/// A mail is on its way to a slow server when the instance is told to stop: the send
+/// finishes and is recorded before the process is done, so a restart sends nothing again.
+async fn shutdown_finishes_the_send_in_progress_and_records_it(backend: Backend) {
+    let sink = SmtpSink::start().await;
+    sink.set_reply_delay(Duration::from_millis(800));
+    let Some(first) = spawn_app_with(backend, |s| use_smtp(s, sink.addr)).await else {
+        return;
+    };
+    let id = queue(
+        &first,
+        MailKind::Verification,
+        "ann@example.com",
+        "https://x.test/v",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(sink.received().is_empty(), "the server is still answering");
+
+    first.shut_down().await;
+    assert_eq!(sink.received().len(), 1, "the send in progress finished");
+
+    sink.set_reply_delay(Duration::ZERO);
+    let database = first.database.clone();
+    let second = spawn_app_with(backend, |s| {
+        use_smtp(s, sink.addr);
+        s.database = database;
+    })
+    .await
+    .unwrap();
+    assert_eq!(outbox_row(&second, &id).await.0, "sent");
+    assert_eq!(sink.settle(Duration::from_millis(500)).await.len(), 1);
 }

@@ -86,6 +86,20 @@ impl TestApp {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// Stops the instance as SIGTERM does (in-flight work finishes) and waits until it
+    /// has shut down completely.
+    pub async fn shut_down(&self) {
+        self.handle.stop(true).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while let Err(std::sync::mpsc::TryRecvError::Empty) = self.stopped.try_recv() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the instance did not stop"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client
             .get(self.url(path))

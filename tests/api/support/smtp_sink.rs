@@ -39,6 +39,8 @@ impl Received {
 #[derive(Debug)]
 struct State {
     mode: Mode,
+    /// How long the server takes to accept a message after its data arrived.
+    reply_delay: Duration,
     received: Vec<Received>,
 }
 
@@ -56,6 +58,7 @@ impl SmtpSink {
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(State {
             mode: Mode::Accept,
+            reply_delay: Duration::ZERO,
             received: Vec::new(),
         }));
         let server = Some(tokio::spawn(serve(listener, state.clone())));
@@ -68,6 +71,11 @@ impl SmtpSink {
 
     pub fn set_mode(&self, mode: Mode) {
         self.state.lock().unwrap().mode = mode;
+    }
+
+    /// Makes the server wait `delay` before accepting each message, like a slow server.
+    pub fn set_reply_delay(&self, delay: Duration) {
+        self.state.lock().unwrap().reply_delay = delay;
     }
 
     /// Stops listening and cuts every open connection: connections are refused.
@@ -189,6 +197,8 @@ async fn session(stream: TcpStream, state: Arc<Mutex<State>>) {
                 let Some(data) = read_data(&mut lines).await else {
                     return;
                 };
+                let delay = state.lock().unwrap().reply_delay;
+                tokio::time::sleep(delay).await;
                 state.lock().unwrap().received.push(Received {
                     from: std::mem::take(&mut from),
                     to: std::mem::take(&mut to),
