@@ -8,5 +8,6 @@ mod auth;
 mod collections;
 mod health;
 mod oauth;
+mod records;
 mod static_files;
 mod supervision;
