@@ -9,5 +9,6 @@
 
 pub mod auth;
 pub mod database;
+pub mod maintenance;
 pub mod records;
 pub mod supervisor;

@@ -7,6 +7,7 @@ mod api_basics;
 mod auth;
 mod collections;
 mod health;
+mod maintenance;
 mod oauth;
 mod records;
 mod static_files;
