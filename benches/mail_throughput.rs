@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use gatehouse::actors::database::DbError;
 use gatehouse::app::Application;
-use gatehouse::config::{sqlite_url_for, DatabaseUrl, MailTransportKind, Settings, SmtpSecurity};
+use gatehouse::config::{sqlite_url_for, ConnectionUrl, MailTransportKind, Settings, SmtpSecurity};
 use gatehouse::mail::{enqueue, MailKind, MailTemplates, OutgoingMail};
 use sea_orm::{ConnectionTrait, Statement};
 use serde_json::json;
@@ -44,7 +44,7 @@ async fn run() {
     settings.log.access_log = false;
     let backend = match std::env::var("BENCH_DATABASE_URL") {
         Ok(url) => {
-            settings.database.url = DatabaseUrl::new(url);
+            settings.database.url = ConnectionUrl::new(url);
             settings.database.schema = format!("bench_{}", uuid::Uuid::new_v4().simple());
             "postgres"
         }

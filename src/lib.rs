@@ -5,6 +5,7 @@ pub mod actors;
 pub mod app;
 pub mod auth;
 pub mod cli;
+pub mod cluster;
 pub mod collections;
 pub mod config;
 pub mod db;

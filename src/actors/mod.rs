@@ -10,5 +10,6 @@
 pub mod auth;
 pub mod database;
 pub mod mailer;
+pub mod maintenance;
 pub mod records;
 pub mod supervisor;

@@ -45,6 +45,8 @@ pub struct AppState {
     pub mail: Arc<MailContext>,
     /// The outbox's delivery queue, for the admin API.
     pub outbox: Queue,
+    /// The cluster's Redis, when configured (readiness checks it).
+    pub redis: Option<crate::cluster::Redis>,
     pub metrics: Arc<Metrics>,
     pub static_site: StaticSite,
     pub openapi: String,

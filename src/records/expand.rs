@@ -16,7 +16,7 @@ use super::{dialect, RecordError, RecordsEnv, Requester};
 use crate::collections::record::Record;
 use crate::collections::schema::is_identifier;
 use crate::collections::{Collection, FieldKind};
-use crate::domain::filter::{Dialect, MAX_NESTED_RELATIONS};
+use crate::domain::filter::{array_has_any, Dialect, MAX_NESTED_RELATIONS};
 
 /// The requested expand paths, each a list of relation names.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -127,22 +127,11 @@ pub(super) fn points_at(
     dialect: Dialect,
 ) -> SimpleExpr {
     let column = Expr::col((Alias::new(&source.name), Alias::new(field)));
-    if !multiple {
-        return column.is_in(ids.iter().cloned());
+    if multiple {
+        array_has_any(dialect, column.into(), ids)
+    } else {
+        column.is_in(ids.iter().cloned())
     }
-    // Names are checked identifiers; the ids are bound.
-    let placeholders = vec!["?"; ids.len()].join(", ");
-    let sql = match dialect {
-        Dialect::Sqlite => format!(
-            "EXISTS (SELECT 1 FROM json_each(\"{}\".\"{field}\") WHERE json_each.value IN ({placeholders}))",
-            source.name
-        ),
-        Dialect::Postgres => format!(
-            "EXISTS (SELECT 1 FROM jsonb_array_elements_text(\"{}\".\"{field}\") AS je(value) WHERE je.value IN ({placeholders}))",
-            source.name
-        ),
-    };
-    Expr::cust_with_values(sql, ids.iter().cloned())
 }
 
 /// Adds `expand` to each of `items` (the JSON of `records`, in the same order).

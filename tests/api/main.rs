@@ -11,6 +11,8 @@ mod mail_campaigns;
 mod mail_delivery;
 mod mail_newsletter;
 mod mail_outbox_admin;
+mod maintenance;
 mod oauth;
+mod records;
 mod static_files;
 mod supervision;

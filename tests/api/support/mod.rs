@@ -19,7 +19,7 @@ use gatehouse::actors::database::Db;
 use gatehouse::actors::mailer::Mailer;
 use gatehouse::app::Application;
 use gatehouse::config::{
-    sqlite_url_for, DatabaseSettings, DatabaseUrl, MailTransportKind, Settings, SmtpSecurity,
+    sqlite_url_for, ConnectionUrl, DatabaseSettings, MailTransportKind, Settings, SmtpSecurity,
 };
 
 /// The database a test runs against.
@@ -254,7 +254,7 @@ pub async fn spawn_app_with(
                 return None;
             };
             let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
-            settings.database.url = DatabaseUrl::new(url.clone());
+            settings.database.url = ConnectionUrl::new(url.clone());
             settings.database.schema = schema.clone();
             postgres_schema = Some((url, schema));
         }
@@ -262,6 +262,12 @@ pub async fn spawn_app_with(
     customize(&mut settings);
     let mail_dir = settings.mail.file.dir.clone();
     let database = settings.database.clone();
+    // TEST_LOG=debug (or any filter) shows the instance's logs while debugging a test.
+    if let Ok(level) = std::env::var("TEST_LOG") {
+        let mut log = settings.log.clone();
+        log.level = level;
+        gatehouse::telemetry::init_tracing(&log);
+    }
 
     // The instance runs on a thread of its own, in its own actix system, so that it
     // outlives nothing and depends on nothing of the test's runtime: its connections and
