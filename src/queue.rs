@@ -144,10 +144,6 @@ impl Queue {
         Self { table, policy }
     }
 
-    pub fn policy(&self) -> &RetryPolicy {
-        &self.policy
-    }
-
     /// Claims up to `limit` due rows for `lease`: pending rows whose time has come and
     /// rows whose previous claim expired. Each claimed row counts one more attempt.
     /// Rows whose claims expired `max_attempts` times are failed instead, so that an item

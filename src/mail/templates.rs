@@ -49,10 +49,6 @@ impl MailKind {
             MailKind::Campaign => "campaign",
         }
     }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|kind| kind.as_str() == text)
-    }
 }
 
 /// The three parts of a mail, rendered.
