@@ -178,18 +178,6 @@ impl Application {
             }
         });
 
-        let auth_service = Arc::new(AuthService::new(
-            db.clone(),
-            records,
-            signer,
-            limiter,
-            settings.auth.clone(),
-        ));
-        let (auth, auth_arbiters) = ActorPool::start(settings.auth_actors(), {
-            let metrics = metrics.clone();
-            move || AuthActor::new(auth_service.clone(), metrics.clone())
-        });
-
         let addr = listener.local_addr()?;
 
         let mail_settings = &settings.mail;
@@ -224,6 +212,20 @@ impl Application {
             mail_settings.app_name.clone(),
             &settings.server.public_url,
         ));
+        let auth_service = Arc::new(AuthService::new(
+            db.clone(),
+            records,
+            signer,
+            limiter,
+            settings.auth.clone(),
+            mail.clone(),
+            mailer.clone(),
+        ));
+        let (auth, auth_arbiters) = ActorPool::start(settings.auth_actors(), {
+            let metrics = metrics.clone();
+            move || AuthActor::new(auth_service.clone(), metrics.clone())
+        });
+
         let mail_drain_timeout = mail_settings.smtp.timeout;
         let maintenance_arbiter = Arbiter::new();
         Supervisor::start_in_arbiter(&maintenance_arbiter.handle(), {

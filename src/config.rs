@@ -147,6 +147,18 @@ pub struct AuthSettings {
     pub cookie: CookieSettings,
     pub rate_limits: AuthRateLimits,
     pub oauth2: OAuth2Settings,
+    pub links: AuthLinks,
+}
+
+/// Where the links in account mails lead; `{token}` is replaced by the token. A path
+/// is taken relative to `server.public_url`; a full URL (a front end of your own) is
+/// used as it is.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthLinks {
+    pub verification: String,
+    pub password_reset: String,
+    pub email_change: String,
 }
 
 /// Whether an account whose email is not verified may log in.
@@ -593,6 +605,21 @@ impl Settings {
                 return Err(invalid(
                     &format!("auth.oauth2.providers.{name}"),
                     "a generic provider needs auth_url, token_url and userinfo_url",
+                ));
+            }
+        }
+        for (key, link) in [
+            ("auth.links.verification", &self.auth.links.verification),
+            ("auth.links.password_reset", &self.auth.links.password_reset),
+            ("auth.links.email_change", &self.auth.links.email_change),
+        ] {
+            let shaped = link.starts_with('/')
+                || link.starts_with("http://")
+                || link.starts_with("https://");
+            if !shaped || !link.contains("{token}") {
+                return Err(invalid(
+                    key,
+                    "must be a path or an http(s) URL containing {token}",
                 ));
             }
         }

@@ -239,6 +239,11 @@ impl From<AuthError> for ApiError {
             AuthError::InvalidToken => Self::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_token",
+                "An error occurred while validating the submitted data.",
+            )
+            .with_field(
+                "token",
+                "validation_invalid_token",
                 "Invalid or expired token.",
             ),
             AuthError::RateLimited(wait) => Self {
@@ -259,7 +264,10 @@ impl From<AuthError> for ApiError {
             }
             AuthError::Database(err) => err.into(),
             AuthError::Record(err) => err.into(),
-            AuthError::Hash(_) | AuthError::HasherGone | AuthError::Panicked(_) => {
+            AuthError::Hash(_)
+            | AuthError::HasherGone
+            | AuthError::Panicked(_)
+            | AuthError::Mail(_) => {
                 tracing::error!(%err, "auth failed");
                 Self::internal()
             }

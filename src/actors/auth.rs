@@ -129,3 +129,39 @@ auth_message!(
     FinishOAuth { collection: String, login: OAuthLogin, client: ClientInfo } -> AuthResponse,
     |svc, msg| svc.auth_with_oauth2(&msg.collection, msg.login, &msg.client)
 );
+
+auth_message!(
+    /// Mails a verification link (204 whatever the address).
+    RequestVerification { collection: String, email: String, client: ClientInfo } -> (),
+    |svc, msg| svc.request_verification(&msg.collection, &msg.email, &msg.client)
+);
+
+auth_message!(
+    /// Confirms an address with a verification token.
+    ConfirmVerification { collection: String, token: String } -> (),
+    |svc, msg| svc.confirm_verification(&msg.collection, &msg.token)
+);
+
+auth_message!(
+    /// Mails a password reset link (204 whatever the address).
+    RequestPasswordReset { collection: String, email: String, client: ClientInfo } -> (),
+    |svc, msg| svc.request_password_reset(&msg.collection, &msg.email, &msg.client)
+);
+
+auth_message!(
+    /// Sets a new password with a reset token.
+    ConfirmPasswordReset { collection: String, token: String, password: String, password_confirm: String } -> (),
+    |svc, msg| svc.confirm_password_reset(&msg.collection, &msg.token, &msg.password, &msg.password_confirm)
+);
+
+auth_message!(
+    /// Mails a confirmation link to the caller's new address.
+    RequestEmailChange { identity: AuthIdentity, new_email: String } -> (),
+    |svc, msg| svc.request_email_change(&msg.identity, &msg.new_email)
+);
+
+auth_message!(
+    /// Moves an account to its new address with an email change token.
+    ConfirmEmailChange { collection: String, token: String, password: String } -> (),
+    |svc, msg| svc.confirm_email_change(&msg.collection, &msg.token, &msg.password)
+);

@@ -12,6 +12,8 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+
+use futures_util::future::{AbortHandle, Abortable};
 use std::time::Duration;
 
 use actix::{
@@ -27,7 +29,10 @@ use crate::telemetry::Metrics;
 const NAME: &str = "mailer";
 
 pub struct MailerActor {
-    courier: Arc<Courier>,
+    /// Released when draining ends, so that the SMTP pool is dropped inside this
+    /// actor's runtime (lettre's pool spawns its cleanup on drop, and panics when no
+    /// runtime is left — as when an arbiter shuts down with the pool still alive).
+    courier: Option<Arc<Courier>>,
     poll_interval: Duration,
     metrics: Arc<Metrics>,
     round_running: bool,
@@ -35,22 +40,28 @@ pub struct MailerActor {
     again: bool,
     /// Callers of [`Drain`] waiting for the running round to end.
     drained: Vec<oneshot::Sender<()>>,
+    /// Cancels the running round (its sends stop where they are; their claims expire
+    /// and another round sends them later).
+    round_abort: Option<AbortHandle>,
 }
 
 impl MailerActor {
     pub fn new(courier: Arc<Courier>, poll_interval: Duration, metrics: Arc<Metrics>) -> Self {
         Self {
-            courier,
+            courier: Some(courier),
             poll_interval,
             metrics,
             round_running: false,
             again: false,
             drained: Vec::new(),
+            round_abort: None,
         }
     }
 
     fn draining(&self) -> bool {
-        self.courier.stopping.load(Ordering::SeqCst)
+        self.courier
+            .as_ref()
+            .is_none_or(|courier| courier.stopping.load(Ordering::SeqCst))
     }
 }
 
@@ -88,23 +99,29 @@ impl Handler<Wake> for MailerActor {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, _: Wake, ctx: &mut Context<Self>) -> Self::Result {
-        if self.draining() {
+        let Some(courier) = self.courier.clone().filter(|_| !self.draining()) else {
             return Box::pin(async {});
-        }
+        };
         if self.round_running {
             self.again = true;
             return Box::pin(async {});
         }
         self.round_running = true;
-        let courier = self.courier.clone();
         let addr = ctx.address();
+        let (abort, registration) = AbortHandle::new_pair();
+        self.round_abort = Some(abort);
         Box::pin(async move {
-            let outcome = contain(NAME, addr.clone(), async {
+            let round = async {
                 let report = courier.deliver_due().await?;
                 let next_due = courier.next_due().await?;
                 Ok::<_, crate::actors::database::DbError>((report, next_due))
-            })
-            .await;
+            };
+            let Ok(outcome) =
+                Abortable::new(contain(NAME, addr.clone(), round), registration).await
+            else {
+                addr.do_send(RoundFinished::default());
+                return;
+            };
             let finished = match outcome {
                 Ok(Ok((report, next_due))) => {
                     if report.claimed > 0 {
@@ -141,10 +158,12 @@ impl Handler<RoundFinished> for MailerActor {
 
     fn handle(&mut self, done: RoundFinished, ctx: &mut Context<Self>) {
         self.round_running = false;
-        for waiter in self.drained.drain(..) {
-            let _ = waiter.send(());
-        }
+        self.round_abort = None;
         if self.draining() {
+            self.courier = None;
+            for waiter in self.drained.drain(..) {
+                let _ = waiter.send(());
+            }
             return;
         }
         let busy = done.full_batch || done.report.released > 0;
@@ -169,10 +188,35 @@ impl Handler<Drain> for MailerActor {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, _: Drain, _: &mut Context<Self>) -> Self::Result {
-        self.courier.stopping.store(true, Ordering::SeqCst);
+        if let Some(courier) = &self.courier {
+            courier.stopping.store(true, Ordering::SeqCst);
+        }
         if !self.round_running {
+            self.courier = None;
             return Box::pin(async {});
         }
+        let (done, finished) = oneshot::channel();
+        self.drained.push(done);
+        Box::pin(async move {
+            let _ = finished.await;
+        })
+    }
+}
+
+/// Cancels the running round, answering once it has ended (used when draining takes
+/// too long, so that nothing of the round outlives the actor's runtime).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AbortRound;
+
+impl Handler<AbortRound> for MailerActor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: AbortRound, _: &mut Context<Self>) -> Self::Result {
+        let Some(abort) = self.round_abort.take() else {
+            return Box::pin(async {});
+        };
+        abort.abort();
         let (done, finished) = oneshot::channel();
         self.drained.push(done);
         Box::pin(async move {
@@ -201,7 +245,14 @@ impl Mailer {
     pub async fn drain(&self, limit: Duration) {
         match tokio::time::timeout(limit, self.addr.send(Drain)).await {
             Ok(_) => tracing::info!("mailer drained"),
-            Err(_) => tracing::warn!(?limit, "mailer did not finish its sends in time"),
+            Err(_) => {
+                tracing::warn!(
+                    ?limit,
+                    "mailer did not finish its sends in time; cancelling them"
+                );
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(2), self.addr.send(AbortRound)).await;
+            }
         }
     }
 }

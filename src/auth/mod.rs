@@ -4,6 +4,7 @@
 //! refresh, logout, sessions); the auth actor (`crate::actors::auth`) runs them, and
 //! the HTTP handlers (`crate::http::auth`) only translate requests to its messages.
 
+pub mod mails;
 pub mod oauth;
 pub mod passwords;
 pub mod rate_limit;
@@ -98,6 +99,8 @@ pub enum AuthError {
     Panicked(#[from] Panicked),
     #[error(transparent)]
     Record(#[from] crate::records::RecordError),
+    #[error("mail: {0}")]
+    Mail(String),
 }
 
 impl From<sea_orm::DbErr> for AuthError {

@@ -10,6 +10,7 @@ use sea_orm::{ConnectionTrait, DatabaseTransaction, DbErr};
 use serde_json::{json, Map, Value};
 use subtle::ConstantTimeEq;
 
+use super::mails::AccountMails;
 use super::oauth::{Provider, ProviderUser};
 use super::passwords::{PasswordHasher, VerifyPassword};
 use super::rate_limit::{Bucket, RateLimiter, RetryAfter};
@@ -17,12 +18,14 @@ use super::sessions::{self, Session, SessionGuard, ValidSession};
 use super::tokens::{self, Claims, TokenKind, TokenSigner};
 use super::{AuthError, AuthIdentity, AuthResponse, ClientInfo};
 use crate::actors::database::Db;
+use crate::actors::mailer::Mailer;
 use crate::collections::record::{Record, Viewer};
 use crate::collections::validate::FieldError;
 use crate::collections::{store, Collection, Registry};
 use crate::config::{AuthSettings, UnverifiedLogin};
 use crate::domain::ids::{format_time, new_record_id, random_alphanumeric};
 use crate::domain::password::Password;
+use crate::mail::{self, MailContext, OutgoingMail};
 use crate::records::{read, write, RecordsEnv, Requester};
 
 /// What an OAuth2 login request carries (`auth-with-oauth2`).
@@ -50,6 +53,8 @@ pub struct AuthService {
     settings: AuthSettings,
     providers: Vec<Provider>,
     http: reqwest::Client,
+    mails: AccountMails,
+    mailer: Mailer,
 }
 
 impl AuthService {
@@ -59,6 +64,8 @@ impl AuthService {
         signer: TokenSigner,
         limiter: Arc<dyn RateLimiter>,
         settings: AuthSettings,
+        mail: Arc<MailContext>,
+        mailer: Mailer,
     ) -> Self {
         let providers = settings
             .oauth2
@@ -72,6 +79,8 @@ impl AuthService {
             hasher: records.hasher.clone(),
             sessions: records.sessions.clone(),
             records,
+            mails: AccountMails::new(signer.clone(), mail, settings.links.clone()),
+            mailer,
             signer,
             limiter,
             providers,
@@ -465,18 +474,293 @@ impl AuthService {
             self.limit(Bucket::RegisterPerIp, &client.ip).await?;
         }
         let env = self.records.clone();
-        self.db
+        let verify = self
+            .settings
+            .verify_email_on_register
+            .then(|| self.mails.clone());
+        let (shown, queued) = self
+            .db
             .transact(move |txn| {
                 Box::pin(async move {
                     let (expand, fields) = shape;
                     let record =
                         write::create(txn, &env, &requester, &collection.name, body).await?;
+                    // The verification mail is written with the account, or not at all.
+                    let mut queued = false;
+                    if let Some(mails) = verify.filter(|_| !record.bool("verified")) {
+                        let email = record.text("email").to_string();
+                        if !email.is_empty() {
+                            let mail =
+                                mails.mail(TokenKind::Verification, &record, &email, None)?;
+                            mail::enqueue(txn, &mail).await?;
+                            queued = true;
+                        }
+                    }
                     let mut shown =
                         read::present(txn, &env, &requester, &[record], &expand, &fields).await?;
-                    Ok::<_, AuthError>(shown.remove(0))
+                    Ok::<_, AuthError>((shown.remove(0), queued))
+                })
+            })
+            .await?;
+        if queued {
+            self.mailer.wake();
+        }
+        Ok(shown)
+    }
+
+    /// The record of an auth collection with this email, if any.
+    async fn find_by_email(
+        &self,
+        collection: &Arc<Collection>,
+        email: &str,
+    ) -> Result<Option<Record>, AuthError> {
+        let (collection, email) = (collection.clone(), email.trim().to_lowercase());
+        self.db
+            .read(move |txn| {
+                Box::pin(async move {
+                    Ok::<_, AuthError>(store::find_by(txn, &collection, "email", &email).await?)
                 })
             })
             .await
+    }
+
+    /// Checks the shape of a submitted email and the request limits for it.
+    async fn email_request(
+        &self,
+        collection: &Arc<Collection>,
+        email: &str,
+        client: &ClientInfo,
+    ) -> Result<(), AuthError> {
+        if crate::domain::email::Email::parse(email).is_none() {
+            return Err(AuthError::field(
+                "email",
+                FieldError::new("validation_is_email", "Must be a valid email address."),
+            ));
+        }
+        self.limit(Bucket::RequestPerIp, &client.ip).await?;
+        self.limit(
+            Bucket::RequestPerAccount,
+            &format!("{}:{}", collection.id, email.trim().to_lowercase()),
+        )
+        .await
+    }
+
+    /// Queues `mail` for `record` in its own transaction, then wakes the mailer.
+    async fn send(&self, mail: OutgoingMail) -> Result<(), AuthError> {
+        self.db
+            .transact(move |txn| {
+                Box::pin(async move {
+                    mail::enqueue(txn, &mail).await?;
+                    Ok::<_, AuthError>(())
+                })
+            })
+            .await?;
+        self.mailer.wake();
+        Ok(())
+    }
+
+    /// `request-verification`: mails a verification link to an unverified account.
+    /// Answers the same for unknown and verified addresses (no account enumeration).
+    pub async fn request_verification(
+        &self,
+        collection: &str,
+        email: &str,
+        client: &ClientInfo,
+    ) -> Result<(), AuthError> {
+        let collection = self.auth_collection(collection)?;
+        self.email_request(&collection, email, client).await?;
+        match self.find_by_email(&collection, email).await? {
+            Some(record) if !record.bool("verified") => {
+                let to = record.text("email").to_string();
+                self.send(
+                    self.mails
+                        .mail(TokenKind::Verification, &record, &to, None)?,
+                )
+                .await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// `request-password-reset`: mails a reset link; same answer for unknown addresses.
+    pub async fn request_password_reset(
+        &self,
+        collection: &str,
+        email: &str,
+        client: &ClientInfo,
+    ) -> Result<(), AuthError> {
+        let collection = self.auth_collection(collection)?;
+        self.email_request(&collection, email, client).await?;
+        match self.find_by_email(&collection, email).await? {
+            Some(record) => {
+                let to = record.text("email").to_string();
+                self.send(
+                    self.mails
+                        .mail(TokenKind::PasswordReset, &record, &to, None)?,
+                )
+                .await
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// `request-email-change`: mails a confirmation link to the new address.
+    pub async fn request_email_change(
+        &self,
+        identity: &AuthIdentity,
+        new_email: &str,
+    ) -> Result<(), AuthError> {
+        let collection = identity.record.collection.clone();
+        let Some(email) = crate::domain::email::Email::parse(new_email) else {
+            return Err(AuthError::field(
+                "newEmail",
+                FieldError::new("validation_is_email", "Must be a valid email address."),
+            ));
+        };
+        if self
+            .find_by_email(&collection, email.as_str())
+            .await?
+            .is_some()
+        {
+            return Err(AuthError::field(
+                "newEmail",
+                FieldError::new("validation_not_unique", "Value must be unique."),
+            ));
+        }
+        let mail = self.mails.mail(
+            TokenKind::EmailChange,
+            &identity.record,
+            email.as_str(),
+            Some(email.as_str()),
+        )?;
+        self.send(mail).await
+    }
+
+    /// The record a link token of `kind` was issued for, once the token checks out.
+    async fn token_record(
+        &self,
+        collection: &str,
+        kind: TokenKind,
+        token: &str,
+    ) -> Result<(Record, tokens::Claims), AuthError> {
+        let collection = self.auth_collection(collection)?;
+        let claims = tokens::peek(token)
+            .filter(|c| c.kind == kind.claim() && c.collection_id == collection.id)
+            .ok_or(AuthError::InvalidToken)?;
+        let record_id = claims.id.clone();
+        let record = self
+            .db
+            .read(move |txn| {
+                Box::pin(async move {
+                    Ok::<_, AuthError>(store::find_by(txn, &collection, "id", &record_id).await?)
+                })
+            })
+            .await?
+            .ok_or(AuthError::InvalidToken)?;
+        let claims = self
+            .mails
+            .verify(kind, &record, token)
+            .ok_or(AuthError::InvalidToken)?;
+        Ok((record, claims))
+    }
+
+    /// `confirm-verification`: marks the account verified (again is harmless).
+    pub async fn confirm_verification(
+        &self,
+        collection: &str,
+        token: &str,
+    ) -> Result<(), AuthError> {
+        let (mut record, _) = self
+            .token_record(collection, TokenKind::Verification, token)
+            .await?;
+        if record.bool("verified") {
+            return Ok(());
+        }
+        record.set("verified", true);
+        self.db
+            .transact(move |txn| {
+                Box::pin(async move { Ok::<_, AuthError>(store::update(txn, &record).await?) })
+            })
+            .await
+    }
+
+    /// `confirm-password-reset`: sets the new password, rotates the token key (so the
+    /// reset link and every token stop working) and ends every session.
+    pub async fn confirm_password_reset(
+        &self,
+        collection: &str,
+        token: &str,
+        password: &str,
+        password_confirm: &str,
+    ) -> Result<(), AuthError> {
+        let password = check_new_password(password, password_confirm)?;
+        let (mut record, _) = self
+            .token_record(collection, TokenKind::PasswordReset, token)
+            .await?;
+        let hash = self
+            .hasher
+            .send(crate::auth::passwords::HashPassword(password))
+            .await
+            .map_err(|_| AuthError::HasherGone)??;
+        record.set("password", hash);
+        record.set("tokenKey", random_alphanumeric(50));
+        // Following the link proved the address.
+        record.set("verified", true);
+        self.update_and_end_sessions(record).await
+    }
+
+    /// `confirm-email-change`: checks the password, moves the account to the new
+    /// address (verified) and ends every session.
+    pub async fn confirm_email_change(
+        &self,
+        collection: &str,
+        token: &str,
+        password: &str,
+    ) -> Result<(), AuthError> {
+        let (mut record, claims) = self
+            .token_record(collection, TokenKind::EmailChange, token)
+            .await?;
+        let new_email = claims.new_email.ok_or(AuthError::InvalidToken)?;
+        let hash = Some(record.text("password").to_string()).filter(|h| !h.is_empty());
+        if !self.verify_password(hash, password.to_string()).await? {
+            return Err(AuthError::field(
+                "password",
+                FieldError::new(
+                    "validation_invalid_password",
+                    "Missing or invalid account password.",
+                ),
+            ));
+        }
+        if self
+            .find_by_email(&record.collection, &new_email)
+            .await?
+            .is_some()
+        {
+            return Err(AuthError::field(
+                "newEmail",
+                FieldError::new("validation_not_unique", "Value must be unique."),
+            ));
+        }
+        record.set("email", new_email);
+        record.set("verified", true);
+        record.set("tokenKey", random_alphanumeric(50));
+        self.update_and_end_sessions(record).await
+    }
+
+    async fn update_and_end_sessions(&self, record: Record) -> Result<(), AuthError> {
+        let revoked = self
+            .db
+            .transact(move |txn| {
+                Box::pin(async move {
+                    store::update(txn, &record).await?;
+                    Ok::<_, AuthError>(
+                        sessions::revoke_all(txn, &record.collection.id, record.id(), None).await?,
+                    )
+                })
+            })
+            .await?;
+        self.sessions.forget(&revoked);
+        Ok(())
     }
 
     /// PocketBase's `auth-methods`, starting an OAuth2 flow for every provider.
@@ -605,6 +889,29 @@ fn oauth_body(
     body.insert("password".into(), Value::String(password.clone()));
     body.insert("passwordConfirm".into(), Value::String(password));
     body
+}
+
+/// A new password and its confirmation, or the field errors PocketBase gives.
+fn check_new_password(password: &str, confirm: &str) -> Result<Password, AuthError> {
+    let mut errors = Vec::new();
+    let parsed = Password::parse(password)
+        .map_err(|err| {
+            errors.push((
+                "password".to_string(),
+                FieldError::new(err.code(), err.message()),
+            ))
+        })
+        .ok();
+    if password != confirm {
+        errors.push((
+            "passwordConfirm".to_string(),
+            FieldError::new("validation_values_mismatch", "Values don't match."),
+        ));
+    }
+    match parsed {
+        Some(password) if errors.is_empty() => Ok(password),
+        _ => Err(AuthError::Validation(errors)),
+    }
 }
 
 /// Providers that say an email is not verified (`email_verified: false`) are believed;

@@ -19,7 +19,9 @@ use serde_json::json;
 use utoipa::ToSchema;
 
 use crate::actors::auth::{
-    AuthWithPassword, Authenticate, FinishOAuth, ListSessions, Refresh, Revoke, StartOAuth,
+    AuthWithPassword, Authenticate, ConfirmEmailChange, ConfirmPasswordReset, ConfirmVerification,
+    FinishOAuth, ListSessions, Refresh, RequestEmailChange, RequestPasswordReset,
+    RequestVerification, Revoke, StartOAuth,
 };
 use crate::auth::service::OAuthLogin;
 use crate::auth::{AuthError, AuthIdentity, AuthResponse, ClientInfo};
@@ -444,4 +446,226 @@ pub async fn sessions(
     check_collection(&caller.0, &collection)?;
     let items = ask(&state, ListSessions { identity: caller.0 }).await??;
     Ok(HttpResponse::Ok().json(json!({ "items": items })))
+}
+
+/// `{email}` of `request-verification` and `request-password-reset`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct EmailRequest {
+    #[serde(default)]
+    email: String,
+}
+
+/// `{token}` of `confirm-verification`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct TokenConfirmation {
+    #[serde(default)]
+    token: String,
+}
+
+/// `{token, password, passwordConfirm}` of `confirm-password-reset`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PasswordResetConfirmation {
+    #[serde(default)]
+    token: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    password_confirm: String,
+}
+
+/// `{newEmail}` of `request-email-change`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EmailChangeRequest {
+    #[serde(default)]
+    new_email: String,
+}
+
+/// `{token, password}` of `confirm-email-change`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct EmailChangeConfirmation {
+    #[serde(default)]
+    token: String,
+    #[serde(default)]
+    password: String,
+}
+
+fn required(field: &str, value: &str) -> Result<(), ApiError> {
+    if value.trim().is_empty() {
+        Err(AuthError::field(field, crate::collections::validate::FieldError::required()).into())
+    } else {
+        Ok(())
+    }
+}
+
+/// Mails a verification link to an unverified account; 204 for any address.
+#[utoipa::path(post, path = "/api/collections/{collection}/request-verification", tag = "auth",
+    params(("collection" = String, Path, description = "Auth collection name or id")),
+    request_body = EmailRequest,
+    responses(
+        (status = 204, description = "Queued if the account exists and is unverified"),
+        (status = 400, description = "Not an email address", body = crate::error::ErrorBody),
+        (status = 429, description = "Rate limited", body = crate::error::ErrorBody),
+    ))]
+pub async fn request_verification(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    collection: web::Path<String>,
+    body: web::Json<EmailRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let email = body.into_inner().email;
+    required("email", &email)?;
+    let client = client_info(&req);
+    ask(
+        &state,
+        RequestVerification {
+            collection: collection.into_inner(),
+            email,
+            client,
+        },
+    )
+    .await??;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Confirms an address with the token from the verification mail.
+#[utoipa::path(post, path = "/api/collections/{collection}/confirm-verification", tag = "auth",
+    params(("collection" = String, Path, description = "Auth collection name or id")),
+    request_body = TokenConfirmation,
+    responses(
+        (status = 204, description = "Verified"),
+        (status = 400, description = "Invalid or expired token", body = crate::error::ErrorBody),
+    ))]
+pub async fn confirm_verification(
+    state: web::Data<AppState>,
+    collection: web::Path<String>,
+    body: web::Json<TokenConfirmation>,
+) -> Result<HttpResponse, ApiError> {
+    let token = body.into_inner().token;
+    required("token", &token)?;
+    ask(
+        &state,
+        ConfirmVerification {
+            collection: collection.into_inner(),
+            token,
+        },
+    )
+    .await??;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Mails a password reset link; 204 for any address.
+#[utoipa::path(post, path = "/api/collections/{collection}/request-password-reset", tag = "auth",
+    params(("collection" = String, Path, description = "Auth collection name or id")),
+    request_body = EmailRequest,
+    responses(
+        (status = 204, description = "Queued if the account exists"),
+        (status = 400, description = "Not an email address", body = crate::error::ErrorBody),
+        (status = 429, description = "Rate limited", body = crate::error::ErrorBody),
+    ))]
+pub async fn request_password_reset(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    collection: web::Path<String>,
+    body: web::Json<EmailRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let email = body.into_inner().email;
+    required("email", &email)?;
+    let client = client_info(&req);
+    ask(
+        &state,
+        RequestPasswordReset {
+            collection: collection.into_inner(),
+            email,
+            client,
+        },
+    )
+    .await??;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Sets a new password with the token from the reset mail; ends every session.
+#[utoipa::path(post, path = "/api/collections/{collection}/confirm-password-reset", tag = "auth",
+    params(("collection" = String, Path, description = "Auth collection name or id")),
+    request_body = PasswordResetConfirmation,
+    responses(
+        (status = 204, description = "Password changed"),
+        (status = 400, description = "Invalid token or password", body = crate::error::ErrorBody),
+    ))]
+pub async fn confirm_password_reset(
+    state: web::Data<AppState>,
+    collection: web::Path<String>,
+    body: web::Json<PasswordResetConfirmation>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    required("token", &body.token)?;
+    ask(
+        &state,
+        ConfirmPasswordReset {
+            collection: collection.into_inner(),
+            token: body.token,
+            password: body.password,
+            password_confirm: body.password_confirm,
+        },
+    )
+    .await??;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Mails a confirmation link to the caller's new address.
+#[utoipa::path(post, path = "/api/collections/{collection}/request-email-change", tag = "auth",
+    params(("collection" = String, Path, description = "Auth collection name or id")),
+    request_body = EmailChangeRequest,
+    responses(
+        (status = 204, description = "Queued"),
+        (status = 400, description = "Invalid or taken address", body = crate::error::ErrorBody),
+        (status = 401, description = "Not authenticated", body = crate::error::ErrorBody),
+    ))]
+pub async fn request_email_change(
+    state: web::Data<AppState>,
+    collection: web::Path<String>,
+    caller: RequireAuth,
+    body: web::Json<EmailChangeRequest>,
+) -> Result<HttpResponse, ApiError> {
+    check_collection(&caller.0, &collection)?;
+    let new_email = body.into_inner().new_email;
+    required("newEmail", &new_email)?;
+    ask(
+        &state,
+        RequestEmailChange {
+            identity: caller.0,
+            new_email,
+        },
+    )
+    .await??;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Moves an account to its new address with the token from the mail and the password.
+#[utoipa::path(post, path = "/api/collections/{collection}/confirm-email-change", tag = "auth",
+    params(("collection" = String, Path, description = "Auth collection name or id")),
+    request_body = EmailChangeConfirmation,
+    responses(
+        (status = 204, description = "Email changed; every session ended"),
+        (status = 400, description = "Invalid token or password", body = crate::error::ErrorBody),
+    ))]
+pub async fn confirm_email_change(
+    state: web::Data<AppState>,
+    collection: web::Path<String>,
+    body: web::Json<EmailChangeConfirmation>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    required("token", &body.token)?;
+    required("password", &body.password)?;
+    ask(
+        &state,
+        ConfirmEmailChange {
+            collection: collection.into_inner(),
+            token: body.token,
+            password: body.password,
+        },
+    )
+    .await??;
+    Ok(HttpResponse::NoContent().finish())
 }

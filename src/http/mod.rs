@@ -5,6 +5,7 @@ pub mod admin;
 pub mod admin_campaigns;
 pub mod admin_outbox;
 pub mod auth;
+pub mod auth_pages;
 pub mod health;
 pub mod middleware;
 pub mod newsletter;
@@ -74,7 +75,34 @@ pub fn server(
             .app_data(web::QueryConfig::default().error_handler(query_error))
             .wrap(RequestTelemetry::new(state.metrics.clone(), access_log))
             .route("/healthz", web::get().to(health::healthz))
-            .route("/readyz", web::get().to(health::readyz));
+            .route("/readyz", web::get().to(health::readyz))
+            .service(
+                web::scope("/_/auth")
+                    .route(
+                        "/confirm-verification/{token}",
+                        web::get().to(auth_pages::verification_page),
+                    )
+                    .route(
+                        "/confirm-verification/{token}",
+                        web::post().to(auth_pages::verification_submit),
+                    )
+                    .route(
+                        "/confirm-password-reset/{token}",
+                        web::get().to(auth_pages::password_reset_page),
+                    )
+                    .route(
+                        "/confirm-password-reset/{token}",
+                        web::post().to(auth_pages::password_reset_submit),
+                    )
+                    .route(
+                        "/confirm-email-change/{token}",
+                        web::get().to(auth_pages::email_change_page),
+                    )
+                    .route(
+                        "/confirm-email-change/{token}",
+                        web::post().to(auth_pages::email_change_submit),
+                    ),
+            );
         if metrics_enabled {
             app = app.route("/metrics", web::get().to(health::metrics));
         }
@@ -131,7 +159,31 @@ pub fn server(
                         .route("/auth-with-oauth2", web::post().to(auth::auth_with_oauth2))
                         .route("/logout", web::post().to(auth::logout))
                         .route("/logout-all", web::post().to(auth::logout_all))
-                        .route("/sessions", web::get().to(auth::sessions)),
+                        .route("/sessions", web::get().to(auth::sessions))
+                        .route(
+                            "/request-verification",
+                            web::post().to(auth::request_verification),
+                        )
+                        .route(
+                            "/confirm-verification",
+                            web::post().to(auth::confirm_verification),
+                        )
+                        .route(
+                            "/request-password-reset",
+                            web::post().to(auth::request_password_reset),
+                        )
+                        .route(
+                            "/confirm-password-reset",
+                            web::post().to(auth::confirm_password_reset),
+                        )
+                        .route(
+                            "/request-email-change",
+                            web::post().to(auth::request_email_change),
+                        )
+                        .route(
+                            "/confirm-email-change",
+                            web::post().to(auth::confirm_email_change),
+                        ),
                 )
                 .route("/admin/status", web::get().to(admin::status))
                 .default_service(web::to(api_not_found)),

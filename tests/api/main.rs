@@ -3,6 +3,7 @@
 
 mod support;
 
+mod account_mails;
 mod api_basics;
 mod auth;
 mod collections;

@@ -91,3 +91,17 @@ test('logout through pb.send ends the session (Gatehouse)', { skip: TARGET !== '
   await pb.send('/api/collections/users/logout', { method: 'POST' });
   await assert.rejects(pb.collection('users').authRefresh(), (err) => err.status === 401);
 });
+
+test('requestVerification and requestPasswordReset resolve for known and unknown addresses', async () => {
+  const { email } = await newUser('mails');
+  const pb = client();
+  for (const address of [email, uniqueEmail('nobody')]) {
+    assert.equal(await pb.collection('users').requestVerification(address), true);
+    assert.equal(await pb.collection('users').requestPasswordReset(address), true);
+  }
+  await assert.rejects(pb.collection('users').confirmPasswordReset('not-a-token', 'password-123', 'password-123'), (err) => {
+    assert.equal(err.status, 400);
+    assert.equal(err.response.data.token.code, 'validation_invalid_token');
+    return true;
+  });
+});
