@@ -41,6 +41,15 @@ pub struct OAuthLogin {
     pub create_data: Map<String, Value>,
 }
 
+/// A freshly signed auth token and what its session row keeps of it.
+struct IssuedToken {
+    token: String,
+    hash: [u8; 32],
+    now: chrono::DateTime<Utc>,
+    expires: chrono::DateTime<Utc>,
+    lifetime: u64,
+}
+
 /// Everything the auth flows share; one instance serves every auth actor.
 pub struct AuthService {
     db: Db,
@@ -195,23 +204,18 @@ impl AuthService {
         client: &ClientInfo,
         meta: Option<Value>,
     ) -> Result<AuthResponse, AuthError> {
-        let collection = record.collection.clone();
-        let lifetime = collection.options.auth_token.duration;
-        let now = Utc::now();
-        let expires = now + chrono::Duration::seconds(lifetime as i64);
         let sid = new_record_id();
-        let token = self.sign_auth(&record, &sid, expires.timestamp());
-        let hash = tokens::signature_hash(&token).expect("signed tokens have a signature");
+        let issued = self.new_token(&record, &sid);
         let session = Session {
             id: sid.clone(),
-            collection_ref: collection.id.clone(),
+            collection_ref: record.collection.id.clone(),
             record_ref: record.id().to_string(),
-            token_hash: hex(&hash),
+            token_hash: hex(&issued.hash),
             user_agent: client.user_agent.chars().take(300).collect(),
             ip: client.ip.clone(),
-            created: format_time(now),
-            refreshed: format_time(now),
-            expires: format_time(expires),
+            created: format_time(issued.now),
+            refreshed: format_time(issued.now),
+            expires: format_time(issued.expires),
             revoked: false,
         };
         self.db
@@ -223,20 +227,47 @@ impl AuthService {
                 })
             })
             .await?;
+        Ok(self.answer(record, sid, issued, meta))
+    }
+
+    /// A signed auth token for `record` in session `sid`, expiring as its collection says.
+    fn new_token(&self, record: &Record, sid: &str) -> IssuedToken {
+        let lifetime = record.collection.options.auth_token.duration;
+        let now = Utc::now();
+        let expires = now + chrono::Duration::seconds(lifetime as i64);
+        let token = self.sign_auth(record, sid, expires.timestamp());
+        let hash = tokens::signature_hash(&token).expect("signed tokens have a signature");
+        IssuedToken {
+            token,
+            hash,
+            now,
+            expires,
+            lifetime,
+        }
+    }
+
+    /// Remembers the session as valid and shapes the answer.
+    fn answer(
+        &self,
+        record: Record,
+        sid: String,
+        issued: IssuedToken,
+        meta: Option<Value>,
+    ) -> AuthResponse {
         self.sessions.remember(
             sid,
             ValidSession {
                 record: record.clone(),
-                token_hash: hash,
-                expires: expires.timestamp(),
+                token_hash: issued.hash,
+                expires: issued.expires.timestamp(),
             },
         );
-        Ok(AuthResponse {
-            token,
+        AuthResponse {
+            token: issued.token,
             record: record.to_json(own_view(&record)),
             meta,
-            lifetime,
-        })
+            lifetime: issued.lifetime,
+        }
     }
 
     fn sign_auth(&self, record: &Record, sid: &str, exp: i64) -> String {
@@ -361,17 +392,13 @@ impl AuthService {
             })
             .await?
             .ok_or(AuthError::Unauthorized)?;
-        let lifetime = own.options.auth_token.duration;
-        let now = Utc::now();
-        let expires = now + chrono::Duration::seconds(lifetime as i64);
         let sid = identity.session_id.clone();
-        let token = self.sign_auth(&record, &sid, expires.timestamp());
-        let hash = tokens::signature_hash(&token).expect("signed tokens have a signature");
+        let issued = self.new_token(&record, &sid);
         let (renew_sid, hash_hex, refreshed, expires_text) = (
             sid.clone(),
-            hex(&hash),
-            format_time(now),
-            format_time(expires),
+            hex(&issued.hash),
+            format_time(issued.now),
+            format_time(issued.expires),
         );
         self.db
             .transact(move |txn| {
@@ -382,20 +409,7 @@ impl AuthService {
                 })
             })
             .await?;
-        self.sessions.remember(
-            sid,
-            ValidSession {
-                record: record.clone(),
-                token_hash: hash,
-                expires: expires.timestamp(),
-            },
-        );
-        Ok(AuthResponse {
-            token,
-            record: record.to_json(own_view(&record)),
-            meta: None,
-            lifetime,
-        })
+        Ok(self.answer(record, sid, issued, None))
     }
 
     /// Ends the caller's session.

@@ -514,16 +514,37 @@ pub async fn request_verification(
     collection: web::Path<String>,
     body: web::Json<EmailRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let email = body.into_inner().email;
-    required("email", &email)?;
-    let client = client_info(&req);
-    ask(
+    email_request(
+        &req,
         &state,
-        RequestVerification {
-            collection: collection.into_inner(),
+        collection,
+        body,
+        |collection, email, client| RequestVerification {
+            collection,
             email,
             client,
         },
+    )
+    .await
+}
+
+/// The two `request-*` endpoints that take an email: the same checks, another mail.
+async fn email_request<M>(
+    req: &HttpRequest,
+    state: &AppState,
+    collection: web::Path<String>,
+    body: web::Json<EmailRequest>,
+    message: impl FnOnce(String, String, ClientInfo) -> M,
+) -> Result<HttpResponse, ApiError>
+where
+    M: actix::Message<Result = Result<(), AuthError>> + Send + 'static,
+    crate::actors::auth::AuthActor: actix::Handler<M>,
+{
+    let email = body.into_inner().email;
+    required("email", &email)?;
+    ask(
+        state,
+        message(collection.into_inner(), email, client_info(req)),
     )
     .await??;
     Ok(HttpResponse::NoContent().finish())
@@ -570,19 +591,18 @@ pub async fn request_password_reset(
     collection: web::Path<String>,
     body: web::Json<EmailRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let email = body.into_inner().email;
-    required("email", &email)?;
-    let client = client_info(&req);
-    ask(
+    email_request(
+        &req,
         &state,
-        RequestPasswordReset {
-            collection: collection.into_inner(),
+        collection,
+        body,
+        |collection, email, client| RequestPasswordReset {
+            collection,
             email,
             client,
         },
     )
-    .await??;
-    Ok(HttpResponse::NoContent().finish())
+    .await
 }
 
 /// Sets a new password with the token from the reset mail; ends every session.
