@@ -8,19 +8,30 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::web;
 use sea_orm::{DatabaseConnection, DbErr};
 
+use crate::actors::balancer::{BalancerActor, Upstreams};
+use crate::actors::cache::{CacheActor, ResponseCache};
 use crate::actors::database::{DatabaseActor, Db};
 use crate::actors::supervisor::{stop_arbiters, ActorPool};
-use crate::config::Settings;
+use crate::config::{ConfigError, Settings};
 use crate::db;
+use crate::http::forwarded::TrustedProxies;
 use crate::http::static_files::StaticSite;
-use crate::http::{self, openapi, AppState};
+use crate::http::{self, openapi, AppState, TlsListener};
+use crate::routing::{RouteAction, RouteTable};
 use crate::telemetry::Metrics;
+use crate::tls::{self, CertificateResolver, TlsError};
 
 /// Why an instance could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("{0}")]
     Static(String),
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("upstreams: {0}")]
+    Upstreams(String),
+    #[error("tls: {0}")]
+    Tls(#[from] TlsError),
     #[error("database: {0}")]
     Database(#[from] DbErr),
     #[error("cannot listen on {addr}: {source}")]
@@ -35,6 +46,7 @@ pub enum StartError {
 /// A running instance: the HTTP server and the actors behind it.
 pub struct Application {
     addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
     server: Server,
     db: Db,
     conn: DatabaseConnection,
@@ -47,6 +59,32 @@ impl Application {
     /// binds the listener. Must run inside an actix `System`.
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
         let static_site = StaticSite::new(&settings.static_files).map_err(StartError::Static)?;
+        let routes = RouteTable::new(&settings)?;
+        let route_sites = routes
+            .routes()
+            .iter()
+            .map(|route| match &route.action {
+                RouteAction::Static { root: Some(root) } => {
+                    StaticSite::for_route(route.prefix(), root, &settings.static_files).map(Some)
+                }
+                _ => Ok(None),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(StartError::Static)?;
+        let trusted_proxies = TrustedProxies::new(settings.trusted_proxy_ranges()?);
+        let upstreams =
+            Arc::new(Upstreams::new(&settings.upstreams).map_err(StartError::Upstreams)?);
+        let tls = if settings.tls.enabled {
+            let resolver = Arc::new(CertificateResolver::load(&settings.tls)?);
+            let config = tls::server_config(&settings.tls, resolver.clone())?;
+            tls::reload_on_sighup(resolver)?;
+            let bind = settings.tls.bind;
+            let listener = TcpListener::bind(bind)
+                .map_err(|source| StartError::Bind { addr: bind, source })?;
+            Some(TlsListener { listener, config })
+        } else {
+            None
+        };
         let conn = db::connect(&settings.database).await?;
         if settings.database.auto_migrate {
             db::migrate_up(&conn, None).await?;
@@ -68,29 +106,52 @@ impl Application {
             }
         });
 
+        let (balancer, balancer_arbiter) = BalancerActor::start(upstreams.clone(), metrics.clone());
+        let cache = ResponseCache::new(settings.cache.max_bytes, settings.cache.max_object_bytes);
+        let (cache_actor, cache_arbiter) = CacheActor::start(cache.clone(), metrics.clone());
+
         let state = web::Data::new(AppState {
             db: db.clone(),
             metrics,
             static_site,
             openapi: openapi::document(),
+            routes: Arc::new(routes),
+            route_sites,
+            upstreams,
+            cache,
+            trusted_proxies,
+            balancer,
+            cache_actor,
         });
         let bind = settings.server.bind;
         let listener =
             TcpListener::bind(bind).map_err(|source| StartError::Bind { addr: bind, source })?;
         let addr = listener.local_addr()?;
-        let server = http::server(&settings, listener, state)?;
+        let tls_addr = tls
+            .as_ref()
+            .map(|tls| tls.listener.local_addr())
+            .transpose()?;
+        let server = http::server(&settings, listener, tls, state)?;
+        let mut arbiters = vec![balancer_arbiter, cache_arbiter];
+        arbiters.extend(db_arbiters);
         Ok(Self {
             addr,
+            tls_addr,
             server,
             db,
             conn,
-            arbiters: db_arbiters,
+            arbiters,
         })
     }
 
     /// The address the listener is bound to (the real port when configured with 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The HTTPS listener's address, when TLS is enabled.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
     }
 
     /// A handle to stop the HTTP server gracefully.

@@ -3,9 +3,12 @@
 
 pub mod actors;
 pub mod app;
+pub mod cache_policy;
 pub mod cli;
 pub mod config;
 pub mod db;
 pub mod error;
 pub mod http;
+pub mod routing;
 pub mod telemetry;
+pub mod tls;

@@ -5,7 +5,10 @@
 //! | database | `Ping`, `Transact<T, E>` | foundation |
 //! | auth | login, sessions, tokens | accounts issue |
 //! | mailer | outbox delivery | mailer issue |
-//! | cache, load balancer | response cache, upstream pools | front-of-house issue |
+//! | cache | `Purge` (lookups read the shared store directly) | front of house |
+//! | balancer | `UpstreamStatus` (selection reads published snapshots) | front of house |
 
+pub mod balancer;
+pub mod cache;
 pub mod database;
 pub mod supervisor;

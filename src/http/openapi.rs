@@ -3,7 +3,7 @@
 use actix_web::{web, HttpResponse};
 use utoipa::OpenApi;
 
-use super::{health, AppState};
+use super::{admin, health, AppState};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -11,11 +11,29 @@ use super::{health, AppState};
         title = "Gatehouse",
         description = "Web server and backend in one binary; the records and auth API speaks PocketBase's REST dialect."
     ),
-    paths(health::healthz, health::readyz, health::api_health, health::metrics, serve),
-    components(schemas(crate::error::ErrorBody, health::ApiHealth)),
+    paths(
+        health::healthz,
+        health::readyz,
+        health::api_health,
+        health::metrics,
+        serve,
+        admin::upstreams,
+        admin::purge_cache,
+    ),
+    components(schemas(
+        crate::error::ErrorBody,
+        health::ApiHealth,
+        admin::UpstreamsBody,
+        admin::PurgeRequest,
+        admin::PurgeBody,
+        crate::actors::balancer::PoolStatus,
+        crate::actors::balancer::ServerStatus,
+        crate::actors::balancer::ServerState,
+    )),
     tags(
         (name = "health", description = "PocketBase-compatible health check"),
         (name = "operations", description = "Liveness, readiness, metrics and this document"),
+        (name = "admin", description = "Front of house: upstream health and cache purges"),
     )
 )]
 struct ApiDoc;

@@ -12,11 +12,10 @@ use std::path::{Path, PathBuf};
 use actix_files::NamedFile;
 use actix_web::http::header::{self, ContentEncoding, HeaderValue};
 use actix_web::http::{Method, StatusCode};
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{HttpRequest, HttpResponse};
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTROLS};
 
 use crate::config::StaticSettings;
-use crate::http::AppState;
 
 /// The folders served, longest URL prefix first.
 pub struct StaticSite {
@@ -85,6 +84,20 @@ impl StaticSite {
         Ok(Self { mounts })
     }
 
+    /// A site of one folder served under a route's path `prefix` (`""` for `/`).
+    pub fn for_route(prefix: &str, root: &Path, settings: &StaticSettings) -> Result<Self, String> {
+        let settings = StaticSettings {
+            root: root.to_path_buf(),
+            mounts: Vec::new(),
+            ..settings.clone()
+        };
+        let mut site = Self::new(&settings)?;
+        for mount in &mut site.mounts {
+            mount.prefix = prefix.trim_end_matches('/').to_string();
+        }
+        Ok(site)
+    }
+
     fn mount_for<'a>(&self, path: &'a str) -> Option<(&Mount, &'a str)> {
         self.mounts.iter().find_map(|mount| {
             let rest = path.strip_prefix(mount.prefix.as_str())?;
@@ -93,16 +106,15 @@ impl StaticSite {
     }
 }
 
-/// The handler for every path no other route claims.
-pub async fn serve(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+/// Answers `req` from the files of `site`.
+pub async fn serve_site(req: &HttpRequest, site: &StaticSite) -> HttpResponse {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return HttpResponse::MethodNotAllowed()
             .insert_header((header::ALLOW, "GET, HEAD"))
             .body("405 Method Not Allowed\n");
     }
-    let site = &state.static_site;
     let Some((mount, rest)) = site.mount_for(req.path()) else {
-        return not_found(&req, None).await;
+        return not_found(req, None).await;
     };
     let accept_encoding = req
         .headers()
@@ -110,11 +122,11 @@ pub async fn serve(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse
         .and_then(|value| value.to_str().ok())
         .unwrap_or("");
     match lookup(mount, rest, accept_encoding) {
-        Lookup::Found(chosen) => respond(&req, mount, chosen).await,
+        Lookup::Found(chosen) => respond(req, mount, chosen).await,
         Lookup::RedirectToDirectory(location) => HttpResponse::MovedPermanently()
             .insert_header((header::LOCATION, location))
             .finish(),
-        Lookup::NotFound => not_found(&req, Some(mount)).await,
+        Lookup::NotFound => not_found(req, Some(mount)).await,
     }
 }
 
