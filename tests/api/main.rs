@@ -4,6 +4,11 @@
 mod support;
 
 mod api_basics;
+mod balancer;
+mod cache;
+mod front;
 mod health;
+mod proxy;
 mod static_files;
 mod supervision;
+mod tls;

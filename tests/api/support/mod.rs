@@ -1,8 +1,10 @@
 //! The test harness: a real Gatehouse on a random port, a fresh database per test
 //! (a SQLite file, or a PostgreSQL schema when DATABASE_URL is set), a real HTTP client.
 
+pub mod certs;
 pub mod raw_http;
 pub mod tcp_proxy;
+pub mod upstream;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -56,6 +58,8 @@ pub fn postgres_url() -> Option<String> {
 /// A running Gatehouse with its own database and static root.
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// The HTTPS listener, when the test enabled TLS.
+    pub tls_addr: Option<SocketAddr>,
     pub client: reqwest::Client,
     pub db: Db,
     pub static_root: PathBuf,
@@ -172,11 +176,13 @@ pub async fn spawn_app_with(
 
     let app = Application::build(settings).await.expect("test app starts");
     let addr = app.addr();
+    let tls_addr = app.tls_addr();
     let db = app.db().clone();
     let handle = app.handle();
     actix_web::rt::spawn(app.run_until_stopped());
     Some(TestApp {
         addr,
+        tls_addr,
         client: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -188,6 +194,14 @@ pub async fn spawn_app_with(
         postgres_schema,
         _dir: dir,
     })
+}
+
+/// Starts Gatehouse on SQLite for front-of-house tests, where the database does not
+/// matter; `customize` adjusts the settings (routes, upstreams, TLS).
+pub async fn spawn_front(customize: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_with(Backend::Sqlite, customize)
+        .await
+        .expect("SQLite is always available")
 }
 
 fn current_test() -> String {

@@ -1,9 +1,10 @@
 //! `least_connections`: the server with the fewest requests in flight per unit of
-//! weight; ties go round robin so that an idle pool still spreads its load.
+//! weight; ties among the least loaded go round robin, so that an idle pool still
+//! spreads its load evenly.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::{rotated, Member, Selector};
+use super::{Member, Selector};
 
 pub struct LeastConnections {
     healthy: Vec<usize>,
@@ -21,13 +22,24 @@ impl LeastConnections {
 
 impl Selector for LeastConnections {
     fn candidates(&self, members: &[Member], _: u64) -> Vec<usize> {
-        let mut order = rotated(&self.healthy, self.next.fetch_add(1, Ordering::Relaxed));
-        // Stable sort: among equally loaded servers the rotation decides.
-        order.sort_by_key(|&i| {
-            let member = &members[i];
-            u64::from(member.in_flight()) * 1_000_000 / u64::from(member.weight.max(1))
-        });
-        order
+        // Loads are read once: other workers change them while this one sorts.
+        let mut loaded: Vec<(u64, usize)> = self
+            .healthy
+            .iter()
+            .map(|&i| {
+                let member = &members[i];
+                let load =
+                    u64::from(member.in_flight()) * 1_000_000 / u64::from(member.weight.max(1));
+                (load, i)
+            })
+            .collect();
+        loaded.sort_unstable();
+        let Some(&(least, _)) = loaded.first() else {
+            return Vec::new();
+        };
+        let tied = loaded.iter().take_while(|(load, _)| *load == least).count();
+        loaded[..tied].rotate_left(self.next.fetch_add(1, Ordering::Relaxed) % tied);
+        loaded.into_iter().map(|(_, i)| i).collect()
     }
 }
 
@@ -44,6 +56,14 @@ mod tests {
         members[1].begin_request();
         let selector = LeastConnections::new(vec![0, 1, 2]);
         assert_eq!(selector.candidates(&members, 0), [2, 1, 0]);
+    }
+
+    #[test]
+    fn ties_are_shared_evenly_while_a_server_is_busy() {
+        let members = members(&[1, 1, 1]);
+        members[0].begin_request();
+        let selector = LeastConnections::new(vec![0, 1, 2]);
+        assert_eq!(first_picks(&selector, &members, 10, |_| 0), [0, 5, 5]);
     }
 
     #[test]
