@@ -8,10 +8,16 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::web;
 use sea_orm::{DatabaseConnection, DbErr};
 
+use crate::actors::auth::AuthActor;
 use crate::actors::balancer::{BalancerActor, Upstreams};
 use crate::actors::cache::{CacheActor, ResponseCache};
 use crate::actors::database::{DatabaseActor, Db};
 use crate::actors::supervisor::{stop_arbiters, ActorPool};
+use crate::auth::passwords::PasswordHasher;
+use crate::auth::rate_limit::InProcessLimiter;
+use crate::auth::service::AuthService;
+use crate::auth::tokens::TokenSigner;
+use crate::collections::{store, Registry};
 use crate::config::{ConfigError, Settings};
 use crate::db;
 use crate::http::forwarded::TrustedProxies;
@@ -34,6 +40,8 @@ pub enum StartError {
     Tls(#[from] TlsError),
     #[error("database: {0}")]
     Database(#[from] DbErr),
+    #[error("auth: {0}")]
+    Auth(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -89,6 +97,18 @@ impl Application {
         if settings.database.auto_migrate {
             db::migrate_up(&conn, None).await?;
         }
+        let registry = Arc::new(Registry::new(store::load_collections(&conn).await?));
+        let signer = TokenSigner::from_settings(&settings.auth).map_err(|err| {
+            StartError::Auth(format!(
+                "token secret file {}: {err}",
+                settings.auth.secret_file.display()
+            ))
+        })?;
+        let hasher = PasswordHasher::start_pool(
+            settings.password_hash_workers(),
+            &settings.auth.password_hash,
+        )
+        .map_err(|err| StartError::Auth(err.to_string()))?;
         let metrics = Arc::new(Metrics::new());
 
         let (db, db_arbiters) = ActorPool::start(settings.database_actors(), {
@@ -110,8 +130,25 @@ impl Application {
         let cache = ResponseCache::new(settings.cache.max_bytes, settings.cache.max_object_bytes);
         let (cache_actor, cache_arbiter) = CacheActor::start(cache.clone(), metrics.clone());
 
+        let auth_service = Arc::new(AuthService::new(
+            db.clone(),
+            registry,
+            signer,
+            hasher,
+            Arc::new(InProcessLimiter::new(&settings.auth.rate_limits)),
+            settings.auth.clone(),
+        ));
+        let (auth, auth_arbiters) = ActorPool::start(settings.auth_actors(), {
+            let metrics = metrics.clone();
+            move || AuthActor::new(auth_service.clone(), metrics.clone())
+        });
+
+        let settings = Arc::new(settings);
         let state = web::Data::new(AppState {
+            settings: settings.clone(),
+            started: std::time::Instant::now(),
             db: db.clone(),
+            auth,
             metrics,
             static_site,
             openapi: openapi::document(),
@@ -132,8 +169,12 @@ impl Application {
             .map(|tls| tls.listener.local_addr())
             .transpose()?;
         let server = http::server(&settings, listener, tls, state)?;
-        let mut arbiters = vec![balancer_arbiter, cache_arbiter];
-        arbiters.extend(db_arbiters);
+        // Stopped in this order: the front-of-house actors, then auth, then database.
+        let arbiters = [balancer_arbiter, cache_arbiter]
+            .into_iter()
+            .chain(auth_arbiters)
+            .chain(db_arbiters)
+            .collect();
         Ok(Self {
             addr,
             tls_addr,

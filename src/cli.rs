@@ -7,11 +7,14 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::app::Application;
+use crate::auth::passwords::PasswordHasher;
+use crate::auth::service::upsert_superuser as upsert;
+use crate::auth::AuthError;
 use crate::config::{ConfigSources, LoadedSettings, Settings};
 use crate::{db, telemetry};
 
-/// Exit code for a configuration that cannot be used.
-const EXIT_CONFIG: u8 = 2;
+/// Exit code for a configuration or an argument that cannot be used.
+const EXIT_USAGE: u8 = 2;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -48,6 +51,23 @@ enum Command {
     },
     /// Print the effective configuration as TOML, secrets redacted.
     Config,
+    /// Manage superusers (the `_superusers` auth collection).
+    Superuser {
+        #[command(subcommand)]
+        action: SuperuserAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SuperuserAction {
+    /// Create a superuser, or set the password of an existing one (which also ends
+    /// all of its sessions).
+    Upsert {
+        /// The superuser's email address.
+        email: String,
+        /// The password, 8 to 256 characters; `-` reads it from standard input.
+        password: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -75,12 +95,15 @@ pub fn run() -> ExitCode {
         Ok(loaded) => loaded,
         Err(err) => {
             eprintln!("gatehouse: {err}");
-            return ExitCode::from(EXIT_CONFIG);
+            return ExitCode::from(EXIT_USAGE);
         }
     };
     match cli.command {
         Command::Serve { http } => serve(loaded, http),
         Command::Migrate { action } => migrate(&loaded.settings, action),
+        Command::Superuser {
+            action: SuperuserAction::Upsert { email, password },
+        } => upsert_superuser(&loaded.settings, &email, &password),
         Command::Config => {
             for layer in &loaded.layers {
                 println!("# from {layer}");
@@ -118,16 +141,78 @@ fn serve(loaded: LoadedSettings, http: Option<SocketAddr>) -> ExitCode {
     })
 }
 
-fn migrate(settings: &Settings, action: MigrateAction) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(runtime) => runtime,
+        .map_err(|err| {
+            eprintln!("gatehouse: {err}");
+            ExitCode::FAILURE
+        })
+}
+
+fn upsert_superuser(settings: &Settings, email: &str, password: &str) -> ExitCode {
+    let password = if password == "-" {
+        let mut line = String::new();
+        if let Err(err) = std::io::stdin().read_line(&mut line) {
+            eprintln!("gatehouse: cannot read the password from standard input: {err}");
+            return ExitCode::FAILURE;
+        }
+        line.trim_end_matches(['\r', '\n']).to_string()
+    } else {
+        password.to_string()
+    };
+    let hasher = match PasswordHasher::new(&settings.auth.password_hash) {
+        Ok(hasher) => hasher,
         Err(err) => {
             eprintln!("gatehouse: {err}");
             return ExitCode::FAILURE;
         }
+    };
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    let result = runtime.block_on(async {
+        let conn = db::connect(&settings.database).await?;
+        if settings.database.auto_migrate {
+            db::migrate_up(&conn, None).await?;
+        }
+        let created = upsert(&conn, &hasher, email, &password).await;
+        conn.close().await?;
+        Ok::<_, sea_orm::DbErr>(created)
+    });
+    let email = email.trim().to_lowercase();
+    match result {
+        Ok(Ok(true)) => {
+            println!("Created superuser {email}.");
+            ExitCode::SUCCESS
+        }
+        Ok(Ok(false)) => {
+            println!("Updated superuser {email}; its sessions were ended.");
+            ExitCode::SUCCESS
+        }
+        Ok(Err(AuthError::Validation(fields))) => {
+            for (field, error) in fields {
+                eprintln!("gatehouse: {field}: {}", error.message);
+            }
+            ExitCode::from(EXIT_USAGE)
+        }
+        Ok(Err(err)) => {
+            eprintln!("gatehouse: superuser upsert: {err}");
+            ExitCode::FAILURE
+        }
+        Err(err) => {
+            eprintln!("gatehouse: database: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn migrate(settings: &Settings, action: MigrateAction) -> ExitCode {
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
     };
     let result = runtime.block_on(async {
         let conn = db::connect(&settings.database).await?;

@@ -31,6 +31,7 @@ pub struct Settings {
     pub static_files: StaticSettings,
     pub log: LogSettings,
     pub metrics: MetricsSettings,
+    pub auth: AuthSettings,
     /// What answers each request, by host and path prefix, first match winning.
     pub routes: Vec<RouteSettings>,
     /// Named pools of upstream servers that `proxy` routes forward to.
@@ -45,6 +46,7 @@ pub struct Settings {
 #[serde(deny_unknown_fields)]
 pub struct ServerSettings {
     pub bind: SocketAddr,
+    pub public_url: String,
     pub workers: usize,
     #[serde(with = "humantime_serde")]
     pub keep_alive: Duration,
@@ -321,6 +323,144 @@ pub struct LimitSettings {
     pub body_read_timeout: Duration,
 }
 
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    pub token_secret: Secret,
+    pub secret_file: PathBuf,
+    pub unverified_login: UnverifiedLogin,
+    pub verify_email_on_register: bool,
+    #[serde(with = "humantime_serde")]
+    pub session_cache_ttl: Duration,
+    pub session_cache_capacity: u64,
+    pub actors: usize,
+    pub password_hash: PasswordHashSettings,
+    pub cookie: CookieSettings,
+    pub rate_limits: AuthRateLimits,
+    pub oauth2: OAuth2Settings,
+}
+
+/// Whether an account whose email is not verified may log in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnverifiedLogin {
+    Allow,
+    Deny,
+}
+
+/// argon2id cost parameters and the size of the hashing thread pool.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordHashSettings {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+    pub workers: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CookieSettings {
+    pub enabled: bool,
+    pub name: String,
+    pub trusted_origins: Vec<String>,
+}
+
+/// Token buckets: `requests` per `per`, refilled steadily; 0 requests disables one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub requests: u32,
+    #[serde(with = "humantime_serde")]
+    pub per: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthRateLimits {
+    pub login_per_ip: RateLimit,
+    pub login_per_account: RateLimit,
+    pub register_per_ip: RateLimit,
+    pub request_per_ip: RateLimit,
+    pub request_per_account: RateLimit,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuth2Settings {
+    #[serde(default)]
+    pub providers: std::collections::BTreeMap<String, OAuth2Provider>,
+}
+
+/// One OAuth2 provider; `kind` presets fill in URLs and field names left empty.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuth2Provider {
+    pub kind: OAuth2Kind,
+    pub client_id: String,
+    pub client_secret: Secret,
+    #[serde(default)]
+    pub display_name: String,
+    #[serde(default)]
+    pub auth_url: String,
+    #[serde(default)]
+    pub token_url: String,
+    #[serde(default)]
+    pub userinfo_url: String,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub id_field: String,
+    #[serde(default)]
+    pub email_field: String,
+    #[serde(default)]
+    pub name_field: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OAuth2Kind {
+    Generic,
+    Github,
+    Google,
+    Gitlab,
+}
+
+/// A secret setting: never shown by `Debug`, redacted by `gatehouse config`.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "\"\""
+        } else {
+            "[redacted]"
+        })
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(if self.0.is_empty() { "" } else { "[redacted]" })
+    }
+}
+
 /// A database URL; its password never appears in `Debug` output or in `gatehouse config`.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
@@ -573,6 +713,54 @@ impl Settings {
         {
             return Err(invalid("tls.hsts", "is not a valid header value"));
         }
+        if url::Url::parse(&self.server.public_url)
+            .map_or(true, |url| !matches!(url.scheme(), "http" | "https"))
+        {
+            return Err(invalid(
+                "server.public_url",
+                "must be an http:// or https:// URL, like https://example.com",
+            ));
+        }
+        for origin in &self.auth.cookie.trusted_origins {
+            let canonical = url::Url::parse(origin).map(|url| url.origin().ascii_serialization());
+            if canonical.as_deref() != Ok(origin.as_str()) {
+                return Err(invalid(
+                    "auth.cookie.trusted_origins",
+                    &format!("{origin:?} is not an origin like https://example.com"),
+                ));
+            }
+        }
+        for (name, provider) in &self.auth.oauth2.providers {
+            if provider.client_id.is_empty() {
+                return Err(invalid(
+                    &format!("auth.oauth2.providers.{name}.client_id"),
+                    "must not be empty",
+                ));
+            }
+            if provider.kind == OAuth2Kind::Generic
+                && [
+                    &provider.auth_url,
+                    &provider.token_url,
+                    &provider.userinfo_url,
+                ]
+                .iter()
+                .any(|url| url.is_empty())
+            {
+                return Err(invalid(
+                    &format!("auth.oauth2.providers.{name}"),
+                    "a generic provider needs auth_url, token_url and userinfo_url",
+                ));
+            }
+        }
+        if self.auth.password_hash.memory_kib < 8 * self.auth.password_hash.parallelism.max(1)
+            || self.auth.password_hash.iterations == 0
+            || self.auth.password_hash.parallelism == 0
+        {
+            return Err(invalid(
+                "auth.password_hash",
+                "needs iterations >= 1, parallelism >= 1 and memory_kib >= 8 * parallelism",
+            ));
+        }
         for origin in &self.api.cors_origins {
             let canonical = url::Url::parse(origin).map(|url| url.origin().ascii_serialization());
             if origin != "*" && canonical.as_deref() != Ok(origin.as_str()) {
@@ -612,6 +800,16 @@ impl Settings {
                     })
             })
             .collect()
+    }
+
+    /// Password hashing threads, resolving 0 to the number of cores.
+    pub fn password_hash_workers(&self) -> usize {
+        resolve_count(self.auth.password_hash.workers)
+    }
+
+    /// Auth actor instances, resolving 0 to the number of cores.
+    pub fn auth_actors(&self) -> usize {
+        resolve_count(self.auth.actors)
     }
 
     /// Database actor instances, resolving 0 to the number of cores.

@@ -6,6 +6,7 @@
 //! machine-readable reason. `requestId` echoes the response's `X-Request-Id`.
 
 use std::fmt;
+use std::time::Duration;
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
@@ -13,6 +14,9 @@ use actix_web::{error::JsonPayloadError, HttpRequest, HttpResponse, ResponseErro
 use serde::Serialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
+
+use crate::actors::database::DbError;
+use crate::auth::AuthError;
 
 tokio::task_local! {
     /// The id of the request being handled, set by the request middleware so that
@@ -44,7 +48,10 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
-    pub data: Map<String, Value>,
+    /// Boxed to keep `Result<_, ApiError>` small on the happy path.
+    pub data: Box<Map<String, Value>>,
+    /// Sent as `Retry-After` (whole seconds, rounded up).
+    pub retry_after: Option<Duration>,
 }
 
 impl ApiError {
@@ -53,7 +60,8 @@ impl ApiError {
             status,
             code,
             message: message.into(),
-            data: Map::new(),
+            data: Box::default(),
+            retry_after: None,
         }
     }
 
@@ -115,6 +123,19 @@ impl ApiError {
         )
     }
 
+    /// PocketBase's 401 for routes that need an authenticated caller.
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "The request requires valid record authorization token.",
+        )
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
     /// The JSON body, with the current request id when there is one.
     pub fn body(&self) -> Value {
         serde_json::to_value(ErrorBody {
@@ -152,7 +173,82 @@ impl ResponseError for ApiError {
                 .headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         }
+        if let Some(wait) = self.retry_after {
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        }
         response
+    }
+}
+
+impl From<DbError> for ApiError {
+    fn from(err: DbError) -> Self {
+        match err {
+            DbError::ActorGone | DbError::NotReady(_) => {
+                tracing::error!(%err, "database unavailable");
+                Self::unavailable("The database is unavailable; try again shortly.")
+            }
+            DbError::Query(_) | DbError::Panicked(_) => {
+                tracing::error!(%err, "database work failed");
+                Self::internal()
+            }
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(err: AuthError) -> Self {
+        match err {
+            AuthError::Validation(fields) => fields.into_iter().fold(
+                Self::validation("An error occurred while validating the submitted data."),
+                |api, (field, error)| api.with_field(&field, error.code, &error.message),
+            ),
+            AuthError::InvalidCredentials => Self::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_credentials",
+                "Failed to authenticate.",
+            ),
+            AuthError::Unverified => Self::new(
+                StatusCode::FORBIDDEN,
+                "unverified",
+                "The account's email address is not verified yet.",
+            ),
+            AuthError::Unauthorized => Self::unauthorized(),
+            AuthError::Forbidden(message) => Self::forbidden(message),
+            AuthError::NotFound => Self::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "Missing or invalid collection context.",
+            ),
+            AuthError::InvalidToken => Self::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_token",
+                "Invalid or expired token.",
+            ),
+            AuthError::RateLimited(wait) => Self {
+                retry_after: Some(wait),
+                ..Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    "Too many requests; try again later.",
+                )
+            },
+            AuthError::OAuth(reason) => {
+                tracing::info!(%reason, "OAuth2 login failed");
+                Self::new(
+                    StatusCode::BAD_REQUEST,
+                    "oauth2_failed",
+                    format!("OAuth2 login failed: {reason}."),
+                )
+            }
+            AuthError::Database(err) => err.into(),
+            AuthError::Hash(_) | AuthError::HasherGone | AuthError::Panicked(_) => {
+                tracing::error!(%err, "auth failed");
+                Self::internal()
+            }
+        }
     }
 }
 
@@ -169,7 +265,7 @@ pub fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error
         _ => ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_json",
-            "Failed to load the submitted data due to invalid formatting.",
+            "An error occurred while loading the submitted data.",
         ),
     };
     api.into()

@@ -3,10 +3,13 @@
 
 pub mod actors;
 pub mod app;
+pub mod auth;
 pub mod cache_policy;
 pub mod cli;
+pub mod collections;
 pub mod config;
 pub mod db;
+pub mod domain;
 pub mod error;
 pub mod http;
 pub mod routing;

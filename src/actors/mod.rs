@@ -8,6 +8,7 @@
 //! | cache | `Purge` (lookups read the shared store directly) | front of house |
 //! | balancer | `UpstreamStatus` (selection reads published snapshots) | front of house |
 
+pub mod auth;
 pub mod balancer;
 pub mod cache;
 pub mod database;

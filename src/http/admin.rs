@@ -1,39 +1,49 @@
-//! Operator endpoints of the front of house: upstream health and cache purges.
-//!
-//! Until the superuser extractor of the accounts work is available, these answer only
-//! clients connected over loopback (like nginx's `allow 127.0.0.1; deny all`): 403
-//! for everyone else.
+//! Gatehouse's own admin API under `/api/admin/*`: superusers only. Instance status,
+//! upstream health and cache purges.
 
-use actix_web::dev::Payload;
-use actix_web::http::StatusCode;
-use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::auth::RequireSuperuser;
 use super::AppState;
 use crate::actors::balancer::{PoolStatus, UpstreamStatus};
 use crate::actors::cache::{Purge, PurgeTarget};
 use crate::error::ApiError;
 
-/// A request from the machine itself.
-pub struct LocalOperator;
+/// What this instance is and runs.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceStatus {
+    version: &'static str,
+    uptime_seconds: u64,
+    database: &'static str,
+    http_workers: usize,
+    database_actors: usize,
+    auth_actors: usize,
+}
 
-impl FromRequest for LocalOperator {
-    type Error = ApiError;
-    type Future = std::future::Ready<Result<Self, ApiError>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let local = req.peer_addr().is_some_and(|addr| addr.ip().is_loopback());
-        std::future::ready(if local {
-            Ok(Self)
+/// Version, uptime and the actors this instance runs.
+#[utoipa::path(get, path = "/api/admin/status", tag = "admin",
+    responses(
+        (status = 200, description = "Instance status", body = InstanceStatus),
+        (status = 401, description = "Not authenticated", body = crate::error::ErrorBody),
+        (status = 403, description = "Not a superuser", body = crate::error::ErrorBody),
+    ))]
+pub async fn status(state: web::Data<AppState>, _: RequireSuperuser) -> HttpResponse {
+    let settings = &state.settings;
+    HttpResponse::Ok().json(InstanceStatus {
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_seconds: state.started.elapsed().as_secs(),
+        database: if settings.database.url.is_postgres() {
+            "postgres"
         } else {
-            Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "Only operators may use this endpoint.",
-            ))
-        })
-    }
+            "sqlite"
+        },
+        http_workers: settings.http_workers(),
+        database_actors: settings.database_actors(),
+        auth_actors: settings.auth_actors(),
+    })
 }
 
 /// Every upstream pool with its servers.
@@ -46,11 +56,12 @@ pub struct UpstreamsBody {
 #[utoipa::path(get, path = "/api/admin/upstreams", tag = "admin",
     responses(
         (status = 200, description = "Pools and their servers", body = UpstreamsBody),
-        (status = 403, description = "Not an operator", body = crate::error::ErrorBody),
+        (status = 401, description = "Not authenticated", body = crate::error::ErrorBody),
+        (status = 403, description = "Not a superuser", body = crate::error::ErrorBody),
     ))]
 pub async fn upstreams(
-    _: LocalOperator,
     state: web::Data<AppState>,
+    _: RequireSuperuser,
 ) -> Result<HttpResponse, ApiError> {
     let upstreams = state
         .balancer
@@ -88,11 +99,12 @@ pub struct PurgeBody {
     responses(
         (status = 200, description = "Purged", body = PurgeBody),
         (status = 400, description = "Neither or both of key and prefix", body = crate::error::ErrorBody),
-        (status = 403, description = "Not an operator", body = crate::error::ErrorBody),
+        (status = 401, description = "Not authenticated", body = crate::error::ErrorBody),
+        (status = 403, description = "Not a superuser", body = crate::error::ErrorBody),
     ))]
 pub async fn purge_cache(
-    _: LocalOperator,
     state: web::Data<AppState>,
+    _: RequireSuperuser,
     body: web::Json<PurgeRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let PurgeRequest { key, prefix, host } = body.into_inner();

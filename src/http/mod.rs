@@ -2,6 +2,7 @@
 //! actor messages and back; they never touch the database themselves.
 
 pub mod admin;
+pub mod auth;
 pub mod compression;
 pub mod edge;
 pub mod forwarded;
@@ -24,6 +25,7 @@ use actix_web::http::header::HeaderValue;
 use actix_web::http::Method;
 use actix_web::{guard, web, App, HttpServer};
 
+use crate::actors::auth::Auth;
 use crate::actors::balancer::{BalancerActor, Upstreams};
 use crate::actors::cache::{CacheActor, ResponseCache};
 use crate::actors::database::Db;
@@ -39,7 +41,10 @@ use static_files::StaticSite;
 
 /// What every HTTP worker shares: actor addresses and read-only state built at start.
 pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub started: std::time::Instant,
     pub db: Db,
+    pub auth: Auth,
     pub metrics: Arc<Metrics>,
     pub static_site: StaticSite,
     pub openapi: String,
@@ -120,6 +125,21 @@ pub fn server(
                 .wrap(cors(&cors_origins))
                 .route("/health", web::get().to(health::api_health))
                 .route("/openapi.json", web::get().to(openapi::serve))
+                .service(
+                    web::scope("/collections/{collection}")
+                        .route(
+                            "/auth-with-password",
+                            web::post().to(auth::auth_with_password),
+                        )
+                        .route("/auth-refresh", web::post().to(auth::auth_refresh))
+                        .route("/auth-methods", web::get().to(auth::auth_methods))
+                        .route("/auth-with-oauth2", web::post().to(auth::auth_with_oauth2))
+                        .route("/logout", web::post().to(auth::logout))
+                        .route("/logout-all", web::post().to(auth::logout_all))
+                        .route("/sessions", web::get().to(auth::sessions))
+                        .route("/records", web::post().to(auth::create_record)),
+                )
+                .route("/admin/status", web::get().to(admin::status))
                 .route("/admin/upstreams", web::get().to(admin::upstreams))
                 .route("/admin/cache/purge", web::post().to(admin::purge_cache))
                 .default_service(web::to(api_not_found)),

@@ -3,7 +3,7 @@
 use actix_web::{web, HttpResponse};
 use utoipa::OpenApi;
 
-use super::{admin, health, AppState};
+use super::{admin, auth, health, AppState};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -17,12 +17,24 @@ use super::{admin, health, AppState};
         health::api_health,
         health::metrics,
         serve,
+        auth::auth_with_password,
+        auth::auth_refresh,
+        auth::auth_methods,
+        auth::auth_with_oauth2,
+        auth::logout,
+        auth::logout_all,
+        auth::sessions,
+        auth::create_record,
+        admin::status,
         admin::upstreams,
         admin::purge_cache,
     ),
     components(schemas(
         crate::error::ErrorBody,
         health::ApiHealth,
+        auth::PasswordLogin,
+        crate::auth::service::OAuthLogin,
+        admin::InstanceStatus,
         admin::UpstreamsBody,
         admin::PurgeRequest,
         admin::PurgeBody,
@@ -31,9 +43,11 @@ use super::{admin, health, AppState};
         crate::actors::balancer::ServerState,
     )),
     tags(
+        (name = "auth", description = "PocketBase-compatible auth collections, plus revocable sessions"),
+        (name = "records", description = "PocketBase-compatible records"),
+        (name = "admin", description = "Gatehouse's admin API (superusers only): instance status, upstream health, cache purges"),
         (name = "health", description = "PocketBase-compatible health check"),
         (name = "operations", description = "Liveness, readiness, metrics and this document"),
-        (name = "admin", description = "Front of house: upstream health and cache purges"),
     )
 )]
 struct ApiDoc;

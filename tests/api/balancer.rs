@@ -179,8 +179,12 @@ fn status_of(body: &serde_json::Value, server: usize) -> String {
         .to_string()
 }
 
-async fn upstream_status(app: &TestApp) -> serde_json::Value {
-    let response = app.get("/api/admin/upstreams").await;
+async fn upstream_status(app: &TestApp, token: &str) -> serde_json::Value {
+    let response = app
+        .with_token(reqwest::Method::GET, "/api/admin/upstreams", token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     response.json().await.unwrap()
 }
@@ -208,10 +212,11 @@ async fn a_killed_server_is_taken_out_by_health_checks_and_readmitted() {
         )
     })
     .await;
+    let token = app.superuser_token("root@example.com").await;
 
     relay.cut();
     eventually("the cut server is unhealthy", || async {
-        status_of(&upstream_status(&app).await, 0) == "unhealthy"
+        status_of(&upstream_status(&app, &token).await, 0) == "unhealthy"
     })
     .await;
     let before = hits(&servers);
@@ -224,7 +229,7 @@ async fn a_killed_server_is_taken_out_by_health_checks_and_readmitted() {
 
     relay.restore().await;
     eventually("the restored server is healthy", || async {
-        status_of(&upstream_status(&app).await, 0) == "healthy"
+        status_of(&upstream_status(&app, &token).await, 0) == "healthy"
     })
     .await;
     let before = hits(&servers);
@@ -255,16 +260,17 @@ async fn a_failing_health_endpoint_takes_a_server_out() {
         )
     })
     .await;
+    let token = app.superuser_token("root@example.com").await;
     servers[0].set_health(503);
     eventually("the failing server is unhealthy", || async {
-        status_of(&upstream_status(&app).await, 0) == "unhealthy"
+        status_of(&upstream_status(&app, &token).await, 0) == "unhealthy"
     })
     .await;
     get_n(&app, 4).await;
     assert_eq!(servers[0].hits(), 0);
     servers[0].set_health(200);
     eventually("it is back", || async {
-        status_of(&upstream_status(&app).await, 0) == "healthy"
+        status_of(&upstream_status(&app, &token).await, 0) == "healthy"
     })
     .await;
 }
@@ -287,11 +293,14 @@ async fn the_status_endpoint_shows_health_in_flight_and_failures() {
         )
     })
     .await;
+    let token = app.superuser_token("root@example.com").await;
     let held = hold_one_request(&app, &servers[0]).await;
     // The next request goes to the dead server first, fails over, and ejects it.
     assert_eq!(app.get("/x").await.status(), 200);
 
-    let body = upstream_status(&app).await;
+    let guest = app.get("/api/admin/upstreams").await;
+    assert_eq!(guest.status(), 401);
+    let body = upstream_status(&app, &token).await;
     let pool = &body["upstreams"][0];
     assert_eq!(pool["name"], "app");
     assert_eq!(pool["strategy"], "round_robin");
@@ -307,7 +316,7 @@ async fn the_status_endpoint_shows_health_in_flight_and_failures() {
     servers[0].state.release.notify_one();
     within("held body", held.bytes()).await.unwrap();
     eventually("nothing in flight", || async {
-        upstream_status(&app).await["upstreams"][0]["servers"][0]["inFlight"] == 0
+        upstream_status(&app, &token).await["upstreams"][0]["servers"][0]["inFlight"] == 0
     })
     .await;
 }

@@ -247,11 +247,19 @@ async fn purge_removes_entries_by_key_and_by_prefix() {
     ] {
         fetch(&app, path).await;
     }
+    let guest = app
+        .client
+        .post(app.url("/api/admin/cache/purge"))
+        .json(&serde_json::json!({ "prefix": "/" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(guest.status(), 401);
+    let token = app.superuser_token("root@example.com").await;
     let purge = |body: serde_json::Value| {
-        let client = app.client.clone();
-        let url = app.url("/api/admin/cache/purge");
+        let request = app.with_token(reqwest::Method::POST, "/api/admin/cache/purge", &token);
         async move {
-            let response = client.post(url).json(&body).send().await.unwrap();
+            let response = request.json(&body).send().await.unwrap();
             assert_eq!(response.status(), 200);
             response.json::<serde_json::Value>().await.unwrap()
         }
@@ -266,8 +274,7 @@ async fn purge_removes_entries_by_key_and_by_prefix() {
     assert_eq!(fetch(&app, "/cached?cc=max-age=60&k=2").await.0, "MISS");
 
     let bad = app
-        .client
-        .post(app.url("/api/admin/cache/purge"))
+        .with_token(reqwest::Method::POST, "/api/admin/cache/purge", &token)
         .json(&serde_json::json!({}))
         .send()
         .await

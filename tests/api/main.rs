@@ -4,10 +4,12 @@
 mod support;
 
 mod api_basics;
+mod auth;
 mod balancer;
 mod cache;
 mod front;
 mod health;
+mod oauth;
 mod proxy;
 mod static_files;
 mod supervision;

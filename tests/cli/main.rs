@@ -2,5 +2,7 @@
 //! rejection, the CLI, and process-level behaviour such as graceful shutdown.
 
 mod config;
+mod database;
+mod sdk;
 mod serve;
 mod support;

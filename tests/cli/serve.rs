@@ -10,10 +10,15 @@ async fn serve_on_the_defaults_answers_with_the_landing_page() {
     let data = tempfile::tempdir().unwrap();
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut command = gatehouse(repo);
-    command.env(
-        "GATEHOUSE__DATABASE__URL",
-        format!("sqlite://{}/gatehouse.db?mode=rwc", data.path().display()),
-    );
+    command
+        .env(
+            "GATEHOUSE__DATABASE__URL",
+            format!("sqlite://{}/gatehouse.db?mode=rwc", data.path().display()),
+        )
+        .env(
+            "GATEHOUSE__AUTH__SECRET_FILE",
+            data.path().join("auth_secret"),
+        );
     let server = Server::start(command).await;
 
     let page = reqwest::get(server.url("/")).await.unwrap();
@@ -23,6 +28,10 @@ async fn serve_on_the_defaults_answers_with_the_landing_page() {
     let health = reqwest::get(server.url("/api/health")).await.unwrap();
     assert_eq!(health.status(), 200);
     assert!(data.path().join("gatehouse.db").exists());
+    assert!(
+        data.path().join("auth_secret").exists(),
+        "a signing secret was generated"
+    );
 }
 
 /// SIGTERM stops accepting connections but lets a download in progress finish.
@@ -35,6 +44,10 @@ async fn sigterm_finishes_in_flight_requests_then_exits() {
     std::fs::write(dir.path().join("public/big.bin"), &content).unwrap();
     let mut command = gatehouse(dir.path());
     command.env("GATEHOUSE__SERVER__SHUTDOWN_TIMEOUT", "20s");
+    command.env(
+        "GATEHOUSE__DATABASE__URL",
+        format!("sqlite://{}/g.db?mode=rwc", dir.path().display()),
+    );
     let mut server = Server::start(command).await;
 
     let response = reqwest::get(server.url("/big.bin")).await.unwrap();

@@ -1,7 +1,9 @@
 //! The test harness: a real Gatehouse on a random port, a fresh database per test
 //! (a SQLite file, or a PostgreSQL schema when DATABASE_URL is set), a real HTTP client.
 
+pub mod accounts;
 pub mod certs;
+pub mod oauth_provider;
 pub mod raw_http;
 pub mod tcp_proxy;
 pub mod upstream;
@@ -129,6 +131,21 @@ pub fn test_settings() -> Settings {
     settings.database.max_connections = 4;
     settings.database.actors = 2;
     settings.log.access_log = false;
+    // Cheap hashing keeps the suite fast; the cost parameters are tested on their own.
+    settings.auth.password_hash.memory_kib = 256;
+    settings.auth.password_hash.iterations = 1;
+    settings.auth.password_hash.workers = 2;
+    settings.auth.actors = 2;
+    let generous = gatehouse::config::RateLimit {
+        requests: 10_000,
+        per: std::time::Duration::from_secs(60),
+    };
+    let limits = &mut settings.auth.rate_limits;
+    limits.login_per_ip = generous;
+    limits.login_per_account = generous;
+    limits.register_per_ip = generous;
+    limits.request_per_ip = generous;
+    limits.request_per_account = generous;
     settings
 }
 
@@ -150,6 +167,7 @@ pub async fn spawn_app_with(
 
     let mut settings = test_settings();
     settings.static_files.root = static_root.clone();
+    settings.auth.secret_file = dir.path().join("auth_secret");
     let mut postgres_schema = None;
     let mut sqlite_file = None;
     match backend {

@@ -1,0 +1,955 @@
+//! The auth flows. Each runs its database work through the database actor, in one
+//! transaction, and its password hashing on the hasher pool.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Addr;
+use chrono::Utc;
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbErr, SqlErr};
+use serde_json::{json, Map, Value};
+use subtle::ConstantTimeEq;
+
+use super::oauth::{Provider, ProviderUser};
+use super::passwords::{HashPassword, PasswordHasher, VerifyPassword};
+use super::rate_limit::{Bucket, RateLimiter, RetryAfter};
+use super::sessions::{self, Session, SessionCache, ValidSession};
+use super::tokens::{self, Claims, TokenKind, TokenSigner};
+use super::{AuthError, AuthIdentity, AuthResponse, ClientInfo};
+use crate::actors::database::Db;
+use crate::collections::record::{Record, Viewer};
+use crate::collections::validate::{self, FieldError};
+use crate::collections::{store, Collection, FieldKind, Registry};
+use crate::config::{AuthSettings, UnverifiedLogin};
+use crate::domain::ids::{format_time, new_record_id, random_alphanumeric};
+use crate::domain::password::Password;
+
+/// What an OAuth2 login request carries (`auth-with-oauth2`).
+#[derive(Debug, Clone, Default, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct OAuthLogin {
+    pub provider: String,
+    pub code: String,
+    pub code_verifier: String,
+    #[serde(rename = "redirectURL", alias = "redirectUrl")]
+    pub redirect_url: String,
+    #[schema(value_type = Object)]
+    pub create_data: Map<String, Value>,
+}
+
+/// Everything the auth flows share; one instance serves every auth actor.
+pub struct AuthService {
+    db: Db,
+    registry: Arc<Registry>,
+    signer: TokenSigner,
+    hasher: Addr<PasswordHasher>,
+    sessions: SessionCache,
+    /// Sessions revoked on this instance, so a validation racing a logout can never
+    /// put a revoked session back into the cache.
+    revoked: moka::sync::Cache<String, ()>,
+    limiter: Arc<dyn RateLimiter>,
+    settings: AuthSettings,
+    providers: Vec<Provider>,
+    http: reqwest::Client,
+}
+
+impl AuthService {
+    pub fn new(
+        db: Db,
+        registry: Arc<Registry>,
+        signer: TokenSigner,
+        hasher: Addr<PasswordHasher>,
+        limiter: Arc<dyn RateLimiter>,
+        settings: AuthSettings,
+    ) -> Self {
+        let providers = settings
+            .oauth2
+            .providers
+            .iter()
+            .map(|(name, provider)| Provider::from_settings(name, provider))
+            .collect();
+        let remember_revoked = (settings.session_cache_ttl * 2).max(Duration::from_secs(60));
+        Self {
+            db,
+            registry,
+            signer,
+            hasher,
+            sessions: SessionCache::new(
+                settings.session_cache_capacity,
+                settings.session_cache_ttl,
+            ),
+            revoked: moka::sync::Cache::builder()
+                .max_capacity(settings.session_cache_capacity)
+                .time_to_live(remember_revoked)
+                .build(),
+            limiter,
+            providers,
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(15))
+                .build()
+                .expect("an HTTP client with rustls builds"),
+            settings,
+        }
+    }
+
+    /// The auth collection named (or with the id) `name`.
+    fn auth_collection(&self, name: &str) -> Result<Arc<Collection>, AuthError> {
+        self.registry
+            .get(name)
+            .filter(|collection| collection.is_auth())
+            .ok_or(AuthError::NotFound)
+    }
+
+    async fn limit(&self, bucket: Bucket, key: &str) -> Result<(), AuthError> {
+        self.limiter
+            .check(bucket, key)
+            .await
+            .map_err(|RetryAfter(wait)| AuthError::RateLimited(wait))
+    }
+
+    async fn hash(&self, password: Password) -> Result<String, AuthError> {
+        Ok(self
+            .hasher
+            .send(HashPassword(password))
+            .await
+            .map_err(|_| AuthError::HasherGone)??)
+    }
+
+    async fn verify_password(
+        &self,
+        hash: Option<String>,
+        password: String,
+    ) -> Result<bool, AuthError> {
+        Ok(self
+            .hasher
+            .send(VerifyPassword { hash, password })
+            .await
+            .map_err(|_| AuthError::HasherGone)??)
+    }
+
+    pub async fn auth_with_password(
+        &self,
+        collection: &str,
+        identity: &str,
+        password: String,
+        client: &ClientInfo,
+    ) -> Result<AuthResponse, AuthError> {
+        let collection = self.auth_collection(collection)?;
+        if !collection.options.password_auth.enabled {
+            return Err(AuthError::Forbidden(
+                "Password authentication is not enabled for this collection.",
+            ));
+        }
+        let mut errors = Vec::new();
+        if identity.trim().is_empty() {
+            errors.push(("identity".to_string(), FieldError::required()));
+        }
+        if password.is_empty() {
+            errors.push(("password".to_string(), FieldError::required()));
+        }
+        if !errors.is_empty() {
+            return Err(AuthError::Validation(errors));
+        }
+        self.limit(Bucket::LoginPerIp, &client.ip).await?;
+        let identity = identity.trim().to_string();
+        self.limit(
+            Bucket::LoginPerAccount,
+            &format!("{}:{}", collection.id, identity.to_lowercase()),
+        )
+        .await?;
+
+        let fields = collection.options.password_auth.identity_fields.clone();
+        let lookup = collection.clone();
+        let record = self
+            .db
+            .transact(move |txn| {
+                Box::pin(async move {
+                    for field in &fields {
+                        let value = if field == "email" {
+                            identity.to_lowercase()
+                        } else {
+                            identity.clone()
+                        };
+                        if let Some(record) = store::find_by(txn, &lookup, field, &value).await? {
+                            return Ok::<_, AuthError>(Some(record));
+                        }
+                    }
+                    Ok(None)
+                })
+            })
+            .await?;
+        let hash = record
+            .as_ref()
+            .map(|r| r.text("password").to_string())
+            .filter(|hash| !hash.is_empty());
+        let matches = self.verify_password(hash, password).await?;
+        let Some(record) = record.filter(|_| matches) else {
+            return Err(AuthError::InvalidCredentials);
+        };
+        if !record.bool("verified")
+            && !collection.is_superusers()
+            && self.settings.unverified_login == UnverifiedLogin::Deny
+        {
+            return Err(AuthError::Unverified);
+        }
+        self.issue(record, client, None).await
+    }
+
+    /// Opens a session for `record` and signs its token.
+    async fn issue(
+        &self,
+        record: Record,
+        client: &ClientInfo,
+        meta: Option<Value>,
+    ) -> Result<AuthResponse, AuthError> {
+        let collection = record.collection.clone();
+        let lifetime = collection.options.auth_token.duration;
+        let now = Utc::now();
+        let expires = now + chrono::Duration::seconds(lifetime as i64);
+        let sid = new_record_id();
+        let token = self.sign_auth(&record, &sid, expires.timestamp());
+        let hash = tokens::signature_hash(&token).expect("signed tokens have a signature");
+        let session = Session {
+            id: sid.clone(),
+            collection_ref: collection.id.clone(),
+            record_ref: record.id().to_string(),
+            token_hash: hex(&hash),
+            user_agent: client.user_agent.chars().take(300).collect(),
+            ip: client.ip.clone(),
+            created: format_time(now),
+            refreshed: format_time(now),
+            expires: format_time(expires),
+            revoked: false,
+        };
+        self.db
+            .transact(move |txn| {
+                Box::pin(async move {
+                    sessions::insert(txn, &session)
+                        .await
+                        .map_err(AuthError::from)
+                })
+            })
+            .await?;
+        self.sessions.insert(
+            sid,
+            ValidSession {
+                record: record.clone(),
+                token_hash: hash,
+                expires: expires.timestamp(),
+            },
+        );
+        Ok(AuthResponse {
+            token,
+            record: record.to_json(own_view(&record)),
+            meta,
+            lifetime,
+        })
+    }
+
+    fn sign_auth(&self, record: &Record, sid: &str, exp: i64) -> String {
+        let claims = Claims {
+            kind: TokenKind::Auth.claim().to_string(),
+            id: record.id().to_string(),
+            collection_id: record.collection.id.clone(),
+            exp,
+            refreshable: Some(true),
+            sid: Some(sid.to_string()),
+            jti: Some(new_record_id()),
+            email: None,
+            new_email: None,
+        };
+        self.signer
+            .sign(TokenKind::Auth, record.text("tokenKey"), &claims)
+    }
+
+    /// The identity behind a token, or `None` (a guest) for any token that is malformed,
+    /// forged, expired, revoked or not an auth token.
+    pub async fn authenticate(&self, token: &str) -> Result<Option<AuthIdentity>, AuthError> {
+        let Some(claims) = tokens::peek(token).filter(|c| c.kind == TokenKind::Auth.claim()) else {
+            return Ok(None);
+        };
+        let (Some(sid), Some(hash)) = (claims.sid.clone(), tokens::signature_hash(token)) else {
+            return Ok(None);
+        };
+        if self.revoked.contains_key(&sid) {
+            return Ok(None);
+        }
+        let now = Utc::now().timestamp();
+        let accept = |record: &Record, stored_hash: &[u8; 32], expires: i64| {
+            expires > now
+                && bool::from(stored_hash.ct_eq(&hash))
+                && record.id() == claims.id
+                && record.collection.id == claims.collection_id
+                && self
+                    .signer
+                    .verify(TokenKind::Auth, record.text("tokenKey"), token)
+                    .is_some()
+        };
+        if let Some(valid) = self.sessions.get(&sid) {
+            return Ok(
+                accept(&valid.record, &valid.token_hash, valid.expires).then(|| AuthIdentity {
+                    record: valid.record.clone(),
+                    session_id: sid,
+                }),
+            );
+        }
+
+        let Some(collection) = self
+            .registry
+            .get(&claims.collection_id)
+            .filter(|c| c.is_auth())
+        else {
+            return Ok(None);
+        };
+        let (lookup_sid, record_id) = (sid.clone(), claims.id.clone());
+        let found = self
+            .db
+            .transact(move |txn| {
+                Box::pin(async move {
+                    let Some(session) = sessions::find(txn, &lookup_sid).await? else {
+                        return Ok::<_, AuthError>(None);
+                    };
+                    let record = store::find_by(txn, &collection, "id", &record_id).await?;
+                    Ok(record.map(|record| (session, record)))
+                })
+            })
+            .await?;
+        let Some((session, record)) = found else {
+            return Ok(None);
+        };
+        let Some(stored_hash) = unhex(&session.token_hash) else {
+            return Ok(None);
+        };
+        let expires = parse_time(&session.expires).min(claims.exp);
+        if session.revoked
+            || session.record_ref != record.id()
+            || session.collection_ref != record.collection.id
+            || !accept(&record, &stored_hash, expires)
+        {
+            return Ok(None);
+        }
+        self.sessions.insert(
+            sid.clone(),
+            ValidSession {
+                record: record.clone(),
+                token_hash: stored_hash,
+                expires,
+            },
+        );
+        // A logout that finished while this validation ran must win.
+        if self.revoked.contains_key(&sid) {
+            self.sessions.invalidate(&sid);
+            return Ok(None);
+        }
+        Ok(Some(AuthIdentity {
+            record,
+            session_id: sid,
+        }))
+    }
+
+    /// A new token for the caller's session, with the record as it is now.
+    pub async fn refresh(
+        &self,
+        identity: &AuthIdentity,
+        collection: &str,
+    ) -> Result<AuthResponse, AuthError> {
+        let own = &identity.record.collection;
+        if own.name != collection && own.id != collection {
+            return Err(AuthError::Forbidden(
+                "The authorized record is not from this collection.",
+            ));
+        }
+        let (coll, record_id) = (own.clone(), identity.record.id().to_string());
+        let record = self
+            .db
+            .transact(move |txn| {
+                Box::pin(async move {
+                    Ok::<_, AuthError>(store::find_by(txn, &coll, "id", &record_id).await?)
+                })
+            })
+            .await?
+            .ok_or(AuthError::Unauthorized)?;
+        let lifetime = own.options.auth_token.duration;
+        let now = Utc::now();
+        let expires = now + chrono::Duration::seconds(lifetime as i64);
+        let sid = identity.session_id.clone();
+        let token = self.sign_auth(&record, &sid, expires.timestamp());
+        let hash = tokens::signature_hash(&token).expect("signed tokens have a signature");
+        let (renew_sid, hash_hex, refreshed, expires_text) = (
+            sid.clone(),
+            hex(&hash),
+            format_time(now),
+            format_time(expires),
+        );
+        self.db
+            .transact(move |txn| {
+                Box::pin(async move {
+                    sessions::renew(txn, &renew_sid, &hash_hex, &refreshed, &expires_text)
+                        .await
+                        .map_err(AuthError::from)
+                })
+            })
+            .await?;
+        self.sessions.insert(
+            sid,
+            ValidSession {
+                record: record.clone(),
+                token_hash: hash,
+                expires: expires.timestamp(),
+            },
+        );
+        Ok(AuthResponse {
+            token,
+            record: record.to_json(own_view(&record)),
+            meta: None,
+            lifetime,
+        })
+    }
+
+    fn forget(&self, sids: &[String]) {
+        for sid in sids {
+            self.revoked.insert(sid.clone(), ());
+            self.sessions.invalidate(sid);
+        }
+    }
+
+    /// Ends the caller's session.
+    pub async fn logout(&self, identity: &AuthIdentity) -> Result<(), AuthError> {
+        let sid = identity.session_id.clone();
+        self.forget(std::slice::from_ref(&sid));
+        self.db
+            .transact(move |txn| {
+                Box::pin(async move { sessions::revoke(txn, &sid).await.map_err(AuthError::from) })
+            })
+            .await
+    }
+
+    /// Ends every session of the caller and rotates the record's token key, so that no
+    /// token signed before stays valid anywhere.
+    pub async fn logout_all(&self, identity: &AuthIdentity) -> Result<(), AuthError> {
+        let mut record = identity.record.clone();
+        record.set("tokenKey", random_alphanumeric(50));
+        let revoked = self
+            .db
+            .transact(move |txn| {
+                Box::pin(async move {
+                    store::update(txn, &record).await?;
+                    Ok::<_, AuthError>(
+                        sessions::revoke_all(txn, &record.collection.id, record.id(), None).await?,
+                    )
+                })
+            })
+            .await?;
+        self.forget(&revoked);
+        self.forget(std::slice::from_ref(&identity.session_id));
+        Ok(())
+    }
+
+    /// The caller's live sessions, newest first, marking the current one.
+    pub async fn sessions(&self, identity: &AuthIdentity) -> Result<Vec<Value>, AuthError> {
+        let (collection, record) = (
+            identity.record.collection.id.clone(),
+            identity.record.id().to_string(),
+        );
+        let now = format_time(Utc::now());
+        let list = self
+            .db
+            .transact(move |txn| {
+                Box::pin(async move {
+                    Ok::<_, AuthError>(
+                        sessions::list_active(txn, &collection, &record, &now).await?,
+                    )
+                })
+            })
+            .await?;
+        Ok(list
+            .into_iter()
+            .map(|session| {
+                let mut value = serde_json::to_value(&session).unwrap_or_default();
+                value["current"] = Value::Bool(session.id == identity.session_id);
+                value
+            })
+            .collect())
+    }
+
+    /// Creates an auth record (`POST /api/collections/{c}/records` on an auth
+    /// collection): validates every field, hashes the password and writes the record
+    /// in one transaction.
+    pub async fn register(
+        &self,
+        collection: &str,
+        body: Map<String, Value>,
+        requester: Option<&AuthIdentity>,
+        client: &ClientInfo,
+    ) -> Result<Value, AuthError> {
+        let collection = self.auth_collection(collection)?;
+        let superuser = requester.is_some_and(AuthIdentity::is_superuser);
+        if !superuser {
+            match collection.create_rule.as_deref() {
+                None => {
+                    return Err(AuthError::Forbidden(
+                        "Only superusers can perform this action.",
+                    ))
+                }
+                Some("") => {}
+                // Expression rules need the filter engine, which the records API brings.
+                Some(_) => {
+                    return Err(AuthError::Forbidden(
+                        "Only superusers can perform this action.",
+                    ))
+                }
+            }
+            self.limit(Bucket::RegisterPerIp, &client.ip).await?;
+        }
+
+        let (mut record, password) = self.record_from_body(&collection, &body, superuser)?;
+        record.set("password", self.hash(password).await?);
+        let viewer = match requester {
+            Some(requester) => requester.viewer_of(&record),
+            None => Viewer::Other,
+        };
+        let saved = record.clone();
+        self.db
+            .transact(move |txn| Box::pin(async move { insert_unique(txn, &saved).await }))
+            .await?;
+        Ok(record.to_json(viewer))
+    }
+
+    /// A new record from submitted JSON, and its password, or every field error at once.
+    fn record_from_body(
+        &self,
+        collection: &Arc<Collection>,
+        body: &Map<String, Value>,
+        superuser: bool,
+    ) -> Result<(Record, Password), AuthError> {
+        let mut record = Record::new(collection.clone());
+        let mut errors = Vec::new();
+        match body
+            .get("id")
+            .and_then(Value::as_str)
+            .filter(|id| !id.is_empty())
+        {
+            Some(id) if validate::is_record_id(id) => record.set("id", id),
+            Some(_) => errors.push((
+                "id".to_string(),
+                FieldError::new(
+                    "validation_invalid_format",
+                    "Must be 15 characters of a-z and 0-9.",
+                ),
+            )),
+            None => record.set("id", new_record_id()),
+        }
+        let submitted = body.get("password").and_then(Value::as_str).unwrap_or("");
+        let password = match Password::parse(submitted) {
+            Ok(password) => Some(password),
+            Err(err) => {
+                errors.push((
+                    "password".to_string(),
+                    FieldError::new(err.code(), err.message()),
+                ));
+                None
+            }
+        };
+        if body
+            .get("passwordConfirm")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            != submitted
+        {
+            errors.push((
+                "passwordConfirm".to_string(),
+                FieldError::new("validation_values_mismatch", "Values don't match."),
+            ));
+        }
+        let now = crate::domain::ids::now();
+        for field in &collection.fields {
+            let name = field.name.as_str();
+            match &field.kind {
+                _ if matches!(name, "id" | "tokenKey") => {}
+                FieldKind::Password { .. } => {}
+                FieldKind::Autodate { on_create, .. } => {
+                    if *on_create {
+                        record.set(name, now.clone());
+                    }
+                }
+                _ if name == "verified" && !superuser => {}
+                _ => match validate::normalise(field, body.get(name).unwrap_or(&Value::Null)) {
+                    Ok(value) => record.set(name, value),
+                    Err(err) => errors.push((name.to_string(), err)),
+                },
+            }
+        }
+        record.set("tokenKey", random_alphanumeric(50));
+        match password {
+            Some(password) if errors.is_empty() => Ok((record, password)),
+            _ => Err(AuthError::Validation(errors)),
+        }
+    }
+
+    /// PocketBase's `auth-methods`, starting an OAuth2 flow for every provider.
+    pub fn auth_methods(&self, collection: &str) -> Result<Value, AuthError> {
+        let collection = self.auth_collection(collection)?;
+        let providers: Vec<Value> = if collection.is_superusers() {
+            Vec::new()
+        } else {
+            self.providers
+                .iter()
+                .map(|provider| serde_json::to_value(provider.start()).unwrap_or_default())
+                .collect()
+        };
+        let legacy: Vec<Value> = providers
+            .iter()
+            .cloned()
+            .map(|mut provider| {
+                provider["authUrl"] = provider["authURL"].clone();
+                provider
+            })
+            .collect();
+        Ok(json!({
+            "password": {
+                "enabled": collection.options.password_auth.enabled,
+                "identityFields": collection.options.password_auth.identity_fields,
+            },
+            "oauth2": { "enabled": !providers.is_empty(), "providers": providers },
+            "mfa": { "enabled": false, "duration": 0 },
+            "otp": { "enabled": false, "duration": 0 },
+            // Kept by PocketBase for SDKs older than 0.23.
+            "authProviders": legacy,
+            "usernamePassword": false,
+            "emailPassword": collection.options.password_auth.enabled,
+        }))
+    }
+
+    /// Exchanges an OAuth2 code, then logs in the linked account, links an account with
+    /// the same (provider-verified) email, or creates one.
+    pub async fn auth_with_oauth2(
+        &self,
+        collection: &str,
+        login: OAuthLogin,
+        client: &ClientInfo,
+    ) -> Result<AuthResponse, AuthError> {
+        let collection = self.auth_collection(collection)?;
+        if collection.is_superusers() {
+            return Err(AuthError::Forbidden(
+                "OAuth2 login is not available for superusers.",
+            ));
+        }
+        let mut errors = Vec::new();
+        for (name, value) in [
+            ("provider", &login.provider),
+            ("code", &login.code),
+            ("codeVerifier", &login.code_verifier),
+            ("redirectURL", &login.redirect_url),
+        ] {
+            if value.is_empty() {
+                errors.push((name.to_string(), FieldError::required()));
+            }
+        }
+        if !errors.is_empty() {
+            return Err(AuthError::Validation(errors));
+        }
+        let provider = self
+            .providers
+            .iter()
+            .find(|p| p.name == login.provider)
+            .ok_or_else(|| {
+                AuthError::field(
+                    "provider",
+                    FieldError::new("validation_invalid_value", "Unknown provider."),
+                )
+            })?;
+        self.limit(Bucket::LoginPerIp, &client.ip).await?;
+        let user = provider
+            .exchange(
+                &self.http,
+                &login.code,
+                &login.code_verifier,
+                &login.redirect_url,
+            )
+            .await
+            .map_err(AuthError::OAuth)?;
+
+        let fresh = self.new_oauth_record(&collection, &user, &login.create_data)?;
+        let password_hash = self
+            .hash(Password::parse(&random_alphanumeric(40)).expect("long enough"))
+            .await?;
+        let (provider_name, provider_user) = (provider.name.clone(), user.clone());
+        let (record, is_new) = self
+            .db
+            .transact(move |txn| {
+                Box::pin(async move {
+                    link_or_create(txn, fresh, password_hash, &provider_name, &provider_user).await
+                })
+            })
+            .await?;
+        let meta = json!({
+            "id": user.id,
+            "name": user.name,
+            "email": user.email,
+            "accessToken": user.access_token,
+            "isNew": is_new,
+            "rawUser": user.raw,
+        });
+        self.issue(record, client, Some(meta)).await
+    }
+
+    /// The record an OAuth2 login would create: the provider's email (verified) and
+    /// name, plus `createData` validated like a registration.
+    fn new_oauth_record(
+        &self,
+        collection: &Arc<Collection>,
+        user: &ProviderUser,
+        create_data: &Map<String, Value>,
+    ) -> Result<Record, AuthError> {
+        let mut body = create_data.clone();
+        if !user.email.is_empty() {
+            body.insert("email".into(), Value::String(user.email.clone()));
+        }
+        if !user.name.is_empty() && collection.field("name").is_some() && !body.contains_key("name")
+        {
+            let name: String = user.name.chars().take(255).collect();
+            body.insert("name".into(), Value::String(name));
+        }
+        let password = random_alphanumeric(40);
+        body.insert("password".into(), Value::String(password.clone()));
+        body.insert("passwordConfirm".into(), Value::String(password));
+        let (mut record, _) = self.record_from_body(collection, &body, false)?;
+        record.set(
+            "verified",
+            !user.email.is_empty() && provider_email_verified(user),
+        );
+        Ok(record)
+    }
+}
+
+/// Providers that say an email is not verified (`email_verified: false`) are believed;
+/// the others (GitHub, GitLab) only hand out verified addresses.
+fn provider_email_verified(user: &ProviderUser) -> bool {
+    user.raw.get("email_verified").and_then(Value::as_bool) != Some(false)
+}
+
+async fn link_or_create(
+    txn: &DatabaseTransaction,
+    mut fresh: Record,
+    password_hash: String,
+    provider: &str,
+    user: &ProviderUser,
+) -> Result<(Record, bool), AuthError> {
+    let collection = fresh.collection.clone();
+    if let Some(record_id) = external_auth(txn, &collection.id, provider, &user.id).await? {
+        if let Some(record) = store::find_by(txn, &collection, "id", &record_id).await? {
+            return Ok((record, false));
+        }
+    }
+    let email_verified = !user.email.is_empty() && provider_email_verified(user);
+    let existing = if email_verified {
+        store::find_by(txn, &collection, "email", &user.email.to_lowercase()).await?
+    } else {
+        None
+    };
+    let (record, is_new) = match existing {
+        Some(mut record) => {
+            if !record.bool("verified") {
+                record.set("verified", true);
+                store::update(txn, &record).await?;
+            }
+            (record, false)
+        }
+        None => {
+            fresh.set("password", password_hash);
+            insert_unique(txn, &fresh).await?;
+            (fresh, true)
+        }
+    };
+    link_external_auth(txn, &collection.id, record.id(), provider, &user.id).await?;
+    Ok((record, is_new))
+}
+
+async fn external_auth(
+    txn: &DatabaseTransaction,
+    collection_id: &str,
+    provider: &str,
+    provider_id: &str,
+) -> Result<Option<String>, DbErr> {
+    use sea_orm::sea_query::{Alias, Expr, Query};
+    let query = Query::select()
+        .column(Alias::new("recordRef"))
+        .from(Alias::new("_externalAuths"))
+        .and_where(Expr::col(Alias::new("collectionRef")).eq(collection_id))
+        .and_where(Expr::col(Alias::new("provider")).eq(provider))
+        .and_where(Expr::col(Alias::new("providerId")).eq(provider_id))
+        .to_owned();
+    txn.query_one(txn.get_database_backend().build(&query))
+        .await?
+        .map(|row| row.try_get::<String>("", "recordRef"))
+        .transpose()
+}
+
+async fn link_external_auth(
+    txn: &DatabaseTransaction,
+    collection_id: &str,
+    record_id: &str,
+    provider: &str,
+    provider_id: &str,
+) -> Result<(), DbErr> {
+    use sea_orm::sea_query::{Alias, Query};
+    let now = crate::domain::ids::now();
+    let insert = Query::insert()
+        .into_table(Alias::new("_externalAuths"))
+        .columns(
+            [
+                "id",
+                "collectionRef",
+                "recordRef",
+                "provider",
+                "providerId",
+                "created",
+                "updated",
+            ]
+            .map(Alias::new),
+        )
+        .values_panic([
+            new_record_id().into(),
+            collection_id.into(),
+            record_id.into(),
+            provider.into(),
+            provider_id.into(),
+            now.clone().into(),
+            now.into(),
+        ])
+        .to_owned();
+    txn.execute(txn.get_database_backend().build(&insert))
+        .await?;
+    Ok(())
+}
+
+/// Inserts a new auth record; a taken email or id is a field error, checked first for
+/// a clear answer and again by the unique index for concurrent registrations.
+async fn insert_unique(txn: &DatabaseTransaction, record: &Record) -> Result<(), AuthError> {
+    let collection = &record.collection;
+    let email = record.text("email");
+    let not_unique = |field: &str| {
+        AuthError::field(
+            field,
+            FieldError::new("validation_not_unique", "Value must be unique."),
+        )
+    };
+    if !email.is_empty()
+        && store::find_by(txn, collection, "email", email)
+            .await?
+            .is_some()
+    {
+        return Err(not_unique("email"));
+    }
+    if store::find_by(txn, collection, "id", record.id())
+        .await?
+        .is_some()
+    {
+        return Err(not_unique("id"));
+    }
+    match store::insert(txn, record).await {
+        Err(err) if matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+            Err(not_unique("email"))
+        }
+        other => Ok(other?),
+    }
+}
+
+/// Superusers see everything of their own record; others see their own record as owner.
+fn own_view(record: &Record) -> Viewer {
+    if record.collection.is_superusers() {
+        Viewer::Superuser
+    } else {
+        Viewer::Owner
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if text.len() != 64 {
+        return None;
+    }
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Unix seconds of a stored `YYYY-MM-DD HH:MM:SS.sssZ` time (0 when unreadable, which
+/// makes a session count as expired).
+fn parse_time(text: &str) -> i64 {
+    chrono::NaiveDateTime::parse_from_str(text.trim_end_matches('Z'), "%Y-%m-%d %H:%M:%S%.f")
+        .map(|t| t.and_utc().timestamp())
+        .unwrap_or(0)
+}
+
+/// Creates or updates a superuser (`gatehouse superuser upsert`); an update also ends
+/// every session of that superuser.
+pub async fn upsert_superuser<C: ConnectionTrait>(
+    conn: &C,
+    hasher: &PasswordHasher,
+    email: &str,
+    password: &str,
+) -> Result<bool, AuthError> {
+    let email = crate::domain::email::Email::parse(email).ok_or_else(|| {
+        AuthError::field(
+            "email",
+            FieldError::new("validation_is_email", "Must be a valid email address."),
+        )
+    })?;
+    let password = Password::parse(password)
+        .map_err(|err| AuthError::field("password", FieldError::new(err.code(), err.message())))?;
+    let collection = store::load_collections(conn)
+        .await?
+        .into_iter()
+        .find(|c| c.is_superusers())
+        .map(Arc::new)
+        .ok_or(AuthError::NotFound)?;
+    let hash = hasher.hash(password.expose())?;
+    let now = crate::domain::ids::now();
+    match store::find_by(conn, &collection, "email", email.as_str()).await? {
+        Some(mut record) => {
+            record.set("password", hash);
+            record.set("tokenKey", random_alphanumeric(50));
+            record.set("updated", now);
+            store::update(conn, &record).await?;
+            sessions::revoke_all(conn, &collection.id, record.id(), None).await?;
+            Ok(false)
+        }
+        None => {
+            let mut record = Record::new(collection);
+            record.set("id", new_record_id());
+            record.set("email", email.as_str());
+            record.set("password", hash);
+            record.set("tokenKey", random_alphanumeric(50));
+            record.set("verified", true);
+            record.set("created", now.clone());
+            record.set("updated", now);
+            store::insert(conn, &record).await?;
+            Ok(true)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trips() {
+        let bytes: [u8; 32] = core::array::from_fn(|i| (i * 7) as u8);
+        assert_eq!(unhex(&hex(&bytes)), Some(bytes));
+        assert_eq!(unhex("zz"), None);
+    }
+
+    #[test]
+    fn stored_times_parse_to_unix_seconds() {
+        assert_eq!(parse_time("1970-01-01 00:01:00.000Z"), 60);
+        assert_eq!(parse_time("garbage"), 0);
+    }
+}

@@ -1,0 +1,5 @@
+//! Validated values and pure rules, free of HTTP and database concerns.
+
+pub mod email;
+pub mod ids;
+pub mod password;
