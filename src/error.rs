@@ -65,10 +65,23 @@ impl ApiError {
         }
     }
 
-    /// Adds a field error (`data.<field> = {code, message}`).
+    /// Adds a field error (`data.<field> = {code, message}`); a dotted path such as
+    /// `fields.2.name` nests, as PocketBase nests errors of list items.
     pub fn with_field(mut self, field: &str, code: &str, message: &str) -> Self {
-        self.data.insert(
-            field.to_string(),
+        let mut parts: Vec<&str> = field.split('.').collect();
+        let leaf = parts.pop().unwrap_or(field);
+        let mut map: &mut Map<String, Value> = &mut self.data;
+        for part in parts {
+            let entry = map
+                .entry(part.to_string())
+                .or_insert_with(|| Value::Object(Map::new()));
+            if !entry.is_object() {
+                *entry = Value::Object(Map::new());
+            }
+            map = entry.as_object_mut().expect("just made an object");
+        }
+        map.insert(
+            leaf.to_string(),
             serde_json::json!({ "code": code, "message": message }),
         );
         self
@@ -298,6 +311,16 @@ mod tests {
         assert_eq!(body["code"], "validation_failed");
         assert_eq!(body["data"]["title"]["code"], "validation_required");
         assert!(body.get("requestId").is_none());
+    }
+
+    #[test]
+    fn dotted_field_paths_nest() {
+        let body = ApiError::validation("x")
+            .with_field("fields.1.name", "validation_required", "Cannot be blank.")
+            .with_field("fields.1.type", "validation_invalid_value", "Bad.")
+            .body();
+        assert_eq!(body["data"]["fields"]["1"]["name"]["code"], "validation_required");
+        assert_eq!(body["data"]["fields"]["1"]["type"]["code"], "validation_invalid_value");
     }
 
     #[test]

@@ -4,8 +4,10 @@
 //! column per field. The [`Registry`] keeps every definition in memory; readers take
 //! a snapshot without locking and writers swap in a new one after a change commits.
 
+pub mod definition;
 pub mod fields;
 pub mod record;
+pub mod schema;
 pub mod store;
 pub mod validate;
 
@@ -180,6 +182,11 @@ impl Registry {
             snapshot.by_id.insert(collection.id.clone(), collection);
         }
         self.snapshot.store(Arc::new(snapshot));
+    }
+
+    /// Every collection, in no particular order.
+    pub fn all(&self) -> Vec<Arc<Collection>> {
+        self.snapshot.load().by_id.values().cloned().collect()
     }
 
     /// A collection by id or name, as the API accepts either.
