@@ -66,14 +66,26 @@ impl Application {
     /// Opens the database, applies migrations when configured, starts the actors and
     /// binds the listener. Must run inside an actix `System`.
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
-        let static_site = StaticSite::new(&settings.static_files).map_err(StartError::Static)?;
+        let static_site = StaticSite::new(&settings.static_files)
+            .map_err(StartError::Static)?
+            .with_memory(
+                settings.cache.static_max_bytes,
+                settings.cache.static_max_file_bytes,
+            );
         let routes = RouteTable::new(&settings)?;
         let route_sites = routes
             .routes()
             .iter()
             .map(|route| match &route.action {
                 RouteAction::Static { root: Some(root) } => {
-                    StaticSite::for_route(route.prefix(), root, &settings.static_files).map(Some)
+                    StaticSite::for_route(route.prefix(), root, &settings.static_files).map(
+                        |site| {
+                            Some(site.with_memory(
+                                settings.cache.static_max_bytes,
+                                settings.cache.static_max_file_bytes,
+                            ))
+                        },
+                    )
                 }
                 _ => Ok(None),
             })

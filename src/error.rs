@@ -319,8 +319,14 @@ mod tests {
             .with_field("fields.1.name", "validation_required", "Cannot be blank.")
             .with_field("fields.1.type", "validation_invalid_value", "Bad.")
             .body();
-        assert_eq!(body["data"]["fields"]["1"]["name"]["code"], "validation_required");
-        assert_eq!(body["data"]["fields"]["1"]["type"]["code"], "validation_invalid_value");
+        assert_eq!(
+            body["data"]["fields"]["1"]["name"]["code"],
+            "validation_required"
+        );
+        assert_eq!(
+            body["data"]["fields"]["1"]["type"]["code"],
+            "validation_invalid_value"
+        );
     }
 
     #[test]

@@ -46,7 +46,9 @@ pub struct CollectionInput {
 }
 
 /// Tells `null` (present, no value) from an absent key.
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 
@@ -63,10 +65,17 @@ pub fn system_fields(kind: CollectionKind) -> Vec<Field> {
     let mut fields = vec![Field::primary_key()];
     if kind == CollectionKind::Auth {
         fields.extend([
-            Field::new("password", FieldKind::Password { min: 8, max: 0, pattern: String::new() })
-                .system()
-                .hidden()
-                .required(),
+            Field::new(
+                "password",
+                FieldKind::Password {
+                    min: 8,
+                    max: 0,
+                    pattern: String::new(),
+                },
+            )
+            .system()
+            .hidden()
+            .required(),
             Field::new(
                 "tokenKey",
                 FieldKind::Text {
@@ -80,9 +89,15 @@ pub fn system_fields(kind: CollectionKind) -> Vec<Field> {
             .system()
             .hidden()
             .required(),
-            Field::new("email", FieldKind::Email { only_domains: vec![], except_domains: vec![] })
-                .system()
-                .required(),
+            Field::new(
+                "email",
+                FieldKind::Email {
+                    only_domains: vec![],
+                    except_domains: vec![],
+                },
+            )
+            .system()
+            .required(),
             Field::new("emailVisibility", FieldKind::Bool {}).system(),
             Field::new("verified", FieldKind::Bool {}).system(),
         ]);
@@ -121,13 +136,19 @@ pub fn apply(
             } else {
                 "Must be base or auth."
             };
-            errors.push(("type".into(), FieldError::new("validation_invalid_value", message)));
+            errors.push((
+                "type".into(),
+                FieldError::new("validation_invalid_value", message),
+            ));
             CollectionKind::Base
         }
         (Some(kind), Some(current)) if kind != type_name(current.kind) => {
             errors.push((
                 "type".into(),
-                FieldError::new("validation_collection_type_change", "The collection type cannot be changed."),
+                FieldError::new(
+                    "validation_collection_type_change",
+                    "The collection type cannot be changed.",
+                ),
             ));
             current.kind
         }
@@ -152,17 +173,30 @@ pub fn apply(
                 ));
                 String::new()
             }
-            None => format!("pbc_{}", crc32fast::hash(format!("{}{name}", type_name(kind)).as_bytes())),
+            None => format!(
+                "pbc_{}",
+                crc32fast::hash(format!("{}{name}", type_name(kind)).as_bytes())
+            ),
         },
     };
 
     let fields = build_fields(input, current, kind, registry, &mut errors);
-    let indexes = build_indexes(input, current, kind, &id, &name, &fields, registry, &mut errors);
+    let indexes = build_indexes(
+        input,
+        current,
+        kind,
+        &id,
+        &name,
+        &fields,
+        registry,
+        &mut errors,
+    );
 
-    let pick = |submitted: &Option<Option<String>>, existing: Option<&Option<String>>| match submitted {
-        Some(rule) => rule.clone(),
-        None => existing.cloned().unwrap_or(None),
-    };
+    let pick =
+        |submitted: &Option<Option<String>>, existing: Option<&Option<String>>| match submitted {
+            Some(rule) => rule.clone(),
+            None => existing.cloned().unwrap_or(None),
+        };
     let mut options = current.map(|c| c.options.clone()).unwrap_or_default();
     if let Some(rule) = &input.auth_rule {
         options.auth_rule = rule.clone();
@@ -173,7 +207,10 @@ pub fn apply(
     for (target, submitted) in [
         (&mut options.auth_token, input.auth_token),
         (&mut options.verification_token, input.verification_token),
-        (&mut options.password_reset_token, input.password_reset_token),
+        (
+            &mut options.password_reset_token,
+            input.password_reset_token,
+        ),
         (&mut options.email_change_token, input.email_change_token),
     ] {
         if let Some(config) = submitted {
@@ -209,7 +246,11 @@ pub fn apply(
         delete_rule: pick(&input.delete_rule, current.map(|c| &c.delete_rule)),
         fields,
         indexes,
-        options: if kind == CollectionKind::Auth { options } else { CollectionOptions::default() },
+        options: if kind == CollectionKind::Auth {
+            options
+        } else {
+            CollectionOptions::default()
+        },
         created: current.map_or_else(|| now.to_string(), |c| c.created.clone()),
         updated: now.to_string(),
     };
@@ -230,7 +271,10 @@ pub fn apply(
                 if let Err(reason) = check_rule(&collection, rule) {
                     errors.push((
                         key.into(),
-                        FieldError::new("validation_invalid_rule", format!("Invalid rule. Raw error: {reason}")),
+                        FieldError::new(
+                            "validation_invalid_rule",
+                            format!("Invalid rule. Raw error: {reason}"),
+                        ),
                     ));
                 }
             }
@@ -258,7 +302,10 @@ fn check_name(name: &str, current: Option<&Collection>, registry: &Registry, err
     if current.is_some_and(|c| c.system && c.name != name) {
         errors.push((
             "name".into(),
-            FieldError::new("validation_system_collection_change", "System collections cannot be renamed."),
+            FieldError::new(
+                "validation_system_collection_change",
+                "System collections cannot be renamed.",
+            ),
         ));
         return;
     }
@@ -273,17 +320,22 @@ fn check_name(name: &str, current: Option<&Collection>, registry: &Registry, err
         return;
     }
     if name.eq_ignore_ascii_case("seaql_migrations") {
-        errors.push(("name".into(), FieldError::new("validation_invalid_name", "The name is reserved.")));
+        errors.push((
+            "name".into(),
+            FieldError::new("validation_invalid_name", "The name is reserved."),
+        ));
         return;
     }
-    let taken = registry
-        .all()
-        .iter()
-        .any(|other| other.name.eq_ignore_ascii_case(name) && current.is_none_or(|c| c.id != other.id));
+    let taken = registry.all().iter().any(|other| {
+        other.name.eq_ignore_ascii_case(name) && current.is_none_or(|c| c.id != other.id)
+    });
     if taken {
         errors.push((
             "name".into(),
-            FieldError::new("validation_collection_name_exists", "Collection name must be unique (case insensitive)."),
+            FieldError::new(
+                "validation_collection_name_exists",
+                "Collection name must be unique (case insensitive).",
+            ),
         ));
     }
 }
@@ -312,11 +364,18 @@ fn build_fields(
                 .find(|f| !field.id.is_empty() && f.id == field.id)
                 .or_else(|| field.id.is_empty().then(|| c.field(&field.name)).flatten())
         });
-        if let Some(system_field) = system.iter().find(|s| Some(s.id.as_str()) == existing.map(|e| e.id.as_str()) || s.name == field.name) {
-            if field.name != system_field.name || field.kind.type_name() != system_field.kind.type_name() {
+        if let Some(system_field) = system.iter().find(|s| {
+            Some(s.id.as_str()) == existing.map(|e| e.id.as_str()) || s.name == field.name
+        }) {
+            if field.name != system_field.name
+                || field.kind.type_name() != system_field.kind.type_name()
+            {
                 errors.push((
                     path("name"),
-                    FieldError::new("validation_system_field_change", "System fields cannot be renamed or retyped."),
+                    FieldError::new(
+                        "validation_system_field_change",
+                        "System fields cannot be renamed or retyped.",
+                    ),
                 ));
             }
             continue;
@@ -327,24 +386,35 @@ fn build_fields(
             if existing.kind.type_name() != field.kind.type_name() {
                 errors.push((
                     path("type"),
-                    FieldError::new("validation_field_type_change", "The field type cannot be changed."),
+                    FieldError::new(
+                        "validation_field_type_change",
+                        "The field type cannot be changed.",
+                    ),
                 ));
             }
             field.id = existing.id.clone();
-        } else if field.id.is_empty() || current.is_some_and(|c| c.fields.iter().any(|f| f.id == field.id)) {
+        } else if field.id.is_empty()
+            || current.is_some_and(|c| c.fields.iter().any(|f| f.id == field.id))
+        {
             field.id = field_id(field.kind.type_name(), &field.name);
         }
         if !is_identifier(&field.name) || RESERVED_FIELDS.contains(&field.name.as_str()) {
             errors.push((
                 path("name"),
-                FieldError::new("validation_invalid_name", "Use letters, digits and _, starting with a letter."),
+                FieldError::new(
+                    "validation_invalid_name",
+                    "Use letters, digits and _, starting with a letter.",
+                ),
             ));
         }
         if let Err(error) = check_options(&mut field, registry) {
             errors.push((path(error.0), error.1));
         }
         if !used_ids.insert(field.id.clone()) {
-            errors.push((path("id"), FieldError::new("validation_duplicated_field_id", "Duplicated field id.")));
+            errors.push((
+                path("id"),
+                FieldError::new("validation_duplicated_field_id", "Duplicated field id."),
+            ));
         }
         fields.push(field);
     }
@@ -355,7 +425,10 @@ fn build_fields(
         if !names.insert(field.name.to_ascii_lowercase()) {
             errors.push((
                 format!("fields.{i}.name"),
-                FieldError::new("validation_duplicated_field_name", "Duplicated or invalid field name."),
+                FieldError::new(
+                    "validation_duplicated_field_name",
+                    "Duplicated or invalid field name.",
+                ),
             ));
         }
     }
@@ -364,9 +437,13 @@ fn build_fields(
 
 /// Normalises and checks a field's type options.
 fn check_options(field: &mut Field, registry: &Registry) -> Result<(), (&'static str, FieldError)> {
-    let invalid = |key: &'static str, message: &str| Err((key, FieldError::new("validation_invalid_value", message)));
+    let invalid = |key: &'static str, message: &str| {
+        Err((key, FieldError::new("validation_invalid_value", message)))
+    };
     match &mut field.kind {
-        FieldKind::Text { min, max, pattern, .. } => {
+        FieldKind::Text {
+            min, max, pattern, ..
+        } => {
             if *max != 0 && *min > *max {
                 return invalid("min", "Must not be larger than max.");
             }
@@ -374,7 +451,11 @@ fn check_options(field: &mut Field, registry: &Registry) -> Result<(), (&'static
                 return invalid("pattern", "Invalid regular expression.");
             }
         }
-        FieldKind::Number { min: Some(min), max: Some(max), .. } if *min > *max => {
+        FieldKind::Number {
+            min: Some(min),
+            max: Some(max),
+            ..
+        } if *min > *max => {
             return invalid("min", "Must not be larger than max.");
         }
         FieldKind::Select { values, max_select } => {
@@ -383,7 +464,12 @@ fn check_options(field: &mut Field, registry: &Registry) -> Result<(), (&'static
             }
             *max_select = (*max_select).max(1);
         }
-        FieldKind::Relation { collection_id, max_select, min_select, .. } => {
+        FieldKind::Relation {
+            collection_id,
+            max_select,
+            min_select,
+            ..
+        } => {
             let Some(target) = registry.get(collection_id) else {
                 return invalid("collectionId", "No such collection.");
             };
@@ -393,7 +479,9 @@ fn check_options(field: &mut Field, registry: &Registry) -> Result<(), (&'static
                 return invalid("minSelect", "Must not be larger than maxSelect.");
             }
         }
-        FieldKind::Password { .. } => return invalid("type", "Password fields belong to auth collections."),
+        FieldKind::Password { .. } => {
+            return invalid("type", "Password fields belong to auth collections.")
+        }
         _ => {}
     }
     Ok(())
@@ -427,17 +515,27 @@ fn build_indexes(
         match IndexSpec::parse(sql) {
             Ok(mut spec) => {
                 spec.columns = spec.columns.iter().map(|c| renamed(c)).collect();
-                if let Some(missing) = spec.columns.iter().find(|c| !fields.iter().any(|f| &f.name == *c)) {
+                if let Some(missing) = spec
+                    .columns
+                    .iter()
+                    .find(|c| !fields.iter().any(|f| &f.name == *c))
+                {
                     errors.push((
                         format!("indexes.{i}"),
-                        FieldError::new("validation_invalid_index", format!("Unknown column {missing}.")),
+                        FieldError::new(
+                            "validation_invalid_index",
+                            format!("Unknown column {missing}."),
+                        ),
                     ));
                 }
                 specs.push(spec);
             }
             Err(reason) => errors.push((
                 format!("indexes.{i}"),
-                FieldError::new("validation_invalid_index", format!("Invalid index: {reason}.")),
+                FieldError::new(
+                    "validation_invalid_index",
+                    format!("Invalid index: {reason}."),
+                ),
             )),
         }
     }
@@ -482,8 +580,16 @@ pub enum Change {
 /// The steps from `old` to `new`, in an order both SQLite and PostgreSQL accept:
 /// indexes that change go first, columns next, new indexes last.
 pub fn plan(old: &Collection, new: &Collection) -> Vec<Change> {
-    let old_indexes: Vec<IndexSpec> = old.indexes.iter().filter_map(|i| IndexSpec::parse(i).ok()).collect();
-    let new_indexes: Vec<IndexSpec> = new.indexes.iter().filter_map(|i| IndexSpec::parse(i).ok()).collect();
+    let old_indexes: Vec<IndexSpec> = old
+        .indexes
+        .iter()
+        .filter_map(|i| IndexSpec::parse(i).ok())
+        .collect();
+    let new_indexes: Vec<IndexSpec> = new
+        .indexes
+        .iter()
+        .filter_map(|i| IndexSpec::parse(i).ok())
+        .collect();
     let mut changes = Vec::new();
     if old.name != new.name {
         changes.push(Change::RenameTable {
@@ -500,7 +606,12 @@ pub fn plan(old: &Collection, new: &Collection) -> Vec<Change> {
     let equivalent = |before: &IndexSpec, after: &IndexSpec| {
         before.name == after.name
             && before.unique == after.unique
-            && before.columns.iter().map(renamed_column).collect::<Vec<_>>() == after.columns
+            && before
+                .columns
+                .iter()
+                .map(renamed_column)
+                .collect::<Vec<_>>()
+                == after.columns
     };
     for index in &old_indexes {
         if !new_indexes.iter().any(|n| equivalent(index, n)) {
@@ -545,7 +656,13 @@ mod tests {
     }
 
     fn create(registry: &Registry, value: serde_json::Value) -> Result<Collection, Errors> {
-        apply(&input(value), None, registry, &no_rules, "2026-01-01 00:00:00.000Z")
+        apply(
+            &input(value),
+            None,
+            registry,
+            &no_rules,
+            "2026-01-01 00:00:00.000Z",
+        )
     }
 
     fn codes(errors: &Errors) -> Vec<(&str, &str)> {
@@ -555,23 +672,43 @@ mod tests {
     #[test]
     fn a_new_collection_gets_system_fields_an_id_and_null_rules() {
         let registry = Registry::default();
-        let posts = create(&registry, json!({"name": "posts", "fields": [{"name": "title", "type": "text"}]})).unwrap();
+        let posts = create(
+            &registry,
+            json!({"name": "posts", "fields": [{"name": "title", "type": "text"}]}),
+        )
+        .unwrap();
         assert_eq!(posts.kind, CollectionKind::Base);
         assert!(posts.id.starts_with("pbc_"));
         assert_eq!(posts.fields[0].name, "id");
         assert_eq!(posts.fields[1].name, "title");
         assert_eq!(posts.list_rule, None);
 
-        let members = create(&registry, json!({"name": "members", "type": "auth", "listRule": ""})).unwrap();
+        let members = create(
+            &registry,
+            json!({"name": "members", "type": "auth", "listRule": ""}),
+        )
+        .unwrap();
         let names: Vec<&str> = members.fields.iter().map(|f| f.name.as_str()).collect();
-        assert_eq!(names, ["id", "password", "tokenKey", "email", "emailVisibility", "verified"]);
+        assert_eq!(
+            names,
+            [
+                "id",
+                "password",
+                "tokenKey",
+                "email",
+                "emailVisibility",
+                "verified"
+            ]
+        );
         assert_eq!(members.list_rule.as_deref(), Some(""));
         assert_eq!(members.indexes.len(), 2, "unique email and tokenKey");
     }
 
     #[test]
     fn bad_definitions_name_every_problem() {
-        let registry = Registry::new(vec![create(&Registry::default(), json!({"name": "posts"})).unwrap()]);
+        let registry = Registry::new(vec![
+            create(&Registry::default(), json!({"name": "posts"})).unwrap()
+        ]);
         let errors = create(
             &registry,
             json!({"name": "POSTS", "type": "view", "fields": [
@@ -583,14 +720,38 @@ mod tests {
         )
         .unwrap_err();
         let codes = codes(&errors);
-        assert!(codes.contains(&("type", "validation_invalid_value")), "{codes:?}");
-        assert!(codes.contains(&("name", "validation_collection_name_exists")), "{codes:?}");
-        assert!(codes.contains(&("fields.0.name", "validation_invalid_name")), "{codes:?}");
-        assert!(codes.contains(&("fields.1.values", "validation_required")), "{codes:?}");
-        assert!(codes.contains(&("fields.2.collectionId", "validation_invalid_value")), "{codes:?}");
-        assert!(codes.contains(&("fields.3.name", "validation_invalid_name")), "{codes:?}");
-        assert!(codes.contains(&("indexes.0", "validation_invalid_index")), "{codes:?}");
-        assert!(codes.contains(&("indexes.1", "validation_invalid_index")), "{codes:?}");
+        assert!(
+            codes.contains(&("type", "validation_invalid_value")),
+            "{codes:?}"
+        );
+        assert!(
+            codes.contains(&("name", "validation_collection_name_exists")),
+            "{codes:?}"
+        );
+        assert!(
+            codes.contains(&("fields.0.name", "validation_invalid_name")),
+            "{codes:?}"
+        );
+        assert!(
+            codes.contains(&("fields.1.values", "validation_required")),
+            "{codes:?}"
+        );
+        assert!(
+            codes.contains(&("fields.2.collectionId", "validation_invalid_value")),
+            "{codes:?}"
+        );
+        assert!(
+            codes.contains(&("fields.3.name", "validation_invalid_name")),
+            "{codes:?}"
+        );
+        assert!(
+            codes.contains(&("indexes.0", "validation_invalid_index")),
+            "{codes:?}"
+        );
+        assert!(
+            codes.contains(&("indexes.1", "validation_invalid_index")),
+            "{codes:?}"
+        );
         assert!(create(&registry, json!({"name": "_hidden"})).is_err());
     }
 
@@ -598,11 +759,30 @@ mod tests {
     fn rules_are_checked_with_the_new_fields() {
         let registry = Registry::default();
         let check = |collection: &Collection, rule: &str| -> Result<(), String> {
-            if collection.field(rule).is_some() { Ok(()) } else { Err(format!("unknown field {rule}")) }
+            if collection.field(rule).is_some() {
+                Ok(())
+            } else {
+                Err(format!("unknown field {rule}"))
+            }
         };
-        let ok = apply(&input(json!({"name": "a", "listRule": "title", "fields": [{"name": "title", "type": "text"}]})), None, &registry, &check, "t");
+        let ok = apply(
+            &input(
+                json!({"name": "a", "listRule": "title", "fields": [{"name": "title", "type": "text"}]}),
+            ),
+            None,
+            &registry,
+            &check,
+            "t",
+        );
         assert!(ok.is_ok());
-        let bad = apply(&input(json!({"name": "a", "viewRule": "nope"})), None, &registry, &check, "t").unwrap_err();
+        let bad = apply(
+            &input(json!({"name": "a", "viewRule": "nope"})),
+            None,
+            &registry,
+            &check,
+            "t",
+        )
+        .unwrap_err();
         assert_eq!(codes(&bad), [("viewRule", "validation_invalid_rule")]);
     }
 
@@ -633,13 +813,32 @@ mod tests {
         .unwrap();
         assert_eq!(after.id, before.id);
         assert_eq!(after.field("headline").unwrap().id, title_id);
-        assert_eq!(after.indexes, ["CREATE UNIQUE INDEX `idx_title` ON `articles` (`headline`)"]);
+        assert_eq!(
+            after.indexes,
+            ["CREATE UNIQUE INDEX `idx_title` ON `articles` (`headline`)"]
+        );
         let changes = plan(&before, &after);
-        assert_eq!(changes[0], Change::RenameTable { from: "posts".into(), to: "articles".into() });
-        assert!(changes.contains(&Change::RenameColumn { from: "title".into(), to: "headline".into() }));
+        assert_eq!(
+            changes[0],
+            Change::RenameTable {
+                from: "posts".into(),
+                to: "articles".into()
+            }
+        );
+        assert!(changes.contains(&Change::RenameColumn {
+            from: "title".into(),
+            to: "headline".into()
+        }));
         assert!(changes.contains(&Change::DropColumn("views".into())));
-        assert!(changes.iter().any(|c| matches!(c, Change::AddColumn(f) if f.name == "body")));
-        assert!(!changes.iter().any(|c| matches!(c, Change::DropIndex(_) | Change::CreateIndex(_))), "{changes:?}");
+        assert!(changes
+            .iter()
+            .any(|c| matches!(c, Change::AddColumn(f) if f.name == "body")));
+        assert!(
+            !changes
+                .iter()
+                .any(|c| matches!(c, Change::DropIndex(_) | Change::CreateIndex(_))),
+            "{changes:?}"
+        );
 
         let retyped = apply(
             &input(json!({"fields": [
@@ -652,6 +851,9 @@ mod tests {
             "t3",
         )
         .unwrap_err();
-        assert_eq!(codes(&retyped), [("fields.1.type", "validation_field_type_change")]);
+        assert_eq!(
+            codes(&retyped),
+            [("fields.1.type", "validation_field_type_change")]
+        );
     }
 }

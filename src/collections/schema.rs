@@ -90,7 +90,8 @@ impl IndexSpec {
             }
         };
         expect("CREATE", &mut at)?;
-        let unique = matches!(tokens.get(at), Some(Token::Word(w)) if w.eq_ignore_ascii_case("UNIQUE"));
+        let unique =
+            matches!(tokens.get(at), Some(Token::Word(w)) if w.eq_ignore_ascii_case("UNIQUE"));
         if unique {
             at += 1;
         }
@@ -255,10 +256,14 @@ mod tests {
                 columns: vec!["slug".into()]
             }
         );
-        let multi = IndexSpec::parse("create index if not exists \"idx_ab\" on posts (a, [b])").unwrap();
+        let multi =
+            IndexSpec::parse("create index if not exists \"idx_ab\" on posts (a, [b])").unwrap();
         assert!(!multi.unique);
         assert_eq!(multi.columns, vec!["a", "b"]);
-        assert_eq!(multi.to_sql("posts"), "CREATE INDEX `idx_ab` ON `posts` (`a`, `b`)");
+        assert_eq!(
+            multi.to_sql("posts"),
+            "CREATE INDEX `idx_ab` ON `posts` (`a`, `b`)"
+        );
     }
 
     #[test]

@@ -5,14 +5,23 @@
 //! checks the path (no `..`, no hidden files, no symlinks leading out of the root),
 //! picks a precompressed `.br`/`.gz` sibling the client accepts, resolves index files,
 //! and falls back to `index.html` for single-page apps.
+//!
+//! Small files are also kept in memory ([`HotFiles`]): a hit costs one `stat` (to see
+//! changes at once) instead of path resolution, `open` and `read`, and the answer is
+//! built from shared bytes. Entries live a few seconds, so that files or precompressed
+//! siblings added beside them are noticed; range requests always use the file.
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix_files::NamedFile;
 use actix_web::http::header::{self, ContentEncoding, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse};
+use bytes::Bytes;
+use moka::sync::Cache;
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTROLS};
 
 use crate::config::StaticSettings;
@@ -20,9 +29,161 @@ use crate::config::StaticSettings;
 /// The folders served, longest URL prefix first.
 pub struct StaticSite {
     mounts: Vec<Mount>,
+    hot: Option<HotFiles>,
+}
+
+/// How long a file stays in memory before its path is resolved again. Changes to the
+/// file itself are seen at once (every hit compares size and modification time).
+const HOT_FILE_LIFETIME: Duration = Duration::from_secs(2);
+
+/// Small files in memory, by mount, path below it and the encodings the client takes.
+pub struct HotFiles {
+    files: Cache<HotKey, Arc<HotFile>>,
+    max_file_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct HotKey {
+    mount: usize,
+    rest: Box<str>,
+    /// Bit 0: accepts br; bit 1: accepts gzip.
+    accepts: u8,
+}
+
+/// A file's bytes and the headers of its 200 answer.
+struct HotFile {
+    path: PathBuf,
+    body: Bytes,
+    modified: SystemTime,
+    content_type: HeaderValue,
+    encoding: Option<ContentEncoding>,
+    has_variants: bool,
+    etag: HeaderValue,
+    last_modified: HeaderValue,
+}
+
+impl HotFiles {
+    /// `None` when `max_bytes` is 0 (memory caching off).
+    pub fn new(max_bytes: u64, max_file_bytes: u64) -> Option<Self> {
+        (max_bytes > 0).then(|| Self {
+            files: Cache::builder()
+                .max_capacity(max_bytes)
+                .weigher(|_: &HotKey, file: &Arc<HotFile>| {
+                    u32::try_from(file.body.len() + 256).unwrap_or(u32::MAX)
+                })
+                .time_to_live(HOT_FILE_LIFETIME)
+                .build(),
+            max_file_bytes,
+        })
+    }
+}
+
+impl HotFile {
+    /// Reads `chosen` when it is small enough; `None` otherwise.
+    fn load(chosen: &Chosen, max_bytes: u64) -> Option<Self> {
+        let meta = std::fs::metadata(&chosen.path).ok()?;
+        if meta.len() > max_bytes {
+            return None;
+        }
+        let modified = meta.modified().ok()?;
+        let body = std::fs::read(&chosen.path).ok()?;
+        if body.len() as u64 != meta.len() {
+            return None;
+        }
+        Some(Self {
+            path: chosen.path.clone(),
+            etag: entity_tag(&meta, modified)?,
+            last_modified: HeaderValue::from_str(&httpdate::fmt_http_date(modified)).ok()?,
+            body: Bytes::from(body),
+            modified,
+            content_type: HeaderValue::from_str(chosen.content_type.as_ref()).ok()?,
+            encoding: chosen.encoding,
+            has_variants: chosen.has_variants,
+        })
+    }
+
+    /// Whether the file on disk is still the one in memory.
+    fn is_current(&self) -> bool {
+        std::fs::metadata(&self.path).is_ok_and(|meta| {
+            meta.len() == self.body.len() as u64 && meta.modified().ok() == Some(self.modified)
+        })
+    }
+
+    fn respond(&self, req: &HttpRequest, mount: &Mount) -> HttpResponse {
+        let mut response = if self.not_modified(req) {
+            HttpResponse::NotModified().finish()
+        } else {
+            let mut response = HttpResponse::Ok().body(self.body.clone());
+            let headers = response.headers_mut();
+            headers.insert(header::CONTENT_TYPE, self.content_type.clone());
+            headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+            if let Some(encoding) = self.encoding {
+                headers.insert(header::CONTENT_ENCODING, encoding.to_header_value());
+            }
+            response
+        };
+        let headers = response.headers_mut();
+        headers.insert(header::ETAG, self.etag.clone());
+        headers.insert(header::LAST_MODIFIED, self.last_modified.clone());
+        if self.has_variants {
+            headers.append(header::VARY, HeaderValue::from_static("accept-encoding"));
+        }
+        if let Some(cache_control) = &mount.cache_control {
+            headers.insert(header::CACHE_CONTROL, cache_control.clone());
+        }
+        response
+    }
+
+    /// `If-None-Match` (weak comparison), or without it `If-Modified-Since`.
+    fn not_modified(&self, req: &HttpRequest) -> bool {
+        let headers = req.headers();
+        if let Some(candidates) = headers.get(header::IF_NONE_MATCH) {
+            let ours = opaque_tag(self.etag.as_bytes());
+            return candidates
+                .as_bytes()
+                .split(|b| *b == b',')
+                .any(|candidate| {
+                    let candidate = candidate.trim_ascii();
+                    candidate == b"*" || opaque_tag(candidate) == ours
+                });
+        }
+        headers
+            .get(header::IF_MODIFIED_SINCE)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| httpdate::parse_http_date(value).ok())
+            .is_some_and(|since| {
+                let modified = self
+                    .modified
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let since = since.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+                modified <= since
+            })
+    }
+}
+
+fn opaque_tag(tag: &[u8]) -> &[u8] {
+    tag.strip_prefix(b"W/").unwrap_or(tag)
+}
+
+/// The same strong ETag actix-files gives the file, so that answers from memory and
+/// from disk validate each other.
+fn entity_tag(meta: &std::fs::Metadata, modified: SystemTime) -> Option<HeaderValue> {
+    use std::os::unix::fs::MetadataExt as _;
+    let since_epoch = modified.duration_since(UNIX_EPOCH).ok()?;
+    HeaderValue::from_str(&format!(
+        "\"{:x}:{:x}:{:x}:{:x}\"",
+        meta.ino(),
+        meta.len(),
+        since_epoch.as_secs(),
+        since_epoch.subsec_nanos()
+    ))
+    .ok()
 }
 
 struct Mount {
+    /// Position in the site's list, for memory-cache keys.
+    position: usize,
     prefix: String,
     root: PathBuf,
     index: String,
@@ -71,6 +232,7 @@ impl StaticSite {
                     .transpose()
                     .map_err(|_| format!("invalid cache_control {:?}", mount.cache_control))?;
                 Ok(Mount {
+                    position: 0,
                     prefix: mount.prefix.trim_end_matches('/').to_string(),
                     root,
                     index: settings.index.clone(),
@@ -81,7 +243,16 @@ impl StaticSite {
             })
             .collect::<Result<Vec<_>, String>>()?;
         mounts.sort_by_key(|mount| std::cmp::Reverse(mount.prefix.len()));
-        Ok(Self { mounts })
+        for (position, mount) in mounts.iter_mut().enumerate() {
+            mount.position = position;
+        }
+        Ok(Self { mounts, hot: None })
+    }
+
+    /// Keeps files of up to `max_file_bytes` in memory, `max_bytes` in all.
+    pub fn with_memory(mut self, max_bytes: u64, max_file_bytes: u64) -> Self {
+        self.hot = HotFiles::new(max_bytes, max_file_bytes);
+        self
     }
 
     /// A site of one folder served under a route's path `prefix` (`""` for `/`).
@@ -121,8 +292,35 @@ pub async fn serve_site(req: &HttpRequest, site: &StaticSite) -> HttpResponse {
         .get(header::ACCEPT_ENCODING)
         .and_then(|value| value.to_str().ok())
         .unwrap_or("");
+    let hot = site
+        .hot
+        .as_ref()
+        .filter(|_| !req.headers().contains_key(header::RANGE));
+    let key = hot.map(|_| HotKey {
+        mount: mount.position,
+        rest: rest.into(),
+        accepts: u8::from(mount.precompressed && accepts_encoding(accept_encoding, "br"))
+            | (u8::from(mount.precompressed && accepts_encoding(accept_encoding, "gzip")) << 1),
+    });
+    if let (Some(hot), Some(key)) = (hot, &key) {
+        if let Some(file) = hot.files.get(key) {
+            if file.is_current() {
+                return file.respond(req, mount);
+            }
+            hot.files.invalidate(key);
+        }
+    }
     match lookup(mount, rest, accept_encoding) {
-        Lookup::Found(chosen) => respond(req, mount, chosen).await,
+        Lookup::Found(chosen) => {
+            if let (Some(hot), Some(key)) = (hot, key) {
+                if let Some(file) = HotFile::load(&chosen, hot.max_file_bytes) {
+                    let file = Arc::new(file);
+                    hot.files.insert(key, file.clone());
+                    return file.respond(req, mount);
+                }
+            }
+            respond(req, mount, chosen).await
+        }
         Lookup::RedirectToDirectory(location) => HttpResponse::MovedPermanently()
             .insert_header((header::LOCATION, location))
             .finish(),

@@ -178,3 +178,42 @@ async fn a_client_that_never_finishes_its_request_head_is_cut_off() {
         "{answer}"
     );
 }
+
+#[actix_web::test]
+async fn small_static_files_are_served_from_memory_and_follow_changes_on_disk() {
+    let app = spawn_front(|_| {}).await;
+    let path = app.write_static("hot.txt", "version one");
+    let first = app.get("/hot.txt").await;
+    let etag = first.headers()[header::ETAG].clone();
+    assert_eq!(first.text().await.unwrap(), "version one");
+
+    // Same size and modification time, other bytes: only a copy in memory still says
+    // "version one" (the check per hit is size + mtime, like a stat-validated cache).
+    let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
+    std::fs::write(&path, "VERSION ONE").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(modified)
+        .unwrap();
+    let from_memory = app.get("/hot.txt").await;
+    assert_eq!(from_memory.headers()[header::ETAG], etag);
+    assert_eq!(from_memory.text().await.unwrap(), "version one");
+    let revalidated = app
+        .client
+        .get(app.url("/hot.txt"))
+        .header(header::IF_NONE_MATCH, etag.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revalidated.status(), 304);
+
+    // A real change (new size or time) is seen on the next request.
+    std::fs::write(&path, "version two, longer").unwrap();
+    let changed = app.get("/hot.txt").await;
+    assert_ne!(changed.headers()[header::ETAG], etag);
+    assert_eq!(changed.text().await.unwrap(), "version two, longer");
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(app.get("/hot.txt").await.status(), 404);
+}
