@@ -312,7 +312,7 @@ impl RequestBody {
     fn stream(&self) -> BodyReader {
         BodyReader {
             state: self.inner.clone(),
-            idle: Box::pin(tokio::time::sleep(self.inner.idle_timeout)),
+            idle: IdleTimer::new(self.inner.idle_timeout),
         }
     }
 }
@@ -321,7 +321,42 @@ impl RequestBody {
 /// limit (slow clients are cut off).
 struct BodyReader {
     state: Rc<BodyState>,
-    idle: Pin<Box<tokio::time::Sleep>>,
+    idle: IdleTimer,
+}
+
+/// A deadline that restarts with every chunk. The timer is only armed once a read has
+/// to wait, so bodies that are already there (most small ones) never register one.
+struct IdleTimer {
+    timeout: Duration,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl IdleTimer {
+    fn new(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            sleep: None,
+        }
+    }
+
+    /// Data arrived: the pause starts again.
+    fn restart(&mut self) {
+        if let Some(sleep) = self.sleep.as_mut() {
+            sleep
+                .as_mut()
+                .reset(tokio::time::Instant::now() + self.timeout);
+        }
+    }
+
+    /// The read is waiting: whether it has waited too long.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let timeout = self.timeout;
+        self.sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)))
+            .as_mut()
+            .poll(cx)
+            .is_ready()
+    }
 }
 
 impl Stream for BodyReader {
@@ -342,8 +377,7 @@ impl Stream for BodyReader {
                     state.violation.set(Some(Violation::TooLarge));
                     return Poll::Ready(Some(Err(PayloadError::Overflow)));
                 }
-                let deadline = tokio::time::Instant::now() + state.idle_timeout;
-                self.idle.as_mut().reset(deadline);
+                self.idle.restart();
                 Poll::Ready(Some(Ok(chunk)))
             }
             Poll::Ready(other) => {
@@ -351,7 +385,7 @@ impl Stream for BodyReader {
                 Poll::Ready(other)
             }
             Poll::Pending => {
-                if self.idle.as_mut().poll(cx).is_ready() {
+                if self.idle.expired(cx) {
                     state.touched.set(true);
                     state.violation.set(Some(Violation::TimedOut));
                     return Poll::Ready(Some(Err(PayloadError::Io(std::io::Error::new(
@@ -476,10 +510,7 @@ pub fn into_response(
         in_flight,
     } = upstream;
     let status = response.status();
-    let mut builder = HttpResponse::build(status);
-    for (name, value) in end_to_end_headers(response.headers()).iter() {
-        builder.append_header((name.clone(), value.clone()));
-    }
+    let headers = end_to_end_headers(response.headers());
     let length = response
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -491,8 +522,7 @@ pub fn into_response(
         || status == StatusCode::NOT_MODIFIED;
     let stream = UpstreamBody {
         inner: response,
-        idle: Box::pin(tokio::time::sleep(read_timeout)),
-        read_timeout,
+        idle: IdleTimer::new(read_timeout),
         tee,
         _in_flight: in_flight,
     };
@@ -505,7 +535,9 @@ pub fn into_response(
         (false, Some(length)) => BoxBody::new(SizedStream::new(length, stream)),
         (false, None) => BoxBody::new(BodyStream::new(stream)),
     };
-    builder.body(body)
+    let mut client_response = HttpResponse::with_body(status, body);
+    *client_response.headers_mut() = headers;
+    client_response
 }
 
 /// Sees a response body as it streams past.
@@ -518,8 +550,7 @@ pub trait BodyTee {
 /// An upstream response body on its way to the client.
 struct UpstreamBody {
     inner: awc::ClientResponse,
-    idle: Pin<Box<tokio::time::Sleep>>,
-    read_timeout: Duration,
+    idle: IdleTimer,
     tee: Option<Box<dyn BodyTee>>,
     _in_flight: InFlight,
 }
@@ -531,8 +562,7 @@ impl Stream for UpstreamBody {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_next(cx) {
             Poll::Ready(Some(Ok(chunk))) => {
-                let deadline = tokio::time::Instant::now() + this.read_timeout;
-                this.idle.as_mut().reset(deadline);
+                this.idle.restart();
                 if let Some(tee) = this.tee.as_mut() {
                     tee.chunk(&chunk);
                 }
@@ -549,7 +579,7 @@ impl Stream for UpstreamBody {
                 Poll::Ready(None)
             }
             Poll::Pending => {
-                if this.idle.as_mut().poll(cx).is_ready() {
+                if this.idle.expired(cx) {
                     this.tee = None;
                     return Poll::Ready(Some(Err(PayloadError::Io(std::io::Error::new(
                         std::io::ErrorKind::TimedOut,
@@ -574,14 +604,15 @@ pub async fn forward(
     let Some(pool) = proxy.upstreams.get(upstream).cloned() else {
         return Err(ProxyError::NoHealthyUpstream(upstream.to_string()).into());
     };
+    let upgrade = super::proxy_tunnel::is_upgrade(&req);
+    if !upgrade && route.cache && matches!(*req.method(), Method::GET | Method::HEAD) {
+        return super::proxy_cache::forward_cached(&req, &pool, route, strip_prefix, proxy).await;
+    }
     let request = UpstreamRequest::from_client(&req, route, strip_prefix, proxy);
-    if super::proxy_tunnel::is_upgrade(&req) {
+    if upgrade {
         return super::proxy_tunnel::tunnel(&req, payload, &pool, request, proxy)
             .await
             .map_err(ApiError::from);
-    }
-    if route.cache && matches!(*req.method(), Method::GET | Method::HEAD) {
-        return super::proxy_cache::forward_cached(&req, &pool, request, proxy).await;
     }
     let body = RequestBody::new(&req, payload, route.max_body_bytes, proxy.body_read_timeout)?;
     let upstream = send(proxy, &pool, &request, body.as_ref()).await?;

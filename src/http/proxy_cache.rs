@@ -20,7 +20,7 @@ use crate::actors::balancer::Pool;
 use crate::actors::cache::{CacheKey, CachedResponse, Fetch, FetchGuard, Freshness, ResponseCache};
 use crate::cache_policy::{storage_policy, StoragePolicy};
 use crate::error::ApiError;
-use crate::routing::request_host;
+use crate::routing::{request_host, Route};
 
 pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 
@@ -28,17 +28,28 @@ pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 pub async fn forward_cached(
     req: &HttpRequest,
     pool: &Arc<Pool>,
-    mut request: UpstreamRequest,
+    route: &Route,
+    strip_prefix: bool,
     proxy: &web::Data<Proxy>,
 ) -> Result<HttpResponse, ApiError> {
-    let key = CacheKey::primary(&request_host(req.head()), &request.path_and_query);
+    // Keyed by the URL as clients ask for it (what an operator purges).
+    let path_and_query = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let key = CacheKey::primary(&request_host(req.head()), path_and_query);
+    let cached = proxy.cache.get(&key, req.headers());
+    if let Some(cached) = &cached {
+        if cached.freshness() == Freshness::Fresh {
+            return Ok(from_cache(req, cached, "HIT"));
+        }
+    }
     let authorized = req.headers().contains_key(header::AUTHORIZATION);
-    // The cache answers the client's conditional requests itself; the upstream is asked
-    // with the cache's own validators, never with a client's.
+    // Only now, for a fetch, is the upstream request built. The cache answers the
+    // client's conditional requests itself; the upstream is asked with the cache's own
+    // validators, never with a client's.
+    let mut request = UpstreamRequest::from_client(req, route, strip_prefix, proxy);
     request.headers.remove(header::IF_NONE_MATCH);
     request.headers.remove(header::IF_MODIFIED_SINCE);
 
-    if let Some(cached) = proxy.cache.get(&key, req.headers()) {
+    if let Some(cached) = cached {
         match cached.freshness() {
             Freshness::Fresh => return Ok(from_cache(req, &cached, "HIT")),
             Freshness::StaleWhileRevalidate => {
@@ -309,14 +320,12 @@ fn from_cache(req: &HttpRequest, cached: &CachedResponse, label: &'static str) -
             .insert_header((X_CACHE, HeaderValue::from_static(label)))
             .finish();
     }
-    let mut response = HttpResponse::build(cached.status).body(cached.body.clone());
+    let mut response = HttpResponse::with_body(cached.status, cached.body.clone());
     let headers = response.headers_mut();
-    for (name, value) in &cached.headers {
-        headers.append(name.clone(), value.clone());
-    }
+    *headers = cached.headers.clone();
     headers.insert(header::AGE, age);
     headers.insert(X_CACHE, HeaderValue::from_static(label));
-    response
+    response.map_into_boxed_body()
 }
 
 /// `If-None-Match` (weak comparison) or, without it, `If-Modified-Since`.
