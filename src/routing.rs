@@ -188,24 +188,24 @@ impl RouteTable {
     }
 }
 
-/// The host a request is addressed to, lower-cased and without port: the URI's
-/// authority (HTTP/2, absolute-form requests) or the `Host` header.
-pub fn request_host(head: &actix_web::dev::RequestHead) -> String {
-    let raw = head.uri.host().map(str::to_string).or_else(|| {
-        head.headers
-            .get(actix_web::http::header::HOST)
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_string)
-    });
-    let Some(raw) = raw else {
-        return String::new();
-    };
-    let without_port = if raw.starts_with('[') {
-        raw.split_inclusive(']').next().unwrap_or(&raw)
+/// The host a request is addressed to, without port (case as sent; the route table
+/// compares ignoring case): the URI's authority (HTTP/2, absolute-form requests) or the
+/// `Host` header.
+pub fn request_host(head: &actix_web::dev::RequestHead) -> &str {
+    let raw = head
+        .uri
+        .host()
+        .or_else(|| {
+            head.headers
+                .get(actix_web::http::header::HOST)
+                .and_then(|value| value.to_str().ok())
+        })
+        .unwrap_or("");
+    if raw.starts_with('[') {
+        raw.split_inclusive(']').next().unwrap_or(raw)
     } else {
-        raw.rsplit_once(':').map_or(raw.as_str(), |(host, _)| host)
-    };
-    without_port.to_ascii_lowercase()
+        raw.rsplit_once(':').map_or(raw, |(host, _)| host)
+    }
 }
 
 /// A redirect target with `{uri}` replaced by the request's path and query.
@@ -322,7 +322,7 @@ mod tests {
             actix_web::http::header::HOST,
             "Example.COM:8080".parse().unwrap(),
         );
-        assert_eq!(request_host(&head), "example.com");
+        assert_eq!(request_host(&head), "Example.COM");
         head.headers
             .insert(actix_web::http::header::HOST, "[::1]:8080".parse().unwrap());
         assert_eq!(request_host(&head), "[::1]");

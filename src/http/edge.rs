@@ -48,7 +48,7 @@ pub async fn edge(
     if let (false, Some(port)) = (secure, policy.redirect_to_https_port) {
         let host = crate::routing::request_host(req.head());
         let authority = if port == 443 {
-            host
+            host.to_string()
         } else {
             format!("{host}:{port}")
         };

@@ -18,8 +18,10 @@ pub async fn dispatch(
     state: web::Data<AppState>,
     proxy: web::Data<Proxy>,
 ) -> Result<HttpResponse, ApiError> {
-    let host = request_host(req.head());
-    let Some(index) = state.routes.find_index(&host, req.path()) else {
+    let Some(index) = state
+        .routes
+        .find_index(request_host(req.head()), req.path())
+    else {
         return Ok(HttpResponse::NotFound()
             .content_type("text/plain; charset=utf-8")
             .body("404 Not Found\n"));

@@ -119,7 +119,7 @@ pub fn server(
                 .guard(guard::fn_guard(move |ctx| {
                     let head = ctx.head();
                     routes
-                        .find(&request_host(head), head.uri.path())
+                        .find(request_host(head), head.uri.path())
                         .is_some_and(|route| route.action == RouteAction::Api)
                 }))
                 .wrap(cors(&cors_origins))

@@ -34,7 +34,10 @@ pub async fn forward_cached(
 ) -> Result<HttpResponse, ApiError> {
     // Keyed by the URL as clients ask for it (what an operator purges).
     let path_and_query = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    let key = CacheKey::primary(&request_host(req.head()), path_and_query);
+    let key = CacheKey::primary(
+        &request_host(req.head()).to_ascii_lowercase(),
+        path_and_query,
+    );
     let cached = proxy.cache.get(&key, req.headers());
     if let Some(cached) = &cached {
         if cached.freshness() == Freshness::Fresh {

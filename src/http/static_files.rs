@@ -6,15 +6,18 @@
 //! picks a precompressed `.br`/`.gz` sibling the client accepts, resolves index files,
 //! and falls back to `index.html` for single-page apps.
 //!
-//! Small files are also kept in memory ([`HotFiles`]): a hit costs one `stat` (to see
-//! changes at once) instead of path resolution, `open` and `read`, and the answer is
-//! built from shared bytes. Entries live a few seconds, so that files or precompressed
-//! siblings added beside them are noticed; range requests always use the file.
+//! Small files are also kept in memory ([`HotFiles`]): a hit skips path resolution,
+//! `open` and `read`, and the answer is built from shared bytes. Like nginx's
+//! `open_file_cache_valid`, a file's size and modification time are checked again at
+//! most every [`HOT_FILE_RECHECK`], so a change shows within that; entries live a few
+//! seconds, so that files or precompressed siblings added beside them are noticed.
+//! Range requests always use the file.
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix_files::NamedFile;
 use actix_web::http::header::{self, ContentEncoding, HeaderValue};
@@ -32,9 +35,12 @@ pub struct StaticSite {
     hot: Option<HotFiles>,
 }
 
-/// How long a file stays in memory before its path is resolved again. Changes to the
-/// file itself are seen at once (every hit compares size and modification time).
+/// How long a file stays in memory before its path is resolved again.
 const HOT_FILE_LIFETIME: Duration = Duration::from_secs(2);
+
+/// How often a file in memory is compared with the disk (size and modification time):
+/// a `stat` per hit would cost more than the rest of the hit.
+const HOT_FILE_RECHECK: Duration = Duration::from_millis(250);
 
 /// Small files in memory, by mount, path below it and the encodings the client takes.
 pub struct HotFiles {
@@ -53,6 +59,9 @@ struct HotKey {
 /// A file's bytes and the headers of its 200 answer.
 struct HotFile {
     path: PathBuf,
+    /// When the disk was last compared: milliseconds since `loaded`.
+    checked_ms: AtomicU64,
+    loaded: Instant,
     body: Bytes,
     modified: SystemTime,
     content_type: HeaderValue,
@@ -92,6 +101,8 @@ impl HotFile {
         }
         Some(Self {
             path: chosen.path.clone(),
+            checked_ms: AtomicU64::new(0),
+            loaded: Instant::now(),
             etag: entity_tag(&meta, modified)?,
             last_modified: HeaderValue::from_str(&httpdate::fmt_http_date(modified)).ok()?,
             body: Bytes::from(body),
@@ -102,8 +113,15 @@ impl HotFile {
         })
     }
 
-    /// Whether the file on disk is still the one in memory.
+    /// Whether the file on disk is still the one in memory, as of at most
+    /// [`HOT_FILE_RECHECK`] ago.
     fn is_current(&self) -> bool {
+        let now = self.loaded.elapsed().as_millis() as u64;
+        let checked = self.checked_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(checked) < HOT_FILE_RECHECK.as_millis() as u64 {
+            return true;
+        }
+        self.checked_ms.store(now, Ordering::Relaxed);
         std::fs::metadata(&self.path).is_ok_and(|meta| {
             meta.len() == self.body.len() as u64 && meta.modified().ok() == Some(self.modified)
         })
