@@ -4,8 +4,11 @@
 # hit (nginx: proxy_cache). Both servers get the same worker count; access logs are off
 # on both. A third process (a one-worker nginx) is the upstream both of them proxy to.
 #
-#   bash benches/front_of_house.sh            # WORKERS=2 CONNECTIONS=64 DURATION=10s
-#   WORKERS=1 DURATION=20s bash benches/front_of_house.sh
+#   bash benches/front_of_house.sh     # WORKERS=2 CONNECTIONS=64 DURATION=5s ROUNDS=3
+#   WORKERS=1 DURATION=10s ROUNDS=5 bash benches/front_of_house.sh
+#
+# Each scenario runs ROUNDS times, Gatehouse and nginx alternating, and the medians are
+# printed, so that load from elsewhere on the machine hits both alike.
 #
 # Installs nginx and wrk from Debian when missing. This is a benchmark, not a test: it
 # prints figures and always exits 0 once it has measured.
@@ -14,7 +17,8 @@ cd "$(dirname "$0")/.."
 
 WORKERS=${WORKERS:-2}
 CONNECTIONS=${CONNECTIONS:-64}
-DURATION=${DURATION:-10s}
+DURATION=${DURATION:-5s}
+ROUNDS=${ROUNDS:-3}
 THREADS=${THREADS:-2}
 GATEHOUSE_PORT=${GATEHOUSE_PORT:-18080}
 NGINX_PORT=${NGINX_PORT:-18081}
@@ -186,17 +190,27 @@ run() {
         END { printf "%.0f %.2f\n", rps, p99 }'
 }
 
+# median of the numbers on stdin
+median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
 echo
-echo "Gatehouse vs nginx $(nginx -v 2>&1 | sed 's/.*nginx\///'), $WORKERS workers each, wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $(nproc) cores"
+echo "Gatehouse vs nginx $(nginx -v 2>&1 | sed 's/.*nginx\///'), $WORKERS workers each, wrk -t$THREADS -c$CONNECTIONS -d$DURATION, median of $ROUNDS alternating rounds, $(nproc) cores, load average $(cut -d' ' -f1 /proc/loadavg) at start"
 printf '%-22s %14s %10s %14s %10s %8s\n' scenario "gatehouse r/s" "p99 ms" "nginx r/s" "p99 ms" ratio
 for scenario in "1 KiB static|/1k.txt" "100 KiB static|/100k.txt" "proxied request|/proxy/x" "cache hit|/cached/x"; do
     name=${scenario%%|*}
     path=${scenario##*|}
-    # A short warm-up of each, then the measured runs back to back.
     wrk -t1 -c8 -d1s "http://127.0.0.1:$GATEHOUSE_PORT$path" >/dev/null 2>&1
     wrk -t1 -c8 -d1s "http://127.0.0.1:$NGINX_PORT$path" >/dev/null 2>&1
-    read -r g_rps g_p99 < <(run "http://127.0.0.1:$GATEHOUSE_PORT$path")
-    read -r n_rps n_p99 < <(run "http://127.0.0.1:$NGINX_PORT$path")
+    : > "$work/g.txt"
+    : > "$work/n.txt"
+    for _ in $(seq 1 "$ROUNDS"); do
+        run "http://127.0.0.1:$GATEHOUSE_PORT$path" >> "$work/g.txt"
+        run "http://127.0.0.1:$NGINX_PORT$path" >> "$work/n.txt"
+    done
+    g_rps=$(cut -d' ' -f1 "$work/g.txt" | median)
+    g_p99=$(cut -d' ' -f2 "$work/g.txt" | median)
+    n_rps=$(cut -d' ' -f1 "$work/n.txt" | median)
+    n_p99=$(cut -d' ' -f2 "$work/n.txt" | median)
     ratio=$(awk -v g="$g_rps" -v n="$n_rps" 'BEGIN { if (n > 0) printf "%.2f", g / n; else print "-" }')
-    printf '%-22s %14s %10s %14s %10s %7sx\n' "$name" "$g_rps" "$g_p99" "$n_rps" "$n_p99" "$ratio"
+    printf '%-22s %14.0f %10.2f %14.0f %10.2f %7sx\n' "$name" "$g_rps" "$g_p99" "$n_rps" "$n_p99" "$ratio"
 done
