@@ -16,6 +16,7 @@ use crate::actors::supervisor::{stop_arbiters, ActorPool};
 use crate::auth::passwords::PasswordHasher;
 use crate::auth::rate_limit::InProcessLimiter;
 use crate::auth::service::AuthService;
+use crate::auth::sessions::SessionGuard;
 use crate::auth::tokens::TokenSigner;
 use crate::collections::{store, Registry};
 use crate::config::{ConfigError, Settings};
@@ -23,6 +24,7 @@ use crate::db;
 use crate::http::forwarded::TrustedProxies;
 use crate::http::static_files::StaticSite;
 use crate::http::{self, openapi, AppState, TlsListener};
+use crate::records::RecordsEnv;
 use crate::routing::{RouteAction, RouteTable};
 use crate::telemetry::Metrics;
 use crate::tls::{self, CertificateResolver, TlsError};
@@ -122,18 +124,25 @@ impl Application {
         )
         .map_err(|err| StartError::Auth(err.to_string()))?;
         let metrics = Arc::new(Metrics::new());
+        let sessions = Arc::new(SessionGuard::new(
+            settings.auth.session_cache_capacity,
+            settings.auth.session_cache_ttl,
+        ));
+        let records = Arc::new(RecordsEnv::new(registry.clone(), hasher, sessions));
 
         let (db, db_arbiters) = ActorPool::start(settings.database_actors(), {
             let conn = conn.clone();
             let sqlite_file = settings.database.url.sqlite_path();
             let ping_timeout = settings.database.connect_timeout;
             let metrics = metrics.clone();
+            let records = records.clone();
             move || {
                 DatabaseActor::new(
                     conn.clone(),
                     sqlite_file.clone(),
                     ping_timeout,
                     metrics.clone(),
+                    records.clone(),
                 )
             }
         });
@@ -144,9 +153,8 @@ impl Application {
 
         let auth_service = Arc::new(AuthService::new(
             db.clone(),
-            registry,
+            records,
             signer,
-            hasher,
             Arc::new(InProcessLimiter::new(&settings.auth.rate_limits)),
             settings.auth.clone(),
         ));
@@ -158,6 +166,7 @@ impl Application {
         let settings = Arc::new(settings);
         let state = web::Data::new(AppState {
             settings: settings.clone(),
+            registry,
             started: std::time::Instant::now(),
             db: db.clone(),
             auth,

@@ -17,6 +17,7 @@ use utoipa::ToSchema;
 
 use crate::actors::database::DbError;
 use crate::auth::AuthError;
+use crate::records::RecordError;
 
 tokio::task_local! {
     /// The id of the request being handled, set by the request middleware so that
@@ -257,8 +258,44 @@ impl From<AuthError> for ApiError {
                 )
             }
             AuthError::Database(err) => err.into(),
+            AuthError::Record(err) => err.into(),
             AuthError::Hash(_) | AuthError::HasherGone | AuthError::Panicked(_) => {
                 tracing::error!(%err, "auth failed");
+                Self::internal()
+            }
+        }
+    }
+}
+
+impl From<RecordError> for ApiError {
+    fn from(err: RecordError) -> Self {
+        match err {
+            RecordError::MissingCollection => {
+                Self::new(StatusCode::NOT_FOUND, "not_found", "Missing collection context.")
+            }
+            RecordError::NotFound => Self::not_found(),
+            RecordError::SuperusersOnly => Self::forbidden("Only superusers can perform this action."),
+            RecordError::Forbidden(message) => Self::forbidden(message),
+            RecordError::BadParam { param, reason } => Self::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                format!("Something went wrong while processing your request. Invalid {param}: {reason}"),
+            ),
+            RecordError::Validation { message, fields } => fields.into_iter().fold(
+                Self::validation(message),
+                |api, (field, error)| api.with_field(&field, error.code, &error.message),
+            ),
+            RecordError::CreateRuleFailed => {
+                Self::new(StatusCode::BAD_REQUEST, "rule_failed", "Failed to create record.")
+            }
+            RecordError::RequiredRelation => Self::new(
+                StatusCode::BAD_REQUEST,
+                "relation_required",
+                "Failed to delete record. Make sure that the record is not part of a required relation reference.",
+            ),
+            RecordError::Database(err) => err.into(),
+            RecordError::BrokenRule { .. } | RecordError::Hash(_) | RecordError::HasherGone => {
+                tracing::error!(%err, "records request failed");
                 Self::internal()
             }
         }

@@ -12,6 +12,7 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod records;
 pub mod routing;
 pub mod telemetry;
 pub mod tls;

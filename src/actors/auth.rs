@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 use super::supervisor::{contain, ActorPool, Crashed};
 use crate::auth::service::{AuthService, OAuthLogin};
 use crate::auth::{AuthError, AuthIdentity, AuthResponse, ClientInfo};
+use crate::records::Requester;
 use crate::telemetry::Metrics;
 
 const NAME: &str = "auth";
@@ -111,9 +112,10 @@ auth_message!(
 );
 
 auth_message!(
-    /// Creates an auth record.
-    Register { collection: String, body: Map<String, Value>, requester: Option<AuthIdentity>, client: ClientInfo } -> Value,
-    |svc, msg| svc.register(&msg.collection, msg.body, msg.requester.as_ref(), &msg.client)
+    /// Creates an auth record (registration), answering with it shaped by
+    /// `expand`/`fields`.
+    Register { collection: String, body: Map<String, Value>, requester: Requester, client: ClientInfo, expand: String, fields: String } -> Value,
+    |svc, msg| svc.register(&msg.collection, msg.body, msg.requester, &msg.client, (msg.expand, msg.fields))
 );
 
 auth_message!(

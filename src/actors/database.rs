@@ -18,6 +18,7 @@ use actix::{
 use sea_orm::{DatabaseConnection, DatabaseTransaction, DbErr, TransactionError, TransactionTrait};
 
 use super::supervisor::{contain, ActorPool, Crashed, Panicked};
+use crate::records::RecordsEnv;
 use crate::telemetry::Metrics;
 
 const NAME: &str = "database";
@@ -43,6 +44,7 @@ pub struct DatabaseActor {
     sqlite_file: Option<PathBuf>,
     ping_timeout: Duration,
     metrics: Arc<Metrics>,
+    pub(crate) records: Arc<RecordsEnv>,
 }
 
 impl DatabaseActor {
@@ -51,13 +53,37 @@ impl DatabaseActor {
         sqlite_file: Option<PathBuf>,
         ping_timeout: Duration,
         metrics: Arc<Metrics>,
+        records: Arc<RecordsEnv>,
     ) -> Self {
         Self {
             conn,
             sqlite_file,
             ping_timeout,
             metrics,
+            records,
         }
+    }
+
+    /// Runs `job` in a transaction as a task of its own, with panics contained.
+    pub(crate) fn transaction<T, E>(
+        &self,
+        ctx: &mut Context<Self>,
+        job: TxJob<T, E>,
+    ) -> ResponseFuture<Result<T, E>>
+    where
+        T: Send + 'static,
+        E: From<DbError> + std::error::Error + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        let addr = ctx.address();
+        Box::pin(async move {
+            match contain(NAME, addr, conn.transaction(job)).await {
+                Ok(Ok(value)) => Ok(value),
+                Ok(Err(TransactionError::Transaction(err))) => Err(err),
+                Ok(Err(TransactionError::Connection(err))) => Err(DbError::Query(err).into()),
+                Err(panicked) => Err(DbError::Panicked(panicked).into()),
+            }
+        })
     }
 }
 
@@ -141,16 +167,7 @@ where
     type Result = ResponseFuture<Result<T, E>>;
 
     fn handle(&mut self, msg: Transact<T, E>, ctx: &mut Context<Self>) -> Self::Result {
-        let conn = self.conn.clone();
-        let addr = ctx.address();
-        Box::pin(async move {
-            match contain(NAME, addr, conn.transaction(msg.job)).await {
-                Ok(Ok(value)) => Ok(value),
-                Ok(Err(TransactionError::Transaction(err))) => Err(err),
-                Ok(Err(TransactionError::Connection(err))) => Err(DbError::Query(err).into()),
-                Err(panicked) => Err(DbError::Panicked(panicked).into()),
-            }
-        })
+        self.transaction(ctx, msg.job)
     }
 }
 

@@ -12,4 +12,5 @@ pub mod auth;
 pub mod balancer;
 pub mod cache;
 pub mod database;
+pub mod records;
 pub mod supervisor;

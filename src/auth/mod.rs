@@ -96,6 +96,8 @@ pub enum AuthError {
     HasherGone,
     #[error(transparent)]
     Panicked(#[from] Panicked),
+    #[error(transparent)]
+    Record(#[from] crate::records::RecordError),
 }
 
 impl From<sea_orm::DbErr> for AuthError {

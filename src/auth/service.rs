@@ -6,23 +6,24 @@ use std::time::Duration;
 
 use actix::Addr;
 use chrono::Utc;
-use sea_orm::{ConnectionTrait, DatabaseTransaction, DbErr, SqlErr};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbErr};
 use serde_json::{json, Map, Value};
 use subtle::ConstantTimeEq;
 
 use super::oauth::{Provider, ProviderUser};
-use super::passwords::{HashPassword, PasswordHasher, VerifyPassword};
+use super::passwords::{PasswordHasher, VerifyPassword};
 use super::rate_limit::{Bucket, RateLimiter, RetryAfter};
-use super::sessions::{self, Session, SessionCache, ValidSession};
+use super::sessions::{self, Session, SessionGuard, ValidSession};
 use super::tokens::{self, Claims, TokenKind, TokenSigner};
 use super::{AuthError, AuthIdentity, AuthResponse, ClientInfo};
 use crate::actors::database::Db;
 use crate::collections::record::{Record, Viewer};
-use crate::collections::validate::{self, FieldError};
-use crate::collections::{store, Collection, FieldKind, Registry};
+use crate::collections::validate::FieldError;
+use crate::collections::{store, Collection, Registry};
 use crate::config::{AuthSettings, UnverifiedLogin};
 use crate::domain::ids::{format_time, new_record_id, random_alphanumeric};
 use crate::domain::password::Password;
+use crate::records::{read, write, RecordsEnv, Requester};
 
 /// What an OAuth2 login request carries (`auth-with-oauth2`).
 #[derive(Debug, Clone, Default, serde::Deserialize, utoipa::ToSchema)]
@@ -40,13 +41,11 @@ pub struct OAuthLogin {
 /// Everything the auth flows share; one instance serves every auth actor.
 pub struct AuthService {
     db: Db,
+    records: Arc<RecordsEnv>,
     registry: Arc<Registry>,
     signer: TokenSigner,
     hasher: Addr<PasswordHasher>,
-    sessions: SessionCache,
-    /// Sessions revoked on this instance, so a validation racing a logout can never
-    /// put a revoked session back into the cache.
-    revoked: moka::sync::Cache<String, ()>,
+    sessions: Arc<SessionGuard>,
     limiter: Arc<dyn RateLimiter>,
     settings: AuthSettings,
     providers: Vec<Provider>,
@@ -56,9 +55,8 @@ pub struct AuthService {
 impl AuthService {
     pub fn new(
         db: Db,
-        registry: Arc<Registry>,
+        records: Arc<RecordsEnv>,
         signer: TokenSigner,
-        hasher: Addr<PasswordHasher>,
         limiter: Arc<dyn RateLimiter>,
         settings: AuthSettings,
     ) -> Self {
@@ -68,20 +66,13 @@ impl AuthService {
             .iter()
             .map(|(name, provider)| Provider::from_settings(name, provider))
             .collect();
-        let remember_revoked = (settings.session_cache_ttl * 2).max(Duration::from_secs(60));
         Self {
             db,
-            registry,
+            registry: records.registry.clone(),
+            hasher: records.hasher.clone(),
+            sessions: records.sessions.clone(),
+            records,
             signer,
-            hasher,
-            sessions: SessionCache::new(
-                settings.session_cache_capacity,
-                settings.session_cache_ttl,
-            ),
-            revoked: moka::sync::Cache::builder()
-                .max_capacity(settings.session_cache_capacity)
-                .time_to_live(remember_revoked)
-                .build(),
             limiter,
             providers,
             http: reqwest::Client::builder()
@@ -106,14 +97,6 @@ impl AuthService {
             .check(bucket, key)
             .await
             .map_err(|RetryAfter(wait)| AuthError::RateLimited(wait))
-    }
-
-    async fn hash(&self, password: Password) -> Result<String, AuthError> {
-        Ok(self
-            .hasher
-            .send(HashPassword(password))
-            .await
-            .map_err(|_| AuthError::HasherGone)??)
     }
 
     async fn verify_password(
@@ -231,7 +214,7 @@ impl AuthService {
                 })
             })
             .await?;
-        self.sessions.insert(
+        self.sessions.remember(
             sid,
             ValidSession {
                 record: record.clone(),
@@ -272,7 +255,7 @@ impl AuthService {
         let (Some(sid), Some(hash)) = (claims.sid.clone(), tokens::signature_hash(token)) else {
             return Ok(None);
         };
-        if self.revoked.contains_key(&sid) {
+        if self.sessions.is_revoked(&sid) {
             return Ok(None);
         }
         let now = Utc::now().timestamp();
@@ -329,7 +312,7 @@ impl AuthService {
         {
             return Ok(None);
         }
-        self.sessions.insert(
+        let cached = self.sessions.remember(
             sid.clone(),
             ValidSession {
                 record: record.clone(),
@@ -338,8 +321,7 @@ impl AuthService {
             },
         );
         // A logout that finished while this validation ran must win.
-        if self.revoked.contains_key(&sid) {
-            self.sessions.invalidate(&sid);
+        if !cached {
             return Ok(None);
         }
         Ok(Some(AuthIdentity {
@@ -391,7 +373,7 @@ impl AuthService {
                 })
             })
             .await?;
-        self.sessions.insert(
+        self.sessions.remember(
             sid,
             ValidSession {
                 record: record.clone(),
@@ -407,17 +389,10 @@ impl AuthService {
         })
     }
 
-    fn forget(&self, sids: &[String]) {
-        for sid in sids {
-            self.revoked.insert(sid.clone(), ());
-            self.sessions.invalidate(sid);
-        }
-    }
-
     /// Ends the caller's session.
     pub async fn logout(&self, identity: &AuthIdentity) -> Result<(), AuthError> {
         let sid = identity.session_id.clone();
-        self.forget(std::slice::from_ref(&sid));
+        self.sessions.forget(std::slice::from_ref(&sid));
         self.db
             .transact(move |txn| {
                 Box::pin(async move { sessions::revoke(txn, &sid).await.map_err(AuthError::from) })
@@ -441,8 +416,9 @@ impl AuthService {
                 })
             })
             .await?;
-        self.forget(&revoked);
-        self.forget(std::slice::from_ref(&identity.session_id));
+        self.sessions.forget(&revoked);
+        self.sessions
+            .forget(std::slice::from_ref(&identity.session_id));
         Ok(())
     }
 
@@ -474,117 +450,33 @@ impl AuthService {
     }
 
     /// Creates an auth record (`POST /api/collections/{c}/records` on an auth
-    /// collection): validates every field, hashes the password and writes the record
-    /// in one transaction.
+    /// collection): rate limited per client IP, then the records API's create, whose
+    /// validation, create rule and password hashing apply.
     pub async fn register(
         &self,
         collection: &str,
         body: Map<String, Value>,
-        requester: Option<&AuthIdentity>,
+        requester: Requester,
         client: &ClientInfo,
+        shape: (String, String),
     ) -> Result<Value, AuthError> {
         let collection = self.auth_collection(collection)?;
-        let superuser = requester.is_some_and(AuthIdentity::is_superuser);
-        if !superuser {
-            match collection.create_rule.as_deref() {
-                None => {
-                    return Err(AuthError::Forbidden(
-                        "Only superusers can perform this action.",
-                    ))
-                }
-                Some("") => {}
-                // Expression rules need the filter engine, which the records API brings.
-                Some(_) => {
-                    return Err(AuthError::Forbidden(
-                        "Only superusers can perform this action.",
-                    ))
-                }
-            }
+        if !requester.superuser() {
             self.limit(Bucket::RegisterPerIp, &client.ip).await?;
         }
-
-        let (mut record, password) = self.record_from_body(&collection, &body, superuser)?;
-        record.set("password", self.hash(password).await?);
-        let viewer = match requester {
-            Some(requester) => requester.viewer_of(&record),
-            None => Viewer::Other,
-        };
-        let saved = record.clone();
+        let env = self.records.clone();
         self.db
-            .transact(move |txn| Box::pin(async move { insert_unique(txn, &saved).await }))
-            .await?;
-        Ok(record.to_json(viewer))
-    }
-
-    /// A new record from submitted JSON, and its password, or every field error at once.
-    fn record_from_body(
-        &self,
-        collection: &Arc<Collection>,
-        body: &Map<String, Value>,
-        superuser: bool,
-    ) -> Result<(Record, Password), AuthError> {
-        let mut record = Record::new(collection.clone());
-        let mut errors = Vec::new();
-        match body
-            .get("id")
-            .and_then(Value::as_str)
-            .filter(|id| !id.is_empty())
-        {
-            Some(id) if validate::is_record_id(id) => record.set("id", id),
-            Some(_) => errors.push((
-                "id".to_string(),
-                FieldError::new(
-                    "validation_invalid_format",
-                    "Must be 15 characters of a-z and 0-9.",
-                ),
-            )),
-            None => record.set("id", new_record_id()),
-        }
-        let submitted = body.get("password").and_then(Value::as_str).unwrap_or("");
-        let password = match Password::parse(submitted) {
-            Ok(password) => Some(password),
-            Err(err) => {
-                errors.push((
-                    "password".to_string(),
-                    FieldError::new(err.code(), err.message()),
-                ));
-                None
-            }
-        };
-        if body
-            .get("passwordConfirm")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            != submitted
-        {
-            errors.push((
-                "passwordConfirm".to_string(),
-                FieldError::new("validation_values_mismatch", "Values don't match."),
-            ));
-        }
-        let now = crate::domain::ids::now();
-        for field in &collection.fields {
-            let name = field.name.as_str();
-            match &field.kind {
-                _ if matches!(name, "id" | "tokenKey") => {}
-                FieldKind::Password { .. } => {}
-                FieldKind::Autodate { on_create, .. } => {
-                    if *on_create {
-                        record.set(name, now.clone());
-                    }
-                }
-                _ if name == "verified" && !superuser => {}
-                _ => match validate::normalise(field, body.get(name).unwrap_or(&Value::Null)) {
-                    Ok(value) => record.set(name, value),
-                    Err(err) => errors.push((name.to_string(), err)),
-                },
-            }
-        }
-        record.set("tokenKey", random_alphanumeric(50));
-        match password {
-            Some(password) if errors.is_empty() => Ok((record, password)),
-            _ => Err(AuthError::Validation(errors)),
-        }
+            .transact(move |txn| {
+                Box::pin(async move {
+                    let (expand, fields) = shape;
+                    let record =
+                        write::create(txn, &env, &requester, &collection.name, body).await?;
+                    let mut shown =
+                        read::present(txn, &env, &requester, &[record], &expand, &fields).await?;
+                    Ok::<_, AuthError>(shown.remove(0))
+                })
+            })
+            .await
     }
 
     /// PocketBase's `auth-methods`, starting an OAuth2 flow for every provider.
@@ -670,16 +562,15 @@ impl AuthService {
             .await
             .map_err(AuthError::OAuth)?;
 
-        let fresh = self.new_oauth_record(&collection, &user, &login.create_data)?;
-        let password_hash = self
-            .hash(Password::parse(&random_alphanumeric(40)).expect("long enough"))
-            .await?;
-        let (provider_name, provider_user) = (provider.name.clone(), user.clone());
+        let body = oauth_body(&collection, &user, login.create_data);
+        let (env, provider_name, provider_user) =
+            (self.records.clone(), provider.name.clone(), user.clone());
         let (record, is_new) = self
             .db
             .transact(move |txn| {
                 Box::pin(async move {
-                    link_or_create(txn, fresh, password_hash, &provider_name, &provider_user).await
+                    link_or_create(txn, &env, &collection, body, &provider_name, &provider_user)
+                        .await
                 })
             })
             .await?;
@@ -693,34 +584,27 @@ impl AuthService {
         });
         self.issue(record, client, Some(meta)).await
     }
+}
 
-    /// The record an OAuth2 login would create: the provider's email (verified) and
-    /// name, plus `createData` validated like a registration.
-    fn new_oauth_record(
-        &self,
-        collection: &Arc<Collection>,
-        user: &ProviderUser,
-        create_data: &Map<String, Value>,
-    ) -> Result<Record, AuthError> {
-        let mut body = create_data.clone();
-        if !user.email.is_empty() {
-            body.insert("email".into(), Value::String(user.email.clone()));
-        }
-        if !user.name.is_empty() && collection.field("name").is_some() && !body.contains_key("name")
-        {
-            let name: String = user.name.chars().take(255).collect();
-            body.insert("name".into(), Value::String(name));
-        }
-        let password = random_alphanumeric(40);
-        body.insert("password".into(), Value::String(password.clone()));
-        body.insert("passwordConfirm".into(), Value::String(password));
-        let (mut record, _) = self.record_from_body(collection, &body, false)?;
-        record.set(
-            "verified",
-            !user.email.is_empty() && provider_email_verified(user),
-        );
-        Ok(record)
+/// What an OAuth2 login submits to create an account: `createData`, the provider's
+/// email and name, and a random password (the account can set its own later).
+fn oauth_body(
+    collection: &Collection,
+    user: &ProviderUser,
+    create_data: Map<String, Value>,
+) -> Map<String, Value> {
+    let mut body = create_data;
+    if !user.email.is_empty() {
+        body.insert("email".into(), Value::String(user.email.clone()));
     }
+    if !user.name.is_empty() && collection.field("name").is_some() && !body.contains_key("name") {
+        let name: String = user.name.chars().take(255).collect();
+        body.insert("name".into(), Value::String(name));
+    }
+    let password = random_alphanumeric(40);
+    body.insert("password".into(), Value::String(password.clone()));
+    body.insert("passwordConfirm".into(), Value::String(password));
+    body
 }
 
 /// Providers that say an email is not verified (`email_verified: false`) are believed;
@@ -729,39 +613,50 @@ fn provider_email_verified(user: &ProviderUser) -> bool {
     user.raw.get("email_verified").and_then(Value::as_bool) != Some(false)
 }
 
+/// The account for a provider's user: the one linked before, else the one with the
+/// same provider-verified email (now linked and verified), else a new one created as
+/// a guest registration would be (create rule included).
 async fn link_or_create(
     txn: &DatabaseTransaction,
-    mut fresh: Record,
-    password_hash: String,
+    env: &RecordsEnv,
+    collection: &Collection,
+    body: Map<String, Value>,
     provider: &str,
     user: &ProviderUser,
 ) -> Result<(Record, bool), AuthError> {
-    let collection = fresh.collection.clone();
     if let Some(record_id) = external_auth(txn, &collection.id, provider, &user.id).await? {
-        if let Some(record) = store::find_by(txn, &collection, "id", &record_id).await? {
+        if let Some(record) =
+            store::find_by(txn, &env.collection(&collection.id)?, "id", &record_id).await?
+        {
             return Ok((record, false));
         }
     }
     let email_verified = !user.email.is_empty() && provider_email_verified(user);
     let existing = if email_verified {
-        store::find_by(txn, &collection, "email", &user.email.to_lowercase()).await?
+        store::find_by(
+            txn,
+            &env.collection(&collection.id)?,
+            "email",
+            &user.email.to_lowercase(),
+        )
+        .await?
     } else {
         None
     };
-    let (record, is_new) = match existing {
-        Some(mut record) => {
-            if !record.bool("verified") {
-                record.set("verified", true);
-                store::update(txn, &record).await?;
-            }
-            (record, false)
-        }
+    let (mut record, is_new) = match existing {
+        Some(record) => (record, false),
         None => {
-            fresh.set("password", password_hash);
-            insert_unique(txn, &fresh).await?;
-            (fresh, true)
+            let guest = Requester::new(None, "POST", Map::new(), Map::new());
+            (
+                write::create(txn, env, &guest, &collection.name, body).await?,
+                true,
+            )
         }
     };
+    if email_verified && !record.bool("verified") {
+        record.set("verified", true);
+        store::update(txn, &record).await?;
+    }
     link_external_auth(txn, &collection.id, record.id(), provider, &user.id).await?;
     Ok((record, is_new))
 }
@@ -822,38 +717,6 @@ async fn link_external_auth(
     txn.execute(txn.get_database_backend().build(&insert))
         .await?;
     Ok(())
-}
-
-/// Inserts a new auth record; a taken email or id is a field error, checked first for
-/// a clear answer and again by the unique index for concurrent registrations.
-async fn insert_unique(txn: &DatabaseTransaction, record: &Record) -> Result<(), AuthError> {
-    let collection = &record.collection;
-    let email = record.text("email");
-    let not_unique = |field: &str| {
-        AuthError::field(
-            field,
-            FieldError::new("validation_not_unique", "Value must be unique."),
-        )
-    };
-    if !email.is_empty()
-        && store::find_by(txn, collection, "email", email)
-            .await?
-            .is_some()
-    {
-        return Err(not_unique("email"));
-    }
-    if store::find_by(txn, collection, "id", record.id())
-        .await?
-        .is_some()
-    {
-        return Err(not_unique("id"));
-    }
-    match store::insert(txn, record).await {
-        Err(err) if matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
-            Err(not_unique("email"))
-        }
-        other => Ok(other?),
-    }
 }
 
 /// Superusers see everything of their own record; others see their own record as owner.

@@ -200,30 +200,57 @@ pub struct ValidSession {
     pub expires: i64,
 }
 
-/// Sessions validated recently, by session id.
-pub struct SessionCache {
-    cache: moka::sync::Cache<String, Arc<ValidSession>>,
+/// Sessions validated recently (by session id), and the ones revoked on this
+/// instance. Shared by everything that can end sessions (logout, password changes),
+/// so that a revoked token never authenticates again here.
+pub struct SessionGuard {
+    valid: moka::sync::Cache<String, Arc<ValidSession>>,
+    /// Kept longer than `valid`'s entries live, so that a validation that raced a
+    /// logout cannot put the revoked session back.
+    revoked: moka::sync::Cache<String, ()>,
 }
 
-impl SessionCache {
+impl SessionGuard {
     pub fn new(capacity: u64, ttl: Duration) -> Self {
         Self {
-            cache: moka::sync::Cache::builder()
+            valid: moka::sync::Cache::builder()
                 .max_capacity(capacity)
                 .time_to_live(ttl)
+                .build(),
+            revoked: moka::sync::Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live((ttl * 2).max(Duration::from_secs(60)))
                 .build(),
         }
     }
 
     pub fn get(&self, sid: &str) -> Option<Arc<ValidSession>> {
-        self.cache.get(sid)
+        self.valid.get(sid)
     }
 
-    pub fn insert(&self, sid: String, session: ValidSession) {
-        self.cache.insert(sid, Arc::new(session));
+    /// Caches a validated session; `false` (and nothing cached) when it was revoked
+    /// meanwhile.
+    pub fn remember(&self, sid: String, session: ValidSession) -> bool {
+        if self.is_revoked(&sid) {
+            return false;
+        }
+        self.valid.insert(sid.clone(), Arc::new(session));
+        if self.is_revoked(&sid) {
+            self.valid.invalidate(&sid);
+            return false;
+        }
+        true
     }
 
-    pub fn invalidate(&self, sid: &str) {
-        self.cache.invalidate(sid);
+    pub fn is_revoked(&self, sid: &str) -> bool {
+        self.revoked.contains_key(sid)
+    }
+
+    /// Marks sessions revoked and drops them from the cache.
+    pub fn forget(&self, sids: &[String]) {
+        for sid in sids {
+            self.revoked.insert(sid.clone(), ());
+            self.valid.invalidate(sid);
+        }
     }
 }

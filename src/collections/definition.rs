@@ -113,6 +113,7 @@ fn auth_indexes(id: &str) -> Vec<IndexSpec> {
             name: format!("idx_{column}_{id}"),
             unique: true,
             columns: vec![column.to_string()],
+            where_not_empty: (*column == "email").then(|| column.to_string()),
         })
         .collect()
 }
@@ -515,9 +516,11 @@ fn build_indexes(
         match IndexSpec::parse(sql) {
             Ok(mut spec) => {
                 spec.columns = spec.columns.iter().map(|c| renamed(c)).collect();
+                spec.where_not_empty = spec.where_not_empty.as_deref().map(renamed);
                 if let Some(missing) = spec
                     .columns
                     .iter()
+                    .chain(&spec.where_not_empty)
                     .find(|c| !fields.iter().any(|f| &f.name == *c))
                 {
                     errors.push((
@@ -612,6 +615,7 @@ pub fn plan(old: &Collection, new: &Collection) -> Vec<Change> {
                 .map(renamed_column)
                 .collect::<Vec<_>>()
                 == after.columns
+            && before.where_not_empty.as_ref().map(renamed_column) == after.where_not_empty
     };
     for index in &old_indexes {
         if !new_indexes.iter().any(|n| equivalent(index, n)) {

@@ -18,6 +18,8 @@ use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::domain::filter::{self, CollectionSchema, FieldSchema, SchemaLookup};
+
 pub use fields::{Field, FieldKind, Storage};
 
 /// PocketBase's id of the `_superusers` collection, which the SDKs check.
@@ -124,6 +126,43 @@ impl Collection {
         self.fields.iter().find(|field| field.name == name)
     }
 
+    /// The collection as the filter compiler sees it.
+    pub fn filter_schema(&self) -> CollectionSchema {
+        CollectionSchema {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            auth: self.is_auth(),
+            list_rule: self.list_rule.clone(),
+            fields: self
+                .fields
+                .iter()
+                .map(|field| FieldSchema {
+                    name: field.name.clone(),
+                    kind: match &field.kind {
+                        FieldKind::Text { .. } => filter::FieldKind::Text,
+                        FieldKind::Number { .. } => filter::FieldKind::Number,
+                        FieldKind::Bool {} => filter::FieldKind::Bool,
+                        FieldKind::Email { .. } => filter::FieldKind::Email,
+                        FieldKind::Url { .. } => filter::FieldKind::Url,
+                        FieldKind::Editor { .. } => filter::FieldKind::Editor,
+                        FieldKind::Date { .. } => filter::FieldKind::Date,
+                        FieldKind::Autodate { .. } => filter::FieldKind::Autodate,
+                        FieldKind::Select { .. } => filter::FieldKind::Select,
+                        FieldKind::Json { .. } => filter::FieldKind::Json,
+                        FieldKind::Relation { .. } => filter::FieldKind::Relation,
+                        FieldKind::Password { .. } => filter::FieldKind::Password,
+                    },
+                    multiple: field.kind.is_multiple(),
+                    relation_collection: match &field.kind {
+                        FieldKind::Relation { collection_id, .. } => Some(collection_id.clone()),
+                        _ => None,
+                    },
+                    hidden: field.hidden,
+                })
+                .collect(),
+        }
+    }
+
     /// The definition in PocketBase's JSON shape (`GET /api/collections/{c}`).
     pub fn to_json(&self) -> Value {
         let mut out = json!({
@@ -162,6 +201,8 @@ pub struct Registry {
 struct Snapshot {
     by_id: HashMap<String, Arc<Collection>>,
     by_name: HashMap<String, Arc<Collection>>,
+    /// What the filter compiler sees of each collection, by id and by name.
+    schemas: HashMap<String, Arc<CollectionSchema>>,
 }
 
 impl Registry {
@@ -176,12 +217,22 @@ impl Registry {
         let mut snapshot = Snapshot::default();
         for collection in collections {
             let collection = Arc::new(collection);
+            let schema = Arc::new(collection.filter_schema());
+            snapshot
+                .schemas
+                .insert(collection.id.clone(), schema.clone());
+            snapshot.schemas.insert(collection.name.clone(), schema);
             snapshot
                 .by_name
                 .insert(collection.name.clone(), collection.clone());
             snapshot.by_id.insert(collection.id.clone(), collection);
         }
         self.snapshot.store(Arc::new(snapshot));
+    }
+
+    /// What the filter compiler sees of a collection (by id or name).
+    pub fn collection_schema(&self, id_or_name: &str) -> Option<Arc<CollectionSchema>> {
+        self.snapshot.load().schemas.get(id_or_name).cloned()
     }
 
     /// Every collection, in no particular order.
@@ -197,5 +248,11 @@ impl Registry {
             .get(id_or_name)
             .or_else(|| snapshot.by_name.get(id_or_name))
             .cloned()
+    }
+}
+
+impl SchemaLookup for Registry {
+    fn collection(&self, name_or_id: &str) -> Option<Arc<CollectionSchema>> {
+        self.collection_schema(name_or_id)
     }
 }

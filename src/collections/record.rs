@@ -132,7 +132,7 @@ pub fn zero_value(field: &Field) -> Value {
 }
 
 /// Whole numbers print without a fraction, as PocketBase prints them.
-fn number(value: f64) -> Value {
+pub fn number(value: f64) -> Value {
     if value.fract() == 0.0 && value.abs() < 9.007_199_254_740_992e15 {
         Value::from(value as i64)
     } else {

@@ -2,8 +2,8 @@
 //! same on SQLite and PostgreSQL, built with sea-query from checked definitions.
 
 use sea_orm::sea_query::{
-    Alias, ColumnDef, Index, IndexCreateStatement, IndexDropStatement, Table, TableAlterStatement,
-    TableCreateStatement, TableDropStatement, TableRenameStatement,
+    Alias, ColumnDef, ConditionalStatement, Expr, Index, IndexCreateStatement, IndexDropStatement,
+    Table, TableAlterStatement, TableCreateStatement, TableDropStatement, TableRenameStatement,
 };
 
 use super::{Collection, Field, Storage};
@@ -71,6 +71,9 @@ pub struct IndexSpec {
     pub name: String,
     pub unique: bool,
     pub columns: Vec<String>,
+    /// `WHERE <column> != ''`: the index holds only rows where that column is set
+    /// (so an optional unique field may be empty on many rows).
+    pub where_not_empty: Option<String>,
 }
 
 impl IndexSpec {
@@ -124,8 +127,19 @@ impl IndexSpec {
                 _ => return Err("expected , or ) in the column list".into()),
             }
         }
+        let mut where_not_empty = None;
+        if matches!(tokens.get(at), Some(Token::Word(w)) if w.eq_ignore_ascii_case("WHERE")) {
+            let column = identifier(tokens.get(at + 1)).ok_or("expected a column after WHERE")?;
+            let condition = (tokens.get(at + 2), tokens.get(at + 3));
+            if !matches!(condition, (Some(Token::NotEqual), Some(Token::Text(text))) if text.is_empty())
+            {
+                return Err("the only WHERE supported is `<column> != ''`".into());
+            }
+            where_not_empty = Some(column);
+            at += 4;
+        }
         if at != tokens.len() {
-            return Err("only plain column indexes are supported (no WHERE or expressions)".into());
+            return Err("only plain column indexes are supported (no expressions)".into());
         }
         if !is_identifier(&name) {
             return Err(format!("invalid index name {name:?}"));
@@ -134,14 +148,20 @@ impl IndexSpec {
             name,
             unique,
             columns,
+            where_not_empty,
         })
     }
 
     /// The definition as PocketBase writes it.
     pub fn to_sql(&self, table: &str) -> String {
         let columns: Vec<String> = self.columns.iter().map(|c| format!("`{c}`")).collect();
+        let condition = self
+            .where_not_empty
+            .as_ref()
+            .map(|column| format!(" WHERE `{column}` != ''"))
+            .unwrap_or_default();
         format!(
-            "CREATE {}INDEX `{}` ON `{table}` ({})",
+            "CREATE {}INDEX `{}` ON `{table}` ({}){condition}",
             if self.unique { "UNIQUE " } else { "" },
             self.name,
             columns.join(", ")
@@ -156,6 +176,9 @@ impl IndexSpec {
         }
         if self.unique {
             index.unique();
+        }
+        if let Some(column) = &self.where_not_empty {
+            index.and_where(Expr::col(Alias::new(column)).ne(""));
         }
         index.to_owned()
     }
@@ -172,6 +195,8 @@ impl IndexSpec {
 enum Token {
     Word(String),
     Quoted(String),
+    Text(String),
+    NotEqual,
     Open,
     Close,
     Comma,
@@ -192,6 +217,27 @@ fn tokenize(sql: &str) -> Result<Vec<Token>, String> {
                     ')' => Token::Close,
                     _ => Token::Comma,
                 });
+            }
+            '!' | '<' => {
+                chars.next();
+                let next = chars.next();
+                if (c == '!' && next == Some('=')) || (c == '<' && next == Some('>')) {
+                    tokens.push(Token::NotEqual);
+                } else {
+                    return Err(format!("unexpected {c:?}"));
+                }
+            }
+            '\'' => {
+                chars.next();
+                let mut text = String::new();
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(ch) => text.push(ch),
+                        None => return Err("unterminated text".into()),
+                    }
+                }
+                tokens.push(Token::Text(text));
             }
             '`' | '"' | '[' => {
                 chars.next();
@@ -253,8 +299,18 @@ mod tests {
             IndexSpec {
                 name: "idx_slug".into(),
                 unique: true,
-                columns: vec!["slug".into()]
+                columns: vec!["slug".into()],
+                where_not_empty: None,
             }
+        );
+        let partial = IndexSpec::parse(
+            "CREATE UNIQUE INDEX \"idx_email\" ON \"users\" (\"email\") WHERE \"email\" != ''",
+        )
+        .unwrap();
+        assert_eq!(partial.where_not_empty.as_deref(), Some("email"));
+        assert_eq!(
+            partial.to_sql("users"),
+            "CREATE UNIQUE INDEX `idx_email` ON `users` (`email`) WHERE `email` != ''"
         );
         let multi =
             IndexSpec::parse("create index if not exists \"idx_ab\" on posts (a, [b])").unwrap();
@@ -270,6 +326,7 @@ mod tests {
     fn anything_but_plain_column_indexes_is_refused() {
         for bad in [
             "CREATE INDEX idx ON posts (a) WHERE a > 1",
+            "CREATE INDEX idx ON posts (a) WHERE a != 'x'",
             "CREATE INDEX idx ON posts (lower(a))",
             "CREATE INDEX idx ON posts (a); DROP TABLE posts",
             "DROP INDEX idx",

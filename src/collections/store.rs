@@ -112,3 +112,92 @@ pub async fn update<C: ConnectionTrait>(conn: &C, record: &Record) -> Result<(),
     }
     Ok(())
 }
+
+fn collection_values(
+    collection: &Collection,
+) -> Result<Vec<sea_orm::sea_query::SimpleExpr>, DbErr> {
+    let json =
+        |value: serde_json::Result<String>| value.map_err(|err| DbErr::Custom(err.to_string()));
+    Ok(vec![
+        collection.id.clone().into(),
+        collection.name.clone().into(),
+        match collection.kind {
+            CollectionKind::Auth => "auth",
+            CollectionKind::Base => "base",
+        }
+        .into(),
+        collection.system.into(),
+        collection.list_rule.clone().into(),
+        collection.view_rule.clone().into(),
+        collection.create_rule.clone().into(),
+        collection.update_rule.clone().into(),
+        collection.delete_rule.clone().into(),
+        json(serde_json::to_string(&collection.fields))?.into(),
+        json(serde_json::to_string(&collection.indexes))?.into(),
+        json(serde_json::to_string(&collection.options))?.into(),
+        collection.created.clone().into(),
+        collection.updated.clone().into(),
+    ])
+}
+
+const COLLECTION_COLUMNS: [&str; 14] = [
+    "id",
+    "name",
+    "type",
+    "system",
+    "listRule",
+    "viewRule",
+    "createRule",
+    "updateRule",
+    "deleteRule",
+    "fields",
+    "indexes",
+    "options",
+    "created",
+    "updated",
+];
+
+pub async fn insert_collection<C: ConnectionTrait>(
+    conn: &C,
+    collection: &Collection,
+) -> Result<(), DbErr> {
+    let insert = Query::insert()
+        .into_table(Alias::new("_collections"))
+        .columns(COLLECTION_COLUMNS.map(Alias::new))
+        .values(collection_values(collection)?)
+        .map_err(|err| DbErr::Custom(err.to_string()))?
+        .to_owned();
+    conn.execute(conn.get_database_backend().build(&insert))
+        .await?;
+    Ok(())
+}
+
+pub async fn update_collection<C: ConnectionTrait>(
+    conn: &C,
+    collection: &Collection,
+) -> Result<(), DbErr> {
+    let update = Query::update()
+        .table(Alias::new("_collections"))
+        .values(
+            COLLECTION_COLUMNS
+                .iter()
+                .zip(collection_values(collection)?)
+                .skip(1)
+                .map(|(column, value)| (Alias::new(*column), value)),
+        )
+        .and_where(Expr::col(Alias::new("id")).eq(collection.id.as_str()))
+        .to_owned();
+    conn.execute(conn.get_database_backend().build(&update))
+        .await?;
+    Ok(())
+}
+
+pub async fn delete_collection<C: ConnectionTrait>(conn: &C, id: &str) -> Result<(), DbErr> {
+    let delete = Query::delete()
+        .from_table(Alias::new("_collections"))
+        .and_where(Expr::col(Alias::new("id")).eq(id))
+        .to_owned();
+    conn.execute(conn.get_database_backend().build(&delete))
+        .await?;
+    Ok(())
+}

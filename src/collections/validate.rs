@@ -101,7 +101,7 @@ fn convert(field: &Field, value: &Value) -> Result<Value, FieldError> {
                     format!("Must be less than {max}."),
                 ));
             }
-            Ok(serde_json::Number::from_f64(number).map_or(Value::Null, Value::Number))
+            Ok(super::record::number(number))
         }
         FieldKind::Bool {} => match value {
             Value::Bool(b) => Ok(Value::Bool(*b)),
@@ -420,7 +420,7 @@ mod tests {
                 only_int: true,
             },
         );
-        assert_eq!(normalise(&field, &json!("5")).unwrap(), json!(5.0));
+        assert_eq!(normalise(&field, &json!("5")).unwrap(), json!(5));
         assert_eq!(
             normalise(&field, &json!(0.5)).unwrap_err().code,
             "validation_only_int_constraint"

@@ -15,12 +15,11 @@ use actix_web::dev::Payload;
 use actix_web::http::{header, Method};
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest, HttpResponse};
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::json;
 use utoipa::ToSchema;
 
 use crate::actors::auth::{
-    AuthWithPassword, Authenticate, FinishOAuth, ListSessions, Refresh, Register, Revoke,
-    StartOAuth,
+    AuthWithPassword, Authenticate, FinishOAuth, ListSessions, Refresh, Revoke, StartOAuth,
 };
 use crate::auth::service::OAuthLogin;
 use crate::auth::{AuthError, AuthIdentity, AuthResponse, ClientInfo};
@@ -445,42 +444,4 @@ pub async fn sessions(
     check_collection(&caller.0, &collection)?;
     let items = ask(&state, ListSessions { identity: caller.0 }).await??;
     Ok(HttpResponse::Ok().json(json!({ "items": items })))
-}
-
-/// Creates a record; on an auth collection this is registration
-/// (`email`, `password`, `passwordConfirm`, other fields).
-#[utoipa::path(post, path = "/api/collections/{collection}/records", tag = "records",
-    params(("collection" = String, Path, description = "Collection name or id")),
-    request_body(content = Object, description = "Field values"),
-    responses(
-        (status = 200, description = "The created record"),
-        (status = 400, description = "Field errors in `data`", body = crate::error::ErrorBody),
-        (status = 403, description = "The create rule forbids it", body = crate::error::ErrorBody),
-    ))]
-pub async fn create_record(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    collection: web::Path<String>,
-    caller: Authenticated,
-    body: web::Json<Map<String, Value>>,
-) -> Result<HttpResponse, ApiError> {
-    let record = ask(
-        &state,
-        Register {
-            collection: collection.into_inner(),
-            body: body.into_inner(),
-            requester: caller.0,
-            client: client_info(&req),
-        },
-    )
-    .await?
-    .map_err(|err| match err {
-        AuthError::Validation(_) => {
-            let mut api = ApiError::from(err);
-            api.message = "Failed to create record.".into();
-            api
-        }
-        other => other.into(),
-    })?;
-    Ok(HttpResponse::Ok().json(record))
 }

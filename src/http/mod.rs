@@ -13,6 +13,7 @@ pub mod openapi;
 pub mod proxy;
 pub mod proxy_cache;
 pub mod proxy_tunnel;
+pub mod records;
 pub mod static_files;
 
 use std::net::TcpListener;
@@ -29,6 +30,7 @@ use crate::actors::auth::Auth;
 use crate::actors::balancer::{BalancerActor, Upstreams};
 use crate::actors::cache::{CacheActor, ResponseCache};
 use crate::actors::database::Db;
+use crate::collections::Registry;
 use crate::config::Settings;
 use crate::error::{json_error, query_error, ApiError};
 use crate::routing::{request_host, RouteAction, RouteTable};
@@ -42,6 +44,7 @@ use static_files::StaticSite;
 /// What every HTTP worker shares: actor addresses and read-only state built at start.
 pub struct AppState {
     pub settings: Arc<Settings>,
+    pub registry: Arc<Registry>,
     pub started: std::time::Instant,
     pub db: Db,
     pub auth: Auth,
@@ -125,8 +128,23 @@ pub fn server(
                 .wrap(cors(&cors_origins))
                 .route("/health", web::get().to(health::api_health))
                 .route("/openapi.json", web::get().to(openapi::serve))
+                .route("/collections", web::get().to(records::list_collections))
+                .route("/collections", web::post().to(records::create_collection))
+                .route(
+                    "/collections/import",
+                    web::put().to(records::import_collections),
+                )
                 .service(
                     web::scope("/collections/{collection}")
+                        .route("", web::get().to(records::view_collection))
+                        .route("", web::patch().to(records::update_collection))
+                        .route("", web::delete().to(records::delete_collection))
+                        .route("/truncate", web::delete().to(records::truncate_collection))
+                        .route("/records", web::get().to(records::list))
+                        .route("/records", web::post().to(records::create))
+                        .route("/records/{id}", web::get().to(records::view))
+                        .route("/records/{id}", web::patch().to(records::update))
+                        .route("/records/{id}", web::delete().to(records::delete))
                         .route(
                             "/auth-with-password",
                             web::post().to(auth::auth_with_password),
@@ -136,8 +154,7 @@ pub fn server(
                         .route("/auth-with-oauth2", web::post().to(auth::auth_with_oauth2))
                         .route("/logout", web::post().to(auth::logout))
                         .route("/logout-all", web::post().to(auth::logout_all))
-                        .route("/sessions", web::get().to(auth::sessions))
-                        .route("/records", web::post().to(auth::create_record)),
+                        .route("/sessions", web::get().to(auth::sessions)),
                 )
                 .route("/admin/status", web::get().to(admin::status))
                 .route("/admin/upstreams", web::get().to(admin::upstreams))

@@ -3,7 +3,7 @@
 use actix_web::{web, HttpResponse};
 use utoipa::OpenApi;
 
-use super::{admin, auth, health, AppState};
+use super::{admin, auth, health, records, AppState};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -12,39 +12,26 @@ use super::{admin, auth, health, AppState};
         description = "Web server and backend in one binary; the records and auth API speaks PocketBase's REST dialect."
     ),
     paths(
-        health::healthz,
-        health::readyz,
-        health::api_health,
-        health::metrics,
-        serve,
-        auth::auth_with_password,
-        auth::auth_refresh,
-        auth::auth_methods,
-        auth::auth_with_oauth2,
-        auth::logout,
-        auth::logout_all,
-        auth::sessions,
-        auth::create_record,
-        admin::status,
-        admin::upstreams,
-        admin::purge_cache,
+        health::healthz, health::readyz, health::api_health, health::metrics, serve,
+        auth::auth_with_password, auth::auth_refresh, auth::auth_methods, auth::auth_with_oauth2,
+        auth::logout, auth::logout_all, auth::sessions,
+        records::list, records::view, records::create, records::update, records::delete,
+        records::list_collections, records::view_collection, records::create_collection,
+        records::update_collection, records::delete_collection, records::truncate_collection,
+        records::import_collections,
+        admin::status, admin::upstreams, admin::purge_cache,
     ),
     components(schemas(
-        crate::error::ErrorBody,
-        health::ApiHealth,
-        auth::PasswordLogin,
-        crate::auth::service::OAuthLogin,
-        admin::InstanceStatus,
-        admin::UpstreamsBody,
-        admin::PurgeRequest,
-        admin::PurgeBody,
-        crate::actors::balancer::PoolStatus,
-        crate::actors::balancer::ServerStatus,
+        crate::error::ErrorBody, health::ApiHealth, auth::PasswordLogin,
+        crate::auth::service::OAuthLogin, admin::InstanceStatus, records::CollectionsImport,
+        admin::UpstreamsBody, admin::PurgeRequest, admin::PurgeBody,
+        crate::actors::balancer::PoolStatus, crate::actors::balancer::ServerStatus,
         crate::actors::balancer::ServerState,
     )),
     tags(
         (name = "auth", description = "PocketBase-compatible auth collections, plus revocable sessions"),
         (name = "records", description = "PocketBase-compatible records"),
+        (name = "collections", description = "PocketBase-compatible collections (superusers only)"),
         (name = "admin", description = "Gatehouse's admin API (superusers only): instance status, upstream health, cache purges"),
         (name = "health", description = "PocketBase-compatible health check"),
         (name = "operations", description = "Liveness, readiness, metrics and this document"),

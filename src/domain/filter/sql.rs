@@ -151,6 +151,21 @@ pub fn array_items(dialect: Dialect, array: SimpleExpr) -> FunctionCall {
     }
 }
 
+/// Whether a stored JSON array of strings holds any of `values` (the records API
+/// uses it for back-relations and for clearing references).
+pub fn array_has_any(dialect: Dialect, array: SimpleExpr, values: &[String]) -> SimpleExpr {
+    let items = Alias::new("__has");
+    let subquery = sea_orm::sea_query::Query::select()
+        .expr(Expr::val(1))
+        .from_function(array_items(dialect, array), items.clone())
+        .and_where(
+            Expr::col((items, Alias::new("value")))
+                .is_in(values.iter().map(|v| bind(dialect, v.clone()))),
+        )
+        .to_owned();
+    Expr::exists(subquery)
+}
+
 /// The items of a JSON array given as bound JSON text.
 pub fn array_items_of_text(dialect: Dialect, json: String) -> FunctionCall {
     match dialect {

@@ -111,3 +111,62 @@ pub fn token_payload(token: &str) -> Value {
         .expect("standard base64");
     serde_json::from_slice(&bytes).expect("JSON claims")
 }
+
+impl TestApp {
+    /// Sends `body` as JSON with `token` (or as a guest with `None`).
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> reqwest::Response {
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.header("authorization", token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        request.send().await.expect("request sent")
+    }
+
+    /// Creates a collection as `admin` and returns its definition.
+    pub async fn create_collection(&self, admin: &str, definition: Value) -> Value {
+        let response = self
+            .send(
+                reqwest::Method::POST,
+                "/api/collections",
+                Some(admin),
+                Some(&definition),
+            )
+            .await;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(status, 200, "creating collection: {body}");
+        body
+    }
+
+    /// Creates a record as `token` and returns it (asserting 200).
+    pub async fn create_record(&self, collection: &str, token: Option<&str>, body: Value) -> Value {
+        let response = self
+            .send(
+                reqwest::Method::POST,
+                &format!("/api/collections/{collection}/records"),
+                token,
+                Some(&body),
+            )
+            .await;
+        let status = response.status();
+        let value: Value = response.json().await.unwrap();
+        assert_eq!(status, 200, "creating a {collection} record: {value}");
+        value
+    }
+
+    /// GETs `path` as `token` and returns status and JSON.
+    pub async fn get_json(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let response = self.send(reqwest::Method::GET, path, token, None).await;
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+}

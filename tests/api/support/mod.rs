@@ -191,6 +191,12 @@ pub async fn spawn_app_with(
         }
     }
     customize(&mut settings);
+    // TEST_LOG=debug (or any filter) shows the instance's logs while debugging a test.
+    if let Ok(level) = std::env::var("TEST_LOG") {
+        let mut log = settings.log.clone();
+        log.level = level;
+        gatehouse::telemetry::init_tracing(&log);
+    }
 
     let app = Application::build(settings).await.expect("test app starts");
     let addr = app.addr();

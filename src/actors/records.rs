@@ -1,0 +1,237 @@
+//! Records and collections messages, handled by the database actor: each runs one
+//! operation of [`crate::records`] in one transaction, as a task of its own.
+
+use std::sync::Arc;
+
+use actix::{Context, Handler, Message, ResponseFuture};
+use serde_json::{Map, Value};
+
+use super::database::{DatabaseActor, TxJob};
+use crate::collections::definition::CollectionInput;
+use crate::collections::{Collection, Registry};
+use crate::records::read::{self, ListQuery};
+use crate::records::{collections, write, RecordError, RecordsEnv, Requester};
+
+/// Declares a message answered with `Result<$out, RecordError>` and its handler,
+/// which runs `$body` in a transaction with `$txn`, the shared `$env` and `$msg`.
+macro_rules! records_message {
+    ($(#[$doc:meta])* $name:ident { $($field:ident: $ty:ty),* $(,)? } -> $out:ty, |$txn:ident, $env:ident, $msg:ident| $body:expr) => {
+        $(#[$doc])*
+        pub struct $name { $(pub $field: $ty),* }
+
+        impl Message for $name {
+            type Result = Result<$out, RecordError>;
+        }
+
+        impl Handler<$name> for DatabaseActor {
+            type Result = ResponseFuture<Result<$out, RecordError>>;
+
+            fn handle(&mut self, $msg: $name, ctx: &mut Context<Self>) -> Self::Result {
+                let $env = self.records.clone();
+                let job: TxJob<$out, RecordError> = Box::new(move |$txn| Box::pin(async move { $body.await }));
+                self.transaction(ctx, job)
+            }
+        }
+    };
+}
+
+records_message!(
+    /// A page of records (`GET /api/collections/{c}/records`).
+    ListRecords { collection: String, query: ListQuery, requester: Requester } -> Value,
+    |txn, env, msg| read::list(txn, &env, &msg.requester, &msg.collection, &msg.query)
+);
+
+records_message!(
+    /// One record (`GET /api/collections/{c}/records/{id}`).
+    ViewRecord { collection: String, id: String, expand: String, fields: String, requester: Requester } -> Value,
+    |txn, env, msg| read::view(txn, &env, &msg.requester, &msg.collection, &msg.id, &msg.expand, &msg.fields)
+);
+
+records_message!(
+    /// Creates a record and answers with it as the requester sees it.
+    CreateRecord { collection: String, body: Map<String, Value>, expand: String, fields: String, requester: Requester } -> Value,
+    |txn, env, msg| async move {
+        let record = write::create(txn, &env, &msg.requester, &msg.collection, msg.body).await?;
+        let mut shown = read::present(txn, &env, &msg.requester, &[record], &msg.expand, &msg.fields).await?;
+        Ok(shown.remove(0))
+    }
+);
+
+records_message!(
+    /// Updates a record and answers with it as the requester sees it.
+    UpdateRecord { collection: String, id: String, body: Map<String, Value>, expand: String, fields: String, requester: Requester } -> Value,
+    |txn, env, msg| async move {
+        let record = write::update(txn, &env, &msg.requester, &msg.collection, &msg.id, msg.body).await?;
+        let mut shown = read::present(txn, &env, &msg.requester, &[record], &msg.expand, &msg.fields).await?;
+        Ok(shown.remove(0))
+    }
+);
+
+records_message!(
+    /// Deletes a record (and cascades).
+    DeleteRecord { collection: String, id: String, requester: Requester } -> (),
+    |txn, env, msg| async move {
+        write::delete(txn, &env, &msg.requester, &msg.collection, &msg.id).await.map(|_| ())
+    }
+);
+
+records_message!(
+    /// Every collection definition.
+    ListCollections {} -> Value,
+    |_txn, env, _msg| std::future::ready(Ok::<_, RecordError>(collections::list(&env)))
+);
+
+records_message!(
+    /// One collection definition.
+    ViewCollection { id_or_name: String } -> Value,
+    |_txn, env, msg| std::future::ready(collections::view(&env, &msg.id_or_name))
+);
+
+records_message!(
+    /// Deletes every record of a collection.
+    TruncateCollection { id_or_name: String } -> (),
+    |txn, env, msg| collections::truncate(txn, &env, &msg.id_or_name)
+);
+
+/// A change to the set of collections: run under the schema lock, and published to
+/// the registry only once its transaction has committed.
+trait SchemaChange: Send + 'static {
+    type Output: Send + 'static;
+
+    fn apply<'c>(
+        self,
+        txn: &'c sea_orm::DatabaseTransaction,
+        working: &'c Registry,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Output, RecordError>> + Send + 'c>,
+    >;
+}
+
+fn change_schema<C: SchemaChange>(
+    actor: &DatabaseActor,
+    ctx: &mut Context<DatabaseActor>,
+    change: C,
+) -> ResponseFuture<Result<C::Output, RecordError>> {
+    let env: Arc<RecordsEnv> = actor.records.clone();
+    let current = env.clone();
+    let job: TxJob<(C::Output, Vec<Collection>), RecordError> = Box::new(move |txn| {
+        Box::pin(async move {
+            // Taken under the schema lock, so no other change slips in between.
+            let snapshot = current
+                .registry
+                .all()
+                .iter()
+                .map(|c| c.as_ref().clone())
+                .collect();
+            let working = Registry::new(snapshot);
+            let output = change.apply(txn, &working).await?;
+            let collections = working.all().iter().map(|c| c.as_ref().clone()).collect();
+            Ok((output, collections))
+        })
+    });
+    let run = actor.transaction(ctx, job);
+    Box::pin(async move {
+        let _guard = env.schema_lock.lock().await;
+        let (output, collections) = run.await?;
+        env.registry.replace(collections);
+        Ok(output)
+    })
+}
+
+/// Creates (`current: None`) or updates a collection; answers with its definition.
+pub struct SaveCollection {
+    pub current: Option<String>,
+    pub input: CollectionInput,
+}
+
+impl Message for SaveCollection {
+    type Result = Result<Value, RecordError>;
+}
+
+impl SchemaChange for SaveCollection {
+    type Output = Value;
+
+    fn apply<'c>(
+        self,
+        txn: &'c sea_orm::DatabaseTransaction,
+        working: &'c Registry,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Value, RecordError>> + Send + 'c>>
+    {
+        Box::pin(async move {
+            let saved =
+                collections::save(txn, working, self.current.as_deref(), &self.input).await?;
+            Ok(saved.to_json())
+        })
+    }
+}
+
+impl Handler<SaveCollection> for DatabaseActor {
+    type Result = ResponseFuture<Result<Value, RecordError>>;
+
+    fn handle(&mut self, msg: SaveCollection, ctx: &mut Context<Self>) -> Self::Result {
+        change_schema(self, ctx, msg)
+    }
+}
+
+/// Deletes a collection and its table.
+pub struct DeleteCollection {
+    pub id_or_name: String,
+}
+
+impl Message for DeleteCollection {
+    type Result = Result<(), RecordError>;
+}
+
+impl SchemaChange for DeleteCollection {
+    type Output = ();
+
+    fn apply<'c>(
+        self,
+        txn: &'c sea_orm::DatabaseTransaction,
+        working: &'c Registry,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), RecordError>> + Send + 'c>>
+    {
+        Box::pin(async move { collections::delete(txn, working, &self.id_or_name).await })
+    }
+}
+
+impl Handler<DeleteCollection> for DatabaseActor {
+    type Result = ResponseFuture<Result<(), RecordError>>;
+
+    fn handle(&mut self, msg: DeleteCollection, ctx: &mut Context<Self>) -> Self::Result {
+        change_schema(self, ctx, msg)
+    }
+}
+
+/// Applies an import of collections, all or nothing.
+pub struct ImportCollections {
+    pub inputs: Vec<CollectionInput>,
+    pub delete_missing: bool,
+}
+
+impl Message for ImportCollections {
+    type Result = Result<(), RecordError>;
+}
+
+impl SchemaChange for ImportCollections {
+    type Output = ();
+
+    fn apply<'c>(
+        self,
+        txn: &'c sea_orm::DatabaseTransaction,
+        working: &'c Registry,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), RecordError>> + Send + 'c>>
+    {
+        Box::pin(async move {
+            collections::import(txn, working, &self.inputs, self.delete_missing).await
+        })
+    }
+}
+
+impl Handler<ImportCollections> for DatabaseActor {
+    type Result = ResponseFuture<Result<(), RecordError>>;
+
+    fn handle(&mut self, msg: ImportCollections, ctx: &mut Context<Self>) -> Self::Result {
+        change_schema(self, ctx, msg)
+    }
+}

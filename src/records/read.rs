@@ -1,0 +1,327 @@
+//! Listing and viewing records: pagination, `filter`, `sort`, `expand`, `fields`,
+//! `skipTotal`, with the list or view rule compiled into the same query.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use sea_orm::sea_query::{Alias, Expr, Func, Query, SelectStatement, SimpleExpr};
+use sea_orm::{ConnectionTrait, DatabaseTransaction};
+use serde_json::{json, Value};
+
+use super::expand::{expand, ExpandPaths};
+use super::{dialect, RecordError, RecordsEnv, Requester};
+use crate::collections::record::Record;
+use crate::collections::Collection;
+use crate::domain::filter::{Compiler, Fields, Filter, Sort};
+
+/// PocketBase's default page size, and the largest it allows.
+pub const DEFAULT_PER_PAGE: u64 = 30;
+pub const MAX_PER_PAGE: u64 = 1000;
+
+/// The query parameters of a list request.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub page: u64,
+    pub per_page: u64,
+    pub sort: String,
+    pub filter: String,
+    pub expand: String,
+    pub fields: String,
+    pub skip_total: bool,
+}
+
+impl ListQuery {
+    /// Reads PocketBase's parameters; unknown ones are ignored, as the SDKs send some.
+    pub fn from_params(params: &HashMap<String, String>) -> Self {
+        let number = |key: &str| params.get(key).and_then(|v| v.trim().parse::<i64>().ok());
+        let text = |key: &str| params.get(key).cloned().unwrap_or_default();
+        Self {
+            page: number("page").filter(|p| *p > 0).map_or(1, |p| p as u64),
+            per_page: number("perPage")
+                .filter(|p| *p > 0)
+                .map_or(DEFAULT_PER_PAGE, |p| (p as u64).min(MAX_PER_PAGE)),
+            sort: text("sort"),
+            filter: text("filter"),
+            expand: text("expand"),
+            fields: text("fields"),
+            skip_total: params
+                .get("skipTotal")
+                .is_some_and(|v| matches!(v.as_str(), "1" | "true" | "t")),
+        }
+    }
+}
+
+/// Parses `?filter=` for a requester: 400 when malformed, 403 when a non-superuser
+/// reaches for `@request.*` or `@collection.*`.
+fn parse_filter(text: &str, requester: &Requester) -> Result<Option<Filter>, RecordError> {
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    let filter = Filter::parse(text).map_err(|err| RecordError::BadParam {
+        param: "filter",
+        reason: err.to_string(),
+    })?;
+    if !requester.superuser() && filter.superuser_only_identifier().is_some() {
+        return Err(RecordError::Forbidden(
+            "Only superusers can filter by @collection and @request fields.",
+        ));
+    }
+    Ok(Some(filter))
+}
+
+fn parse_fields(text: &str) -> Result<Option<Fields>, RecordError> {
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    Fields::parse(text)
+        .map(Some)
+        .map_err(|err| RecordError::BadParam {
+            param: "fields",
+            reason: err.to_string(),
+        })
+}
+
+/// `SELECT <every field> FROM "<collection>"`.
+pub fn select_all(collection: &Collection) -> SelectStatement {
+    Query::select()
+        .columns(
+            collection
+                .fields
+                .iter()
+                .map(|f| (Alias::new(&collection.name), Alias::new(&f.name))),
+        )
+        .from(Alias::new(&collection.name))
+        .to_owned()
+}
+
+/// Runs `select` and decodes the rows as records of `collection`.
+pub async fn fetch(
+    txn: &DatabaseTransaction,
+    collection: &Arc<Collection>,
+    select: &SelectStatement,
+) -> Result<Vec<Record>, RecordError> {
+    let rows = txn
+        .query_all(txn.get_database_backend().build(select))
+        .await?;
+    rows.iter()
+        .map(|row| Record::from_row(collection.clone(), row).map_err(RecordError::from))
+        .collect()
+}
+
+/// The response JSON of records: expanded, shown as the requester may see them, and
+/// trimmed to `fields`.
+pub async fn present(
+    txn: &DatabaseTransaction,
+    env: &RecordsEnv,
+    requester: &Requester,
+    records: &[Record],
+    expand_param: &str,
+    fields_param: &str,
+) -> Result<Vec<Value>, RecordError> {
+    let fields = parse_fields(fields_param)?;
+    let paths = ExpandPaths::parse(expand_param)?;
+    let mut items: Vec<Value> = records
+        .iter()
+        .map(|record| record.to_json(requester.viewer_of(record)))
+        .collect();
+    if !paths.is_empty() {
+        expand(txn, env, requester, records, &mut items, &paths).await?;
+    }
+    if let Some(fields) = fields {
+        for item in &mut items {
+            fields.apply(item);
+        }
+    }
+    Ok(items)
+}
+
+/// A page of records the requester may list.
+pub async fn list(
+    txn: &DatabaseTransaction,
+    env: &RecordsEnv,
+    requester: &Requester,
+    collection: &str,
+    query: &ListQuery,
+) -> Result<Value, RecordError> {
+    let collection = env.collection(collection)?;
+    let dialect = dialect(txn);
+    let rule = env.rule_condition(
+        &collection,
+        "listRule",
+        collection.list_rule.as_deref(),
+        requester,
+        dialect,
+    )?;
+    let filter = parse_filter(&query.filter, requester)?;
+    let sort = (!query.sort.trim().is_empty())
+        .then(|| Sort::parse(&query.sort))
+        .transpose()
+        .map_err(|err| RecordError::BadParam {
+            param: "sort",
+            reason: err.to_string(),
+        })?;
+    if !requester.superuser()
+        && sort
+            .as_ref()
+            .is_some_and(|s| s.superuser_only_identifier().is_some())
+    {
+        return Err(RecordError::Forbidden(
+            "Only superusers can sort by @collection and @request fields.",
+        ));
+    }
+    let schema = env
+        .registry
+        .collection_schema(&collection.id)
+        .ok_or(RecordError::MissingCollection)?;
+    // The compiler is not `Send`: every statement is built before the first await.
+    let (select, count) = {
+        let compiler = Compiler::new(env.registry.as_ref(), &schema, &requester.request, dialect);
+        let mut conditions: Vec<SimpleExpr> = rule.into_iter().collect();
+        if let Some(filter) = &filter {
+            conditions.push(
+                compiler
+                    .filter(filter)
+                    .map_err(|err| RecordError::BadParam {
+                        param: "filter",
+                        reason: err.to_string(),
+                    })?,
+            );
+        }
+        let terms = match &sort {
+            Some(sort) => compiler.sort(sort).map_err(|err| RecordError::BadParam {
+                param: "sort",
+                reason: err.to_string(),
+            })?,
+            None => Vec::new(),
+        };
+        let mut select = select_all(&collection);
+        let mut count = Query::select();
+        count
+            .expr_as(
+                Func::count(Expr::col(sea_orm::sea_query::Asterisk)),
+                Alias::new("total"),
+            )
+            .from(Alias::new(&collection.name));
+        for condition in conditions {
+            select.and_where(condition.clone());
+            count.and_where(condition);
+        }
+        for term in &terms {
+            term.apply(&mut select);
+        }
+        select
+            .limit(query.per_page)
+            .offset((query.page - 1).saturating_mul(query.per_page));
+        (select, count)
+    };
+    let records = fetch(txn, &collection, &select).await?;
+
+    let (total_items, total_pages) = if query.skip_total {
+        (-1, -1)
+    } else {
+        let row = txn
+            .query_one(txn.get_database_backend().build(&count))
+            .await?
+            .ok_or(RecordError::NotFound)?;
+        let total: i64 = row.try_get("", "total")?;
+        let pages = (total + query.per_page as i64 - 1) / query.per_page as i64;
+        (total, pages)
+    };
+    let items = present(txn, env, requester, &records, &query.expand, &query.fields).await?;
+    Ok(json!({
+        "page": query.page,
+        "perPage": query.per_page,
+        "totalItems": total_items,
+        "totalPages": total_pages,
+        "items": items,
+    }))
+}
+
+/// Loads one record through `rule` (the view rule, or an update/delete rule):
+/// `NotFound` when it does not exist or the rule hides it.
+pub async fn find_visible(
+    txn: &DatabaseTransaction,
+    env: &RecordsEnv,
+    requester: &Requester,
+    collection: &Arc<Collection>,
+    rule_name: &'static str,
+    rule: Option<&str>,
+    id: &str,
+) -> Result<Record, RecordError> {
+    let condition = env.rule_condition(collection, rule_name, rule, requester, dialect(txn))?;
+    let mut select = select_all(collection);
+    select.and_where(Expr::col((Alias::new(&collection.name), Alias::new("id"))).eq(id));
+    if let Some(condition) = condition {
+        select.and_where(condition);
+    }
+    fetch(txn, collection, &select)
+        .await?
+        .into_iter()
+        .next()
+        .ok_or(RecordError::NotFound)
+}
+
+/// One record the requester may view.
+pub async fn view(
+    txn: &DatabaseTransaction,
+    env: &RecordsEnv,
+    requester: &Requester,
+    collection: &str,
+    id: &str,
+    expand_param: &str,
+    fields_param: &str,
+) -> Result<Value, RecordError> {
+    let collection = env.collection(collection)?;
+    let record = find_visible(
+        txn,
+        env,
+        requester,
+        &collection,
+        "viewRule",
+        collection.view_rule.as_deref(),
+        id,
+    )
+    .await?;
+    let mut items = present(
+        txn,
+        env,
+        requester,
+        std::slice::from_ref(&record),
+        expand_param,
+        fields_param,
+    )
+    .await?;
+    Ok(items.remove(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn list_parameters_follow_pocketbase_defaults_and_caps() {
+        let query = ListQuery::from_params(&params(&[]));
+        assert_eq!(
+            (query.page, query.per_page, query.skip_total),
+            (1, 30, false)
+        );
+        let query = ListQuery::from_params(&params(&[
+            ("page", "3"),
+            ("perPage", "5000"),
+            ("skipTotal", "1"),
+        ]));
+        assert_eq!(
+            (query.page, query.per_page, query.skip_total),
+            (3, 1000, true)
+        );
+        let query = ListQuery::from_params(&params(&[("page", "-2"), ("perPage", "abc")]));
+        assert_eq!((query.page, query.per_page), (1, 30));
+    }
+}

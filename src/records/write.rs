@@ -1,0 +1,582 @@
+//! Creating, updating and deleting records: every field validated, relations and
+//! unique indexes checked, the create/update/delete rule applied in SQL, auth
+//! records' passwords hashed, relations to deleted records cascaded or cleared.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
+
+use sea_orm::sea_query::{Alias, Expr, Query};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, SqlErr};
+use serde_json::{Map, Value};
+
+use super::expand::points_at;
+use super::read::{fetch, find_visible, select_all};
+use super::{dialect, RecordError, RecordsEnv, Requester};
+use crate::auth::passwords::{HashPassword, VerifyPassword};
+use crate::auth::sessions;
+use crate::collections::definition::Errors;
+use crate::collections::record::Record;
+use crate::collections::schema::IndexSpec;
+use crate::collections::validate::{self, FieldError};
+use crate::collections::{store, Collection, FieldKind};
+use crate::domain::filter::candidate_row;
+use crate::domain::ids::{new_record_id, now, random_alphanumeric};
+use crate::domain::password::Password;
+
+/// A password to hash and store, from a create or update of an auth record.
+struct NewPassword(Password);
+
+fn field_error(name: &str, code: &'static str, message: &str) -> (String, FieldError) {
+    (name.to_string(), FieldError::new(code, message))
+}
+
+/// Applies submitted `body` to `record`. On create every field is set (missing ones
+/// to their zero value, so required ones are caught); on update only submitted keys
+/// change. Auth records' password, email and verified flag follow PocketBase's
+/// rules. Errors are collected for every field at once.
+fn apply_body(
+    record: &mut Record,
+    existing: Option<&Record>,
+    body: &Map<String, Value>,
+    requester: &Requester,
+    errors: &mut Errors,
+) -> Option<NewPassword> {
+    let collection = record.collection.clone();
+    let creating = existing.is_none();
+    let superuser = requester.superuser();
+    let stamp = now();
+    for field in &collection.fields {
+        let name = field.name.as_str();
+        match &field.kind {
+            _ if name == "id" => {}
+            _ if collection.is_auth() && matches!(name, "tokenKey" | "password") => {}
+            FieldKind::Autodate {
+                on_create,
+                on_update,
+            } if (creating && *on_create) || (!creating && *on_update) => {
+                record.set(name, stamp.clone());
+            }
+            FieldKind::Autodate { .. } => {}
+            _ if collection.is_auth() && name == "verified" && !superuser => {
+                let changes = body.contains_key(name)
+                    && existing.is_some_and(|e| Some(&e.values[name]) != body.get(name));
+                if changes {
+                    errors.push(field_error(
+                        name,
+                        "validation_values_mismatch",
+                        "Only superusers can change the verified state.",
+                    ));
+                }
+            }
+            _ if creating || body.contains_key(name) => {
+                match validate::normalise(field, body.get(name).unwrap_or(&Value::Null)) {
+                    Ok(value) => {
+                        let changes_email = collection.is_auth()
+                            && name == "email"
+                            && existing.is_some_and(|e| e.values.get(name) != Some(&value));
+                        if changes_email && !superuser {
+                            errors.push(field_error(
+                                name,
+                                "validation_values_mismatch",
+                                "Use request-email-change to change the email.",
+                            ));
+                        } else {
+                            record.set(name, value);
+                        }
+                    }
+                    Err(err) => errors.push((name.to_string(), err)),
+                }
+            }
+            _ => {}
+        }
+    }
+    if !collection.is_auth() {
+        return None;
+    }
+    if creating {
+        record.set("tokenKey", random_alphanumeric(50));
+    }
+    let submitted = body.get("password").and_then(Value::as_str).unwrap_or("");
+    if !creating && submitted.is_empty() {
+        return None;
+    }
+    let password = match Password::parse(submitted) {
+        Ok(password) => Some(password),
+        Err(err) => {
+            errors.push(field_error("password", err.code(), &err.message()));
+            None
+        }
+    };
+    if body
+        .get("passwordConfirm")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        != submitted
+    {
+        errors.push(field_error(
+            "passwordConfirm",
+            "validation_values_mismatch",
+            "Values don't match.",
+        ));
+    }
+    password.map(NewPassword)
+}
+
+/// The create rule, checked on the submitted record before it is written.
+async fn check_create_rule(
+    txn: &DatabaseTransaction,
+    env: &RecordsEnv,
+    requester: &Requester,
+    record: &Record,
+) -> Result<(), RecordError> {
+    let collection = &record.collection;
+    if requester.superuser() {
+        return Ok(());
+    }
+    let dialect = dialect(txn);
+    let Some(condition) = env.rule_condition(
+        collection,
+        "createRule",
+        collection.create_rule.as_deref(),
+        requester,
+        dialect,
+    )?
+    else {
+        return Ok(());
+    };
+    let schema = env
+        .registry
+        .collection_schema(&collection.id)
+        .ok_or(RecordError::MissingCollection)?;
+    let check = Query::select()
+        .expr(Expr::val(1))
+        .from_subquery(
+            candidate_row(&schema, &record.values, dialect),
+            Alias::new(&collection.name),
+        )
+        .and_where(condition)
+        .to_owned();
+    let allowed = txn
+        .query_one(txn.get_database_backend().build(&check))
+        .await?
+        .is_some();
+    if allowed {
+        Ok(())
+    } else {
+        Err(RecordError::CreateRuleFailed)
+    }
+}
+
+/// Every relation id must name an existing record of its target collection.
+async fn check_relations(
+    txn: &DatabaseTransaction,
+    env: &RecordsEnv,
+    record: &Record,
+    errors: &mut Errors,
+) -> Result<(), RecordError> {
+    for field in &record.collection.fields {
+        let FieldKind::Relation {
+            collection_id,
+            min_select,
+            ..
+        } = &field.kind
+        else {
+            continue;
+        };
+        let ids: Vec<String> = match record.values.get(&field.name) {
+            Some(Value::String(id)) if !id.is_empty() => vec![id.clone()],
+            Some(Value::Array(items)) => items
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
+            _ => Vec::new(),
+        };
+        if ids.len() < *min_select as usize && (field.required || !ids.is_empty()) {
+            errors.push(field_error(
+                &field.name,
+                "validation_not_enough_values",
+                &format!("Select at least {min_select}."),
+            ));
+            continue;
+        }
+        if ids.is_empty() {
+            continue;
+        }
+        let target = env.collection(collection_id)?;
+        let select = Query::select()
+            .column(Alias::new("id"))
+            .from(Alias::new(&target.name))
+            .and_where(Expr::col(Alias::new("id")).is_in(ids.clone()))
+            .to_owned();
+        let found = txn
+            .query_all(txn.get_database_backend().build(&select))
+            .await?
+            .len();
+        if found != ids.len() {
+            errors.push(field_error(
+                &field.name,
+                "validation_missing_rel_records",
+                "Failed to find all relation records with the provided ids.",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Values taken by another record in a unique index are field errors.
+async fn check_unique(
+    txn: &DatabaseTransaction,
+    record: &Record,
+    errors: &mut Errors,
+) -> Result<(), RecordError> {
+    let collection = &record.collection;
+    for spec in collection
+        .indexes
+        .iter()
+        .filter_map(|sql| IndexSpec::parse(sql).ok())
+    {
+        if !spec.unique {
+            continue;
+        }
+        // A partial index (`WHERE column != ''`) ignores rows where that column is empty.
+        if spec
+            .where_not_empty
+            .as_deref()
+            .is_some_and(|column| record.text(column).is_empty())
+        {
+            continue;
+        }
+        let mut select = Query::select();
+        select
+            .expr(Expr::val(1))
+            .from(Alias::new(&collection.name))
+            .and_where(Expr::col(Alias::new("id")).ne(record.id()))
+            .limit(1);
+        for column in &spec.columns {
+            let Some((_, value)) = record
+                .column_values()
+                .into_iter()
+                .find(|(name, _)| name == column)
+            else {
+                continue;
+            };
+            select.and_where(Expr::col(Alias::new(column)).eq(value));
+        }
+        if txn
+            .query_one(txn.get_database_backend().build(&select))
+            .await?
+            .is_some()
+        {
+            for column in &spec.columns {
+                if !errors.iter().any(|(name, _)| name == column) {
+                    errors.push(field_error(
+                        column,
+                        "validation_not_unique",
+                        "Value must be unique.",
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn failed(message: &'static str, fields: Errors) -> RecordError {
+    RecordError::Validation { message, fields }
+}
+
+async fn hash(env: &RecordsEnv, password: NewPassword) -> Result<String, RecordError> {
+    Ok(env
+        .hasher
+        .send(HashPassword(password.0))
+        .await
+        .map_err(|_| RecordError::HasherGone)??)
+}
+
+/// Writes a new record; a unique violation that slipped past the check (a concurrent
+/// write) is still a field error, never a 500.
+async fn insert(
+    txn: &DatabaseTransaction,
+    record: &Record,
+    message: &'static str,
+) -> Result<(), RecordError> {
+    match store::insert(txn, record).await {
+        Err(err) if matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+            let column = unique_columns(&record.collection)
+                .next()
+                .unwrap_or_else(|| "id".into());
+            Err(failed(
+                message,
+                vec![field_error(
+                    &column,
+                    "validation_not_unique",
+                    "Value must be unique.",
+                )],
+            ))
+        }
+        other => Ok(other?),
+    }
+}
+
+fn unique_columns(collection: &Collection) -> impl Iterator<Item = String> + '_ {
+    collection
+        .indexes
+        .iter()
+        .filter_map(|sql| IndexSpec::parse(sql).ok())
+        .filter(|spec| spec.unique && spec.columns != ["tokenKey"])
+        .flat_map(|spec| spec.columns)
+}
+
+/// Creates a record of `collection` from `body`.
+pub async fn create(
+    txn: &DatabaseTransaction,
+    env: &RecordsEnv,
+    requester: &Requester,
+    collection: &str,
+    body: Map<String, Value>,
+) -> Result<Record, RecordError> {
+    const MESSAGE: &str = "Failed to create record.";
+    let collection = env.collection(collection)?;
+    if !requester.superuser() && collection.create_rule.is_none() {
+        return Err(RecordError::SuperusersOnly);
+    }
+    let mut requester = requester.clone();
+    requester.request.body = body.clone();
+    let mut record = Record::new(collection.clone());
+    let mut errors = Errors::new();
+    match body
+        .get("id")
+        .and_then(Value::as_str)
+        .filter(|id| !id.is_empty())
+    {
+        Some(id) if validate::is_record_id(id) => record.set("id", id),
+        Some(_) => errors.push(field_error(
+            "id",
+            "validation_invalid_format",
+            "Must be 15 characters of a-z and 0-9.",
+        )),
+        None => record.set("id", new_record_id()),
+    }
+    let password = apply_body(&mut record, None, &body, &requester, &mut errors);
+    if !errors.is_empty() {
+        return Err(failed(MESSAGE, errors));
+    }
+    check_create_rule(txn, env, &requester, &record).await?;
+    check_relations(txn, env, &record, &mut errors).await?;
+    check_unique(txn, &record, &mut errors).await?;
+    if store::find_by(txn, &collection, "id", record.id())
+        .await?
+        .is_some()
+    {
+        errors.push(field_error(
+            "id",
+            "validation_not_unique",
+            "Value must be unique.",
+        ));
+    }
+    if !errors.is_empty() {
+        return Err(failed(MESSAGE, errors));
+    }
+    if let Some(password) = password {
+        record.set("password", hash(env, password).await?);
+    }
+    insert(txn, &record, MESSAGE).await?;
+    Ok(record)
+}
+
+/// Updates the submitted fields of a record the update rule lets the requester change.
+pub async fn update(
+    txn: &DatabaseTransaction,
+    env: &RecordsEnv,
+    requester: &Requester,
+    collection: &str,
+    id: &str,
+    body: Map<String, Value>,
+) -> Result<Record, RecordError> {
+    const MESSAGE: &str = "Failed to update record.";
+    let collection = env.collection(collection)?;
+    let mut requester = requester.clone();
+    requester.request.body = body.clone();
+    let existing = find_visible(
+        txn,
+        env,
+        &requester,
+        &collection,
+        "updateRule",
+        collection.update_rule.as_deref(),
+        id,
+    )
+    .await?;
+    let mut record = existing.clone();
+    let mut errors = Errors::new();
+    let password = apply_body(&mut record, Some(&existing), &body, &requester, &mut errors);
+    if password.is_some() && !requester.superuser() {
+        let old = body
+            .get("oldPassword")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let matches = env
+            .hasher
+            .send(VerifyPassword {
+                hash: Some(existing.text("password").to_string()).filter(|h| !h.is_empty()),
+                password: old,
+            })
+            .await
+            .map_err(|_| RecordError::HasherGone)??;
+        if !matches {
+            errors.push(field_error(
+                "oldPassword",
+                "validation_invalid_old_password",
+                "Missing or invalid old password.",
+            ));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(failed(MESSAGE, errors));
+    }
+    check_relations(txn, env, &record, &mut errors).await?;
+    check_unique(txn, &record, &mut errors).await?;
+    if !errors.is_empty() {
+        return Err(failed(MESSAGE, errors));
+    }
+    let password_changed = password.is_some();
+    if let Some(password) = password {
+        record.set("password", hash(env, password).await?);
+    }
+    match store::update(txn, &record).await {
+        Err(err) if matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+            let column = unique_columns(&collection)
+                .next()
+                .unwrap_or_else(|| "id".into());
+            return Err(failed(
+                MESSAGE,
+                vec![field_error(
+                    &column,
+                    "validation_not_unique",
+                    "Value must be unique.",
+                )],
+            ));
+        }
+        other => other?,
+    }
+    if password_changed {
+        // A new password ends every other session of the account.
+        let keep = requester
+            .identity
+            .as_ref()
+            .filter(|identity| {
+                identity.record.collection.id == collection.id && identity.record.id() == id
+            })
+            .map(|identity| identity.session_id.clone());
+        let revoked = sessions::revoke_all(txn, &collection.id, id, keep.as_deref()).await?;
+        env.sessions.forget(&revoked);
+    }
+    Ok(record)
+}
+
+/// Deletes a record the delete rule lets the requester remove, cascading to records
+/// whose relation asks for it and clearing the references of the others.
+pub async fn delete(
+    txn: &DatabaseTransaction,
+    env: &RecordsEnv,
+    requester: &Requester,
+    collection: &str,
+    id: &str,
+) -> Result<Record, RecordError> {
+    let collection = env.collection(collection)?;
+    let record = find_visible(
+        txn,
+        env,
+        requester,
+        &collection,
+        "deleteRule",
+        collection.delete_rule.as_deref(),
+        id,
+    )
+    .await?;
+    let mut visited = HashSet::new();
+    remove(txn, env, &record, &mut visited).await?;
+    Ok(record)
+}
+
+/// Deletes `record` and handles what points at it; `visited` stops relation cycles.
+fn remove<'a>(
+    txn: &'a DatabaseTransaction,
+    env: &'a RecordsEnv,
+    record: &'a Record,
+    visited: &'a mut HashSet<(String, String)>,
+) -> Pin<Box<dyn Future<Output = Result<(), RecordError>> + Send + 'a>> {
+    Box::pin(async move {
+        let collection = record.collection.clone();
+        if !visited.insert((collection.id.clone(), record.id().to_string())) {
+            return Ok(());
+        }
+        let dialect = dialect(txn);
+        for source in env.registry.all() {
+            for field in &source.fields {
+                let FieldKind::Relation {
+                    collection_id,
+                    cascade_delete,
+                    ..
+                } = &field.kind
+                else {
+                    continue;
+                };
+                if *collection_id != collection.id {
+                    continue;
+                }
+                let mut select = select_all(&source);
+                let ids = [record.id().to_string()];
+                select.and_where(points_at(
+                    &source,
+                    &field.name,
+                    field.kind.is_multiple(),
+                    &ids,
+                    dialect,
+                ));
+                for mut other in fetch(txn, &source, &select).await? {
+                    if *cascade_delete {
+                        remove(txn, env, &other, visited).await?;
+                        continue;
+                    }
+                    let remaining = match other.values.get(&field.name) {
+                        Some(Value::Array(ids)) => Value::Array(
+                            ids.iter()
+                                .filter(|v| v.as_str() != Some(record.id()))
+                                .cloned()
+                                .collect(),
+                        ),
+                        _ => Value::String(String::new()),
+                    };
+                    let empty = remaining.as_str() == Some("")
+                        || remaining.as_array().is_some_and(Vec::is_empty);
+                    if field.required && empty {
+                        return Err(RecordError::RequiredRelation);
+                    }
+                    other.set(&field.name, remaining);
+                    store::update(txn, &other).await?;
+                }
+            }
+        }
+        let delete = Query::delete()
+            .from_table(Alias::new(&collection.name))
+            .and_where(Expr::col(Alias::new("id")).eq(record.id()))
+            .to_owned();
+        txn.execute(txn.get_database_backend().build(&delete))
+            .await?;
+        if collection.is_auth() {
+            let revoked = sessions::revoke_all(txn, &collection.id, record.id(), None).await?;
+            env.sessions.forget(&revoked);
+            let external = Query::delete()
+                .from_table(Alias::new("_externalAuths"))
+                .and_where(Expr::col(Alias::new("collectionRef")).eq(collection.id.as_str()))
+                .and_where(Expr::col(Alias::new("recordRef")).eq(record.id()))
+                .to_owned();
+            txn.execute(txn.get_database_backend().build(&external))
+                .await?;
+        }
+        Ok(())
+    })
+}

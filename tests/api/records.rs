@@ -1,0 +1,810 @@
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::on_both_backends;
+use crate::support::{spawn_app, Backend, TestApp};
+
+on_both_backends!(
+    crud_answers_with_pocketbases_envelope_and_status_codes,
+    pagination_totals_sort_and_skip_total,
+    filters_cover_each_operator_and_precedence,
+    injection_attempts_are_refused_or_harmless,
+    each_field_type_is_validated,
+    rules_for_guest_user_owner_and_superuser,
+    expand_inlines_relations_and_drops_hidden_ones,
+    fields_trims_the_answer,
+    deleting_cascades_or_clears_relations,
+    changing_a_password_needs_the_old_one_and_ends_other_sessions,
+);
+
+fn path(collection: &str, id: &Value) -> String {
+    format!(
+        "/api/collections/{collection}/records/{}",
+        id.as_str().unwrap()
+    )
+}
+
+async fn posts_app(backend: Backend) -> Option<(TestApp, String)> {
+    let app = spawn_app(backend).await?;
+    let admin = app.superuser_token("root@example.com").await;
+    app.create_collection(
+        &admin,
+        json!({
+            "name": "posts",
+            "listRule": "", "viewRule": "", "createRule": "", "updateRule": "", "deleteRule": "",
+            "fields": [
+                {"name": "title", "type": "text"},
+                {"name": "views", "type": "number"},
+                {"name": "published", "type": "bool"},
+                {"name": "tags", "type": "select", "values": ["rust", "web", "db"], "maxSelect": 3},
+                {"name": "created", "type": "autodate", "onCreate": true}
+            ],
+            "indexes": ["CREATE INDEX `idx_posts_views` ON `posts` (`views`)"]
+        }),
+    )
+    .await;
+    Some((app, admin))
+}
+
+async fn crud_answers_with_pocketbases_envelope_and_status_codes(backend: Backend) {
+    let Some((app, _)) = posts_app(backend).await else {
+        return;
+    };
+    let created = app
+        .create_record(
+            "posts",
+            None,
+            json!({"title": "Hello", "views": 3, "ignored": "x"}),
+        )
+        .await;
+    assert!(created.get("ignored").is_none(), "unknown keys are ignored");
+    assert_eq!(created["collectionName"], "posts");
+    let own_id = app
+        .create_record(
+            "posts",
+            None,
+            json!({"id": "abcdefghij12345", "title": "Mine"}),
+        )
+        .await;
+    assert_eq!(own_id["id"], "abcdefghij12345");
+
+    let (status, page) = app.get_json("/api/collections/posts/records", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(page["page"], 1);
+    assert_eq!(page["perPage"], 30);
+    assert_eq!(page["totalItems"], 2);
+    assert_eq!(page["totalPages"], 1);
+
+    let updated = app
+        .send(
+            Method::PATCH,
+            &path("posts", &created["id"]),
+            None,
+            Some(&json!({"views": 4})),
+        )
+        .await;
+    assert_eq!(updated.status(), 200);
+    let updated: Value = updated.json().await.unwrap();
+    assert_eq!(updated["views"], 4);
+    assert_eq!(
+        updated["title"], "Hello",
+        "a PATCH keeps the fields it does not name"
+    );
+
+    let deleted = app
+        .send(Method::DELETE, &path("posts", &created["id"]), None, None)
+        .await;
+    assert_eq!(deleted.status(), 204);
+    assert!(deleted.bytes().await.unwrap().is_empty());
+    assert_eq!(
+        app.get_json(&path("posts", &created["id"]), None).await.0,
+        404
+    );
+    assert_eq!(
+        app.send(Method::DELETE, &path("posts", &created["id"]), None, None)
+            .await
+            .status(),
+        404
+    );
+    assert_eq!(
+        app.get_json("/api/collections/nope/records", None).await.0,
+        404
+    );
+    let duplicate_id = app
+        .send(
+            Method::POST,
+            "/api/collections/posts/records",
+            None,
+            Some(&json!({"id": "abcdefghij12345"})),
+        )
+        .await;
+    assert_eq!(duplicate_id.status(), 400);
+    let bad_id = app
+        .send(
+            Method::POST,
+            "/api/collections/posts/records",
+            None,
+            Some(&json!({"id": "BAD"})),
+        )
+        .await;
+    assert_eq!(bad_id.status(), 400);
+}
+
+async fn pagination_totals_sort_and_skip_total(backend: Backend) {
+    let Some((app, _)) = posts_app(backend).await else {
+        return;
+    };
+    for i in 0..7 {
+        app.create_record("posts", None, json!({"title": format!("p{i}"), "views": i}))
+            .await;
+    }
+    let (_, page) = app
+        .get_json(
+            "/api/collections/posts/records?perPage=3&page=2&sort=-views",
+            None,
+        )
+        .await;
+    assert_eq!(page["perPage"], 3);
+    assert_eq!(page["totalItems"], 7);
+    assert_eq!(page["totalPages"], 3);
+    let views: Vec<i64> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["views"].as_i64().unwrap())
+        .collect();
+    assert_eq!(views, [3, 2, 1]);
+
+    let (_, last) = app
+        .get_json(
+            "/api/collections/posts/records?perPage=3&page=3&sort=views",
+            None,
+        )
+        .await;
+    assert_eq!(last["items"].as_array().unwrap().len(), 1);
+
+    let (_, skipped) = app
+        .get_json("/api/collections/posts/records?skipTotal=1&perPage=2", None)
+        .await;
+    assert_eq!(skipped["totalItems"], -1);
+    assert_eq!(skipped["totalPages"], -1);
+    assert_eq!(skipped["items"].as_array().unwrap().len(), 2);
+
+    let (_, capped) = app
+        .get_json("/api/collections/posts/records?perPage=5000", None)
+        .await;
+    assert_eq!(capped["perPage"], 1000, "the effective perPage is echoed");
+
+    let (_, random) = app
+        .get_json("/api/collections/posts/records?sort=@random", None)
+        .await;
+    assert_eq!(random["items"].as_array().unwrap().len(), 7);
+    assert_eq!(
+        app.get_json("/api/collections/posts/records?sort=nope", None)
+            .await
+            .0,
+        400
+    );
+}
+
+async fn filters_cover_each_operator_and_precedence(backend: Backend) {
+    let Some((app, _)) = posts_app(backend).await else {
+        return;
+    };
+    for (title, views, published, tags) in [
+        ("Rust web", 10, true, json!(["rust", "web"])),
+        ("Databases", 20, false, json!(["db"])),
+        ("Rusty nails", 30, true, json!([])),
+    ] {
+        app.create_record(
+            "posts",
+            None,
+            json!({"title": title, "views": views, "published": published, "tags": tags}),
+        )
+        .await;
+    }
+    let titles = |filter: &'static str| {
+        let app = &app;
+        let url = format!(
+            "/api/collections/posts/records?sort=views&filter={}",
+            url::form_urlencoded::byte_serialize(filter.as_bytes()).collect::<String>()
+        );
+        async move {
+            let (status, page) = app.get_json(&url, None).await;
+            assert_eq!(status, 200, "{filter}: {page}");
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["title"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(titles("views = 20").await, ["Databases"]);
+    assert_eq!(titles("views != 20").await, ["Rust web", "Rusty nails"]);
+    assert_eq!(titles("views > 10").await, ["Databases", "Rusty nails"]);
+    assert_eq!(titles("views >= 20").await, ["Databases", "Rusty nails"]);
+    assert_eq!(titles("views < 20").await, ["Rust web"]);
+    assert_eq!(titles("views <= 20").await, ["Rust web", "Databases"]);
+    assert_eq!(
+        titles("title ~ 'rust'").await,
+        ["Rust web", "Rusty nails"],
+        "~ is case-insensitive"
+    );
+    assert_eq!(titles("title !~ 'rust'").await, ["Databases"]);
+    assert_eq!(
+        titles("published = true && views > 10").await,
+        ["Rusty nails"]
+    );
+    assert_eq!(
+        titles("views = 10 || views = 30 && published = false").await,
+        ["Rust web"],
+        "&& binds tighter"
+    );
+    assert_eq!(
+        titles("(views = 10 || views = 30) && published = true").await,
+        ["Rust web", "Rusty nails"]
+    );
+    assert_eq!(titles("tags:each ?= 'db'").await, ["Databases"]);
+    assert_eq!(titles("tags:length = 0").await, ["Rusty nails"]);
+    assert_eq!(titles("created <= @now").await.len(), 3);
+    assert_eq!(
+        app.get_json("/api/collections/posts/records?filter=views%20%3D", None)
+            .await
+            .0,
+        400
+    );
+    assert_eq!(
+        app.get_json("/api/collections/posts/records?filter=nope%20%3D%201", None)
+            .await
+            .0,
+        400
+    );
+    // Guests may not reach into @request or @collection in a filter.
+    let (status, _) = app
+        .get_json(
+            "/api/collections/posts/records?filter=%40request.auth.id%20%3D%20''",
+            None,
+        )
+        .await;
+    assert_eq!(status, 403);
+}
+
+async fn injection_attempts_are_refused_or_harmless(backend: Backend) {
+    let Some((app, _)) = posts_app(backend).await else {
+        return;
+    };
+    app.create_record("posts", None, json!({"title": "safe", "views": 1}))
+        .await;
+    for (param, value) in [
+        ("filter", "title = 'x' OR 1=1"),
+        ("filter", "title = 'x'; DROP TABLE posts; --'"),
+        ("filter", "id) OR 1=1 --"),
+        ("filter", "title = \"' OR '1'='1\""),
+        ("sort", "title; DROP TABLE posts"),
+        ("sort", "(SELECT 1)"),
+        ("expand", "title); DROP TABLE posts; --"),
+        ("fields", "*,(SELECT password FROM _superusers)"),
+    ] {
+        let url = format!(
+            "/api/collections/posts/records?{param}={}",
+            url::form_urlencoded::byte_serialize(value.as_bytes()).collect::<String>()
+        );
+        let (status, body) = app.get_json(&url, None).await;
+        assert!(status == 400 || status == 200, "{param}={value}: {status}");
+        if status == 200 {
+            let text = body.to_string();
+            assert!(!text.contains("$argon2"), "{param}={value} leaked a hash");
+            if param == "filter" {
+                assert_eq!(body["totalItems"], 0, "{param}={value} matched everything");
+            }
+        }
+    }
+    let (_, page) = app.get_json("/api/collections/posts/records", None).await;
+    assert_eq!(
+        page["totalItems"], 1,
+        "the table is still there with its row"
+    );
+}
+
+async fn each_field_type_is_validated(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let admin = app.superuser_token("root@example.com").await;
+    app.create_collection(
+        &admin,
+        json!({"name": "typed", "createRule": "", "fields": [
+            {"name": "title", "type": "text", "required": true, "min": 2, "max": 5, "pattern": "^[a-z]+$"},
+            {"name": "count", "type": "number", "min": 1, "max": 10, "onlyInt": true},
+            {"name": "mail", "type": "email", "exceptDomains": ["spam.io"]},
+            {"name": "site", "type": "url"},
+            {"name": "when", "type": "date", "min": "2020-01-01 00:00:00.000Z"},
+            {"name": "kind", "type": "select", "values": ["a", "b"]},
+            {"name": "flag", "type": "bool", "required": true},
+            {"name": "data", "type": "json", "maxSize": 20}
+        ]}),
+    )
+    .await;
+    let attempt = |body: Value| {
+        let app = &app;
+        async move {
+            let response = app
+                .send(
+                    Method::POST,
+                    "/api/collections/typed/records",
+                    None,
+                    Some(&body),
+                )
+                .await;
+            (
+                response.status().as_u16(),
+                response.json::<Value>().await.unwrap(),
+            )
+        }
+    };
+    let valid = json!({"title": "abc", "count": 10, "mail": "x@y.co", "site": "https://a.io", "when": "2020-01-01", "kind": "b", "flag": true, "data": [1]});
+    assert_eq!(
+        attempt(valid.clone()).await.0,
+        200,
+        "the boundaries are inclusive"
+    );
+
+    for (field, value, code) in [
+        ("title", json!(""), "validation_required"),
+        ("title", json!("a"), "validation_min_text_constraint"),
+        ("title", json!("abcdef"), "validation_max_text_constraint"),
+        ("title", json!("ABC"), "validation_invalid_format"),
+        ("count", json!(0), "validation_min_number_constraint"),
+        ("count", json!(11), "validation_max_number_constraint"),
+        ("count", json!(1.5), "validation_only_int_constraint"),
+        ("count", json!("many"), "validation_invalid_number"),
+        ("mail", json!("nope"), "validation_is_email"),
+        ("mail", json!("a@spam.io"), "validation_domain_not_allowed"),
+        ("site", json!("ftp://x"), "validation_is_url"),
+        (
+            "when",
+            json!("2019-12-31"),
+            "validation_min_date_constraint",
+        ),
+        ("when", json!("someday"), "validation_invalid_date"),
+        ("kind", json!("c"), "validation_invalid_value"),
+        ("kind", json!(["a", "b"]), "validation_too_many_values"),
+        ("flag", json!(false), "validation_required"),
+        (
+            "data",
+            json!({"too": "large for twenty bytes"}),
+            "validation_json_size_limit",
+        ),
+    ] {
+        let mut body = valid.clone();
+        body[field] = value.clone();
+        let (status, error) = attempt(body).await;
+        assert_eq!(status, 400, "{field}={value}");
+        assert_eq!(error["message"], "Failed to create record.");
+        assert_eq!(
+            error["data"][field]["code"], code,
+            "{field}={value}: {error}"
+        );
+    }
+    assert_eq!(app.count_rows("typed").await, 1);
+}
+
+async fn rules_for_guest_user_owner_and_superuser(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let admin = app.superuser_token("root@example.com").await;
+    app.create_collection(
+        &admin,
+        json!({"name": "notes",
+        "listRule": "owner = @request.auth.id",
+        "viewRule": "owner = @request.auth.id",
+        "createRule": "@request.auth.id != '' && @request.body.owner = @request.auth.id",
+        "updateRule": "owner = @request.auth.id",
+        "deleteRule": null,
+        "fields": [
+            {"name": "text", "type": "text"},
+            {"name": "owner", "type": "relation", "collectionId": "users", "maxSelect": 1}
+        ]}),
+    )
+    .await;
+    let alice = app.user_token("alice@example.com").await;
+    let bob = app.user_token("bob@example.com").await;
+    let alice_id = crate::support::accounts::token_payload(&alice)["id"].clone();
+
+    // Create: guest and impersonation refused with 400, the owner's own note accepted.
+    let guest_create = app
+        .send(
+            Method::POST,
+            "/api/collections/notes/records",
+            None,
+            Some(&json!({"text": "x", "owner": alice_id})),
+        )
+        .await;
+    assert_eq!(guest_create.status(), 400);
+    let forged = app
+        .send(
+            Method::POST,
+            "/api/collections/notes/records",
+            Some(&bob),
+            Some(&json!({"text": "x", "owner": alice_id})),
+        )
+        .await;
+    assert_eq!(forged.status(), 400);
+    let note = app
+        .create_record(
+            "notes",
+            Some(&alice),
+            json!({"text": "secret", "owner": alice_id}),
+        )
+        .await;
+    assert_eq!(app.count_rows("notes").await, 1);
+
+    // List filters quietly; view and update answer 404 to non-owners.
+    assert_eq!(
+        app.get_json("/api/collections/notes/records", Some(&alice))
+            .await
+            .1["totalItems"],
+        1
+    );
+    assert_eq!(
+        app.get_json("/api/collections/notes/records", Some(&bob))
+            .await
+            .1["totalItems"],
+        0
+    );
+    assert_eq!(
+        app.get_json("/api/collections/notes/records", None).await.1["totalItems"],
+        0
+    );
+    assert_eq!(
+        app.get_json(&path("notes", &note["id"]), Some(&bob))
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        app.get_json(&path("notes", &note["id"]), Some(&alice))
+            .await
+            .0,
+        200
+    );
+    let bob_update = app
+        .send(
+            Method::PATCH,
+            &path("notes", &note["id"]),
+            Some(&bob),
+            Some(&json!({"text": "mine"})),
+        )
+        .await;
+    assert_eq!(bob_update.status(), 404);
+    let alice_update = app
+        .send(
+            Method::PATCH,
+            &path("notes", &note["id"]),
+            Some(&alice),
+            Some(&json!({"text": "edited"})),
+        )
+        .await;
+    assert_eq!(alice_update.status(), 200);
+
+    // A null rule is for superusers only: 403 for everyone else, even the owner.
+    let delete = app
+        .send(
+            Method::DELETE,
+            &path("notes", &note["id"]),
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(delete.status(), 403);
+    assert_eq!(
+        delete.json::<Value>().await.unwrap()["message"],
+        "Only superusers can perform this action."
+    );
+    // Superusers bypass every rule.
+    assert_eq!(
+        app.get_json("/api/collections/notes/records", Some(&admin))
+            .await
+            .1["totalItems"],
+        1
+    );
+    assert_eq!(
+        app.send(
+            Method::DELETE,
+            &path("notes", &note["id"]),
+            Some(&admin),
+            None
+        )
+        .await
+        .status(),
+        204
+    );
+
+    // The users collection's own rules: a user sees only their own record.
+    let (_, users) = app
+        .get_json("/api/collections/users/records", Some(&bob))
+        .await;
+    assert_eq!(users["totalItems"], 1);
+    assert_eq!(
+        users["items"][0]["email"], "bob@example.com",
+        "owners see their email"
+    );
+}
+
+async fn expand_inlines_relations_and_drops_hidden_ones(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let admin = app.superuser_token("root@example.com").await;
+    app.create_collection(
+        &admin,
+        json!({"name": "teams", "listRule": "", "viewRule": "", "createRule": "",
+        "fields": [{"name": "name", "type": "text"}]}),
+    )
+    .await;
+    app.create_collection(
+        &admin,
+        json!({"name": "people", "listRule": "", "viewRule": "hidden = false", "createRule": "",
+        "fields": [{"name": "name", "type": "text"}, {"name": "hidden", "type": "bool"},
+                   {"name": "team", "type": "relation", "collectionId": "teams", "maxSelect": 1}]}),
+    )
+    .await;
+    app.create_collection(&admin, json!({"name": "projects", "listRule": "", "viewRule": "", "createRule": "",
+        "fields": [{"name": "title", "type": "text"},
+                   {"name": "lead", "type": "relation", "collectionId": "people", "maxSelect": 1},
+                   {"name": "members", "type": "relation", "collectionId": "people", "maxSelect": 5}]})).await;
+    let team = app
+        .create_record("teams", None, json!({"name": "Core"}))
+        .await;
+    let ann = app
+        .create_record("people", None, json!({"name": "Ann", "team": team["id"]}))
+        .await;
+    let ben = app
+        .create_record("people", None, json!({"name": "Ben", "hidden": true}))
+        .await;
+    let project = app
+        .create_record(
+            "projects",
+            None,
+            json!({"title": "P", "lead": ann["id"], "members": [ann["id"], ben["id"]]}),
+        )
+        .await;
+
+    let (status, expanded) = app
+        .get_json(
+            &format!(
+                "{}?expand=lead.team,members,projects_via_lead",
+                path("projects", &project["id"])
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{expanded}");
+    assert_eq!(expanded["expand"]["lead"]["name"], "Ann");
+    assert_eq!(
+        expanded["expand"]["lead"]["expand"]["team"]["name"], "Core",
+        "nested expand"
+    );
+    let members = expanded["expand"]["members"].as_array().unwrap();
+    assert_eq!(
+        members.len(),
+        1,
+        "Ben is hidden by the people view rule: {members:?}"
+    );
+    assert_eq!(members[0]["name"], "Ann");
+
+    let (_, person) = app
+        .get_json(
+            &format!("{}?expand=projects_via_lead", path("people", &ann["id"])),
+            None,
+        )
+        .await;
+    assert_eq!(
+        person["expand"]["projects_via_lead"][0]["title"], "P",
+        "back-relation"
+    );
+
+    let (_, list) = app
+        .get_json("/api/collections/projects/records?expand=lead", None)
+        .await;
+    assert_eq!(list["items"][0]["expand"]["lead"]["name"], "Ann");
+    assert_eq!(
+        app.get_json(
+            "/api/collections/projects/records?expand=a.b.c.d.e.f.g",
+            None
+        )
+        .await
+        .0,
+        400
+    );
+}
+
+async fn fields_trims_the_answer(backend: Backend) {
+    let Some((app, _)) = posts_app(backend).await else {
+        return;
+    };
+    let post = app
+        .create_record("posts", None, json!({"title": "Trim me", "views": 9}))
+        .await;
+    let (_, page) = app
+        .get_json("/api/collections/posts/records?fields=id,title", None)
+        .await;
+    let item = page["items"][0].as_object().unwrap();
+    assert_eq!(item.keys().collect::<Vec<_>>(), ["id", "title"]);
+    let (_, one) = app
+        .get_json(
+            &format!("{}?fields=views", path("posts", &post["id"])),
+            None,
+        )
+        .await;
+    assert_eq!(one, json!({"views": 9}));
+}
+
+async fn deleting_cascades_or_clears_relations(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let admin = app.superuser_token("root@example.com").await;
+    let everyone = json!({"listRule": "", "viewRule": "", "createRule": "", "updateRule": "", "deleteRule": ""});
+    let with = |extra: Value| {
+        let mut definition = everyone.clone();
+        definition
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        definition
+    };
+    app.create_collection(
+        &admin,
+        with(json!({"name": "threads", "fields": [{"name": "title", "type": "text"}]})),
+    )
+    .await;
+    app.create_collection(&admin, with(json!({"name": "replies", "fields": [
+        {"name": "thread", "type": "relation", "collectionId": "threads", "maxSelect": 1, "cascadeDelete": true}]}))).await;
+    app.create_collection(
+        &admin,
+        with(json!({"name": "bookmarks", "fields": [
+        {"name": "threads", "type": "relation", "collectionId": "threads", "maxSelect": 5}]})),
+    )
+    .await;
+    app.create_collection(&admin, with(json!({"name": "pins", "fields": [
+        {"name": "thread", "type": "relation", "collectionId": "threads", "maxSelect": 1, "required": true}]}))).await;
+
+    let first = app
+        .create_record("threads", None, json!({"title": "one"}))
+        .await;
+    let second = app
+        .create_record("threads", None, json!({"title": "two"}))
+        .await;
+    app.create_record("replies", None, json!({"thread": first["id"]}))
+        .await;
+    let bookmark = app
+        .create_record(
+            "bookmarks",
+            None,
+            json!({"threads": [first["id"], second["id"]]}),
+        )
+        .await;
+    app.create_record("pins", None, json!({"thread": second["id"]}))
+        .await;
+
+    assert_eq!(
+        app.send(Method::DELETE, &path("threads", &first["id"]), None, None)
+            .await
+            .status(),
+        204
+    );
+    assert_eq!(app.count_rows("replies").await, 0, "cascaded");
+    let (_, kept) = app
+        .get_json(&path("bookmarks", &bookmark["id"]), None)
+        .await;
+    assert_eq!(
+        kept["threads"],
+        json!([second["id"]]),
+        "the reference was removed"
+    );
+
+    let blocked = app
+        .send(Method::DELETE, &path("threads", &second["id"]), None, None)
+        .await;
+    assert_eq!(
+        blocked.status(),
+        400,
+        "a required relation still points at it"
+    );
+    assert_eq!(app.count_rows("threads").await, 1, "nothing was deleted");
+    let (_, still) = app
+        .get_json(&path("bookmarks", &bookmark["id"]), None)
+        .await;
+    assert_eq!(
+        still["threads"],
+        json!([second["id"]]),
+        "the failed delete changed nothing"
+    );
+
+    let missing = app
+        .send(
+            Method::POST,
+            "/api/collections/replies/records",
+            None,
+            Some(&json!({"thread": "zzzzzzzzzzzzzzz"})),
+        )
+        .await;
+    assert_eq!(missing.status(), 400);
+    assert_eq!(
+        missing.json::<Value>().await.unwrap()["data"]["thread"]["code"],
+        "validation_missing_rel_records"
+    );
+}
+
+async fn changing_a_password_needs_the_old_one_and_ends_other_sessions(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let record = app.register("pat@example.com", "password-123").await;
+    let (laptop, _) = app.login("users", "pat@example.com", "password-123").await;
+    let (phone, _) = app.login("users", "pat@example.com", "password-123").await;
+    let me = path("users", &record["id"]);
+
+    let without_old = app
+        .send(
+            Method::PATCH,
+            &me,
+            Some(&laptop),
+            Some(&json!({"password": "new-password-1", "passwordConfirm": "new-password-1"})),
+        )
+        .await;
+    assert_eq!(without_old.status(), 400);
+    assert_eq!(
+        without_old.json::<Value>().await.unwrap()["data"]["oldPassword"]["code"],
+        "validation_invalid_old_password"
+    );
+
+    let changed = app
+        .send(
+            Method::PATCH,
+            &me,
+            Some(&laptop),
+            Some(&json!({"oldPassword": "password-123", "password": "new-password-1", "passwordConfirm": "new-password-1"})),
+        )
+        .await;
+    assert_eq!(changed.status(), 200);
+    let sessions = "/api/collections/users/sessions";
+    assert_eq!(
+        app.get_json(sessions, Some(&laptop)).await.0,
+        200,
+        "the session that changed it stays"
+    );
+    assert_eq!(
+        app.get_json(sessions, Some(&phone)).await.0,
+        401,
+        "other sessions end"
+    );
+    app.login("users", "pat@example.com", "new-password-1")
+        .await;
+
+    let email = app
+        .send(
+            Method::PATCH,
+            &me,
+            Some(&laptop),
+            Some(&json!({"email": "other@example.com"})),
+        )
+        .await;
+    assert_eq!(
+        email.status(),
+        400,
+        "emails change through request-email-change"
+    );
+    let verified = app
+        .send(
+            Method::PATCH,
+            &me,
+            Some(&laptop),
+            Some(&json!({"verified": true})),
+        )
+        .await;
+    assert_eq!(verified.status(), 400);
+}
