@@ -3,7 +3,7 @@
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
-use actix::Arbiter;
+use actix::{Arbiter, Supervisor};
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::web;
 use sea_orm::{DatabaseConnection, DbErr};
@@ -12,12 +12,16 @@ use crate::actors::auth::AuthActor;
 use crate::actors::balancer::{BalancerActor, Upstreams};
 use crate::actors::cache::{CacheActor, ResponseCache};
 use crate::actors::database::{DatabaseActor, Db};
+use crate::actors::maintenance::Maintenance;
 use crate::actors::supervisor::{stop_arbiters, ActorPool};
 use crate::auth::passwords::PasswordHasher;
-use crate::auth::rate_limit::InProcessLimiter;
+use crate::auth::rate_limit::{InProcessLimiter, RateLimiter};
 use crate::auth::service::AuthService;
 use crate::auth::sessions::SessionGuard;
 use crate::auth::tokens::TokenSigner;
+use crate::cluster::bus::{BusHandler, BusListener, BusMessage, ClusterBus};
+use crate::cluster::limiter::RedisLimiter;
+use crate::cluster::Redis;
 use crate::collections::{store, Registry};
 use crate::config::{ConfigError, Settings};
 use crate::db;
@@ -44,6 +48,8 @@ pub enum StartError {
     Database(#[from] DbErr),
     #[error("auth: {0}")]
     Auth(String),
+    #[error("redis: {0}")]
+    Redis(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -51,6 +57,34 @@ pub enum StartError {
     },
     #[error(transparent)]
     Io(#[from] std::io::Error),
+}
+
+/// What this instance does when another one reports a change on the cluster bus.
+fn cluster_handlers(
+    sessions: &Arc<SessionGuard>,
+    registry: &Arc<Registry>,
+    conn: &DatabaseConnection,
+) -> Vec<BusHandler> {
+    let sessions = sessions.clone();
+    let (registry, conn) = (registry.clone(), conn.clone());
+    vec![
+        Arc::new(move |message: &BusMessage| {
+            if let BusMessage::SessionsRevoked { sids } = message {
+                sessions.forget_here(sids);
+            }
+        }),
+        Arc::new(move |message: &BusMessage| {
+            if *message == BusMessage::CollectionsChanged {
+                let (registry, conn) = (registry.clone(), conn.clone());
+                actix_web::rt::spawn(async move {
+                    match store::load_collections(&conn).await {
+                        Ok(collections) => registry.replace(collections),
+                        Err(err) => tracing::warn!(%err, "could not reload collections"),
+                    }
+                });
+            }
+        }),
+    ]
 }
 
 /// A running instance: the HTTP server and the actors behind it.
@@ -128,7 +162,30 @@ impl Application {
             settings.auth.session_cache_capacity,
             settings.auth.session_cache_ttl,
         ));
-        let records = Arc::new(RecordsEnv::new(registry.clone(), hasher, sessions));
+        let redis = (!settings.redis.url.is_empty())
+            .then(|| Redis::start(settings.redis.url.expose(), &settings.redis.key_prefix))
+            .transpose()
+            .map_err(|err| StartError::Redis(err.to_string()))?;
+        let bus = redis.clone().map(ClusterBus::new);
+        let mut cluster_arbiters = Vec::new();
+        if let Some(bus) = &bus {
+            sessions.attach_bus(bus.clone());
+            let handlers = cluster_handlers(&sessions, &registry, &conn);
+            let (bus, metrics) = (bus.clone(), metrics.clone());
+            let arbiter = Arbiter::new();
+            Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
+                BusListener::new(bus, handlers, metrics)
+            });
+            cluster_arbiters.push(arbiter);
+        }
+        let limiter: Arc<dyn RateLimiter> = match &redis {
+            Some(redis) => Arc::new(RedisLimiter::new(
+                redis.clone(),
+                settings.auth.rate_limits.clone(),
+            )),
+            None => Arc::new(InProcessLimiter::new(&settings.auth.rate_limits)),
+        };
+        let records = Arc::new(RecordsEnv::new(registry.clone(), hasher, sessions, bus));
 
         let (db, db_arbiters) = ActorPool::start(settings.database_actors(), {
             let conn = conn.clone();
@@ -155,12 +212,23 @@ impl Application {
             db.clone(),
             records,
             signer,
-            Arc::new(InProcessLimiter::new(&settings.auth.rate_limits)),
+            limiter,
             settings.auth.clone(),
         ));
         let (auth, auth_arbiters) = ActorPool::start(settings.auth_actors(), {
             let metrics = metrics.clone();
             move || AuthActor::new(auth_service.clone(), metrics.clone())
+        });
+
+        let maintenance_arbiter = Arbiter::new();
+        Supervisor::start_in_arbiter(&maintenance_arbiter.handle(), {
+            let (db, redis, settings, metrics) = (
+                db.clone(),
+                redis.clone(),
+                settings.maintenance.clone(),
+                metrics.clone(),
+            );
+            move |_| Maintenance::new(db.clone(), redis.clone(), settings.clone(), metrics.clone())
         });
 
         let settings = Arc::new(settings);
@@ -170,6 +238,7 @@ impl Application {
             started: std::time::Instant::now(),
             db: db.clone(),
             auth,
+            redis,
             metrics,
             static_site,
             openapi: openapi::document(),
@@ -190,10 +259,13 @@ impl Application {
             .map(|tls| tls.listener.local_addr())
             .transpose()?;
         let server = http::server(&settings, listener, tls, state)?;
-        // Stopped in this order: the front-of-house actors, then auth, then database.
+        // Stopped in this order: the front-of-house actors, auth, cluster, maintenance,
+        // then the database.
         let arbiters = [balancer_arbiter, cache_arbiter]
             .into_iter()
             .chain(auth_arbiters)
+            .chain(cluster_arbiters)
+            .chain([maintenance_arbiter])
             .chain(db_arbiters)
             .collect();
         Ok(Self {

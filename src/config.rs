@@ -40,6 +40,27 @@ pub struct Settings {
     pub cache: CacheSettings,
     pub tls: TlsSettings,
     pub limits: LimitSettings,
+    pub redis: RedisSettings,
+    pub maintenance: MaintenanceSettings,
+}
+
+/// Periodic cleanup, run by one instance of a cluster at a time.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceSettings {
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Sessions expired or revoked longer ago than this are deleted.
+    #[serde(with = "humantime_serde")]
+    pub session_retention: Duration,
+}
+
+/// The Redis server instances of a cluster share; none when `url` is empty.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    pub url: ConnectionUrl,
+    pub key_prefix: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -68,7 +89,7 @@ pub struct ApiSettings {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseSettings {
-    pub url: DatabaseUrl,
+    pub url: ConnectionUrl,
     pub schema: String,
     pub max_connections: u32,
     #[serde(with = "humantime_serde")]
@@ -461,12 +482,13 @@ impl Serialize for Secret {
     }
 }
 
-/// A database URL; its password never appears in `Debug` output or in `gatehouse config`.
+/// A database or Redis URL; its password never appears in `Debug` output or in
+/// `gatehouse config`.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
-pub struct DatabaseUrl(String);
+pub struct ConnectionUrl(String);
 
-impl DatabaseUrl {
+impl ConnectionUrl {
     pub fn new(url: impl Into<String>) -> Self {
         Self(url.into())
     }
@@ -474,6 +496,10 @@ impl DatabaseUrl {
     /// The URL with its password, for connecting only.
     pub fn expose(&self) -> &str {
         &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 
     pub fn is_sqlite(&self) -> bool {
@@ -503,13 +529,13 @@ impl DatabaseUrl {
     }
 }
 
-impl fmt::Debug for DatabaseUrl {
+impl fmt::Debug for ConnectionUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.redacted())
     }
 }
 
-impl Serialize for DatabaseUrl {
+impl Serialize for ConnectionUrl {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&self.redacted())
     }
@@ -761,6 +787,19 @@ impl Settings {
                 "needs iterations >= 1, parallelism >= 1 and memory_kib >= 8 * parallelism",
             ));
         }
+        let redis = &self.redis.url;
+        if !redis.is_empty()
+            && !redis.expose().starts_with("redis://")
+            && !redis.expose().starts_with("rediss://")
+        {
+            return Err(invalid(
+                "redis.url",
+                "must be empty or start with redis:// or rediss://",
+            ));
+        }
+        if self.redis.key_prefix.is_empty() || self.redis.key_prefix.contains(char::is_whitespace) {
+            return Err(invalid("redis.key_prefix", "must be a non-empty word"));
+        }
         for origin in &self.api.cors_origins {
             let canonical = url::Url::parse(origin).map(|url| url.origin().ascii_serialization());
             if origin != "*" && canonical.as_deref() != Ok(origin.as_str()) {
@@ -864,8 +903,8 @@ fn describe_source(meta: &Metadata, path: &[String]) -> String {
 }
 
 /// A SQLite URL for a database file, created when missing.
-pub fn sqlite_url_for(path: &Path) -> DatabaseUrl {
-    DatabaseUrl::new(format!("sqlite://{}?mode=rwc", path.display()))
+pub fn sqlite_url_for(path: &Path) -> ConnectionUrl {
+    ConnectionUrl::new(format!("sqlite://{}?mode=rwc", path.display()))
 }
 
 #[cfg(test)]
@@ -887,7 +926,7 @@ mod tests {
 
     #[test]
     fn database_password_is_redacted_everywhere_it_could_be_printed() {
-        let url = DatabaseUrl::new("postgres://app:s3cret@db.internal:5432/app");
+        let url = ConnectionUrl::new("postgres://app:s3cret@db.internal:5432/app");
         assert!(!format!("{url:?}").contains("s3cret"));
         let mut settings = Settings::defaults();
         settings.database.url = url.clone();
@@ -898,7 +937,7 @@ mod tests {
 
     #[test]
     fn sqlite_paths_are_read_from_urls() {
-        let path = |url: &str| DatabaseUrl::new(url).sqlite_path();
+        let path = |url: &str| ConnectionUrl::new(url).sqlite_path();
         assert_eq!(
             path("sqlite://a/b.db?mode=rwc"),
             Some(PathBuf::from("a/b.db"))

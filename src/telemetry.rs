@@ -27,6 +27,7 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     pub http_duration: HistogramVec,
     pub actor_restarts: IntCounterVec,
+    pub maintenance_runs: prometheus::IntCounter,
 }
 
 impl Metrics {
@@ -58,10 +59,16 @@ impl Metrics {
             &["actor"],
         )
         .expect("valid metric");
+        let maintenance_runs = prometheus::IntCounter::new(
+            "maintenance_runs_total",
+            "Cleanup rounds this instance ran",
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_duration.clone()),
             Box::new(actor_restarts.clone()),
+            Box::new(maintenance_runs.clone()),
         ] {
             registry
                 .register(collector)
@@ -72,6 +79,7 @@ impl Metrics {
             http_requests,
             http_duration,
             actor_restarts,
+            maintenance_runs,
         }
     }
 

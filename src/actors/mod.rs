@@ -12,5 +12,6 @@ pub mod auth;
 pub mod balancer;
 pub mod cache;
 pub mod database;
+pub mod maintenance;
 pub mod records;
 pub mod supervisor;

@@ -134,6 +134,9 @@ fn change_schema<C: SchemaChange>(
         let _guard = env.schema_lock.lock().await;
         let (output, collections) = run.await?;
         env.registry.replace(collections);
+        if let Some(bus) = &env.bus {
+            bus.publish(crate::cluster::bus::BusMessage::CollectionsChanged);
+        }
         Ok(output)
     })
 }

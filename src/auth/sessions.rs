@@ -10,6 +10,7 @@ use sea_orm::{ConnectionTrait, DbErr, QueryResult};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::cluster::bus::{BusMessage, ClusterBus};
 use crate::collections::record::Record;
 
 /// A row of `_sessions`.
@@ -208,6 +209,8 @@ pub struct SessionGuard {
     /// Kept longer than `valid`'s entries live, so that a validation that raced a
     /// logout cannot put the revoked session back.
     revoked: moka::sync::Cache<String, ()>,
+    /// In a cluster, revocations are told to the other instances too.
+    bus: std::sync::OnceLock<ClusterBus>,
 }
 
 impl SessionGuard {
@@ -221,7 +224,13 @@ impl SessionGuard {
                 .max_capacity(capacity)
                 .time_to_live((ttl * 2).max(Duration::from_secs(60)))
                 .build(),
+            bus: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Tells other instances about revocations from now on.
+    pub fn attach_bus(&self, bus: ClusterBus) {
+        let _ = self.bus.set(bus);
     }
 
     pub fn get(&self, sid: &str) -> Option<Arc<ValidSession>> {
@@ -246,8 +255,18 @@ impl SessionGuard {
         self.revoked.contains_key(sid)
     }
 
-    /// Marks sessions revoked and drops them from the cache.
+    /// Marks sessions revoked here and, in a cluster, on every other instance.
     pub fn forget(&self, sids: &[String]) {
+        self.forget_here(sids);
+        if let (Some(bus), false) = (self.bus.get(), sids.is_empty()) {
+            bus.publish(BusMessage::SessionsRevoked {
+                sids: sids.to_vec(),
+            });
+        }
+    }
+
+    /// Marks sessions revoked and drops them from this instance's cache.
+    pub fn forget_here(&self, sids: &[String]) {
         for sid in sids {
             self.revoked.insert(sid.clone(), ());
             self.valid.invalidate(sid);

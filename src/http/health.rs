@@ -26,29 +26,49 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
-/// The instance can serve: its database answers.
+/// The instance can serve: its database (and, in a cluster, Redis) answers.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "Every dependency answers", content_type = "application/json"),
         (status = 503, description = "A dependency does not answer; `data` names it", body = crate::error::ErrorBody),
     ))]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    match state.db.ping().await {
-        Ok(()) => Ok(HttpResponse::Ok().json(json!({
-            "status": "ready",
-            "checks": { "database": "ok" },
-        }))),
-        Err(err) => {
-            tracing::warn!(%err, "readiness check failed");
-            Err(
-                ApiError::unavailable(format!("Not ready: database: {err}")).with_field(
-                    "database",
-                    "not_ready",
-                    &err.to_string(),
-                ),
-            )
+    let database = state.db.ping().await.map_err(|err| err.to_string());
+    let redis = match &state.redis {
+        Some(redis) => Some(
+            match tokio::time::timeout(std::time::Duration::from_secs(2), redis.ping()).await {
+                Ok(result) => result.map_err(|err| err.to_string()),
+                Err(_) => Err("Redis did not answer within 2s".to_string()),
+            },
+        ),
+        None => None,
+    };
+    let checks = [("database", Some(&database)), ("redis", redis.as_ref())];
+    let failed: Vec<(&str, &String)> = checks
+        .iter()
+        .filter_map(|(name, result)| match result {
+            Some(Err(reason)) => Some((*name, reason)),
+            _ => None,
+        })
+        .collect();
+    if failed.is_empty() {
+        let mut report = serde_json::Map::new();
+        for (name, result) in checks {
+            if result.is_some() {
+                report.insert(name.to_string(), json!("ok"));
+            }
         }
+        return Ok(HttpResponse::Ok().json(json!({ "status": "ready", "checks": report })));
     }
+    let summary: Vec<String> = failed
+        .iter()
+        .map(|(name, reason)| format!("{name}: {reason}"))
+        .collect();
+    tracing::warn!(failed = ?summary, "readiness check failed");
+    Err(failed.into_iter().fold(
+        ApiError::unavailable(format!("Not ready: {}", summary.join("; "))),
+        |api, (name, reason)| api.with_field(name, "not_ready", reason),
+    ))
 }
 
 /// PocketBase-compatible API health check.

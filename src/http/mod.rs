@@ -48,6 +48,8 @@ pub struct AppState {
     pub started: std::time::Instant,
     pub db: Db,
     pub auth: Auth,
+    /// The cluster's Redis, when configured (readiness checks it).
+    pub redis: Option<crate::cluster::Redis>,
     pub metrics: Arc<Metrics>,
     pub static_site: StaticSite,
     pub openapi: String,

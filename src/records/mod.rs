@@ -22,6 +22,7 @@ use crate::actors::database::DbError;
 use crate::auth::passwords::{HashError, PasswordHasher};
 use crate::auth::sessions::SessionGuard;
 use crate::auth::AuthIdentity;
+use crate::cluster::bus::ClusterBus;
 use crate::collections::definition::Errors;
 use crate::collections::record::{Record, Viewer};
 use crate::collections::{Collection, Registry};
@@ -36,6 +37,8 @@ pub struct RecordsEnv {
     /// Collection changes run one at a time, each from the registry as the previous
     /// one left it.
     pub schema_lock: tokio::sync::Mutex<()>,
+    /// In a cluster, collection changes are told to the other instances.
+    pub bus: Option<ClusterBus>,
 }
 
 impl RecordsEnv {
@@ -43,12 +46,14 @@ impl RecordsEnv {
         registry: Arc<Registry>,
         hasher: Addr<PasswordHasher>,
         sessions: Arc<SessionGuard>,
+        bus: Option<ClusterBus>,
     ) -> Self {
         Self {
             registry,
             hasher,
             sessions,
             schema_lock: tokio::sync::Mutex::new(()),
+            bus,
         }
     }
 }

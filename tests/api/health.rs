@@ -86,7 +86,7 @@ async fn postgres_connection_cut() {
     via_proxy.set_port(Some(proxy.addr.port())).unwrap();
 
     let Some(app) = spawn_app_with(Backend::Postgres, |settings| {
-        settings.database.url = gatehouse::config::DatabaseUrl::new(via_proxy.to_string());
+        settings.database.url = gatehouse::config::ConnectionUrl::new(via_proxy.to_string());
         settings.database.connect_timeout = std::time::Duration::from_secs(1);
     })
     .await

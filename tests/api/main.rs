@@ -10,6 +10,7 @@ mod cache;
 mod collections;
 mod front;
 mod health;
+mod maintenance;
 mod oauth;
 mod proxy;
 mod records;

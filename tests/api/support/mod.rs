@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use actix_web::dev::ServerHandle;
 use gatehouse::actors::database::Db;
 use gatehouse::app::Application;
-use gatehouse::config::{sqlite_url_for, DatabaseUrl, Settings};
+use gatehouse::config::{sqlite_url_for, ConnectionUrl, Settings};
 
 /// The database a test runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,7 +185,7 @@ pub async fn spawn_app_with(
                 return None;
             };
             let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
-            settings.database.url = DatabaseUrl::new(url.clone());
+            settings.database.url = ConnectionUrl::new(url.clone());
             settings.database.schema = schema.clone();
             postgres_schema = Some((url, schema));
         }

@@ -1,0 +1,403 @@
+//! Several `gatehouse serve` processes sharing one PostgreSQL schema and one Redis key
+//! prefix behave as one service. Fault tests use a private `redis-server` on a
+//! random port, never the shared one.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::support::{free_port, gatehouse, run, stderr, Server};
+
+const SECRET: &str = "cluster-test-secret-0123456789abcdefghijklmnopqrstuvwxyz";
+
+struct ClusterEnv {
+    database: String,
+    schema: String,
+    redis: String,
+    prefix: String,
+}
+
+fn skip(test: &str, reason: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {reason}");
+}
+
+/// PostgreSQL and Redis from the environment, with a fresh schema and key prefix.
+fn cluster_env(test: &str) -> Option<ClusterEnv> {
+    let database = std::env::var("DATABASE_URL")
+        .ok()
+        .filter(|u| u.starts_with("postgres"));
+    let redis = std::env::var("REDIS_URL")
+        .ok()
+        .filter(|u| u.starts_with("redis"));
+    match (database, redis) {
+        (Some(database), Some(redis)) => {
+            let id = gatehouse::domain::ids::new_record_id();
+            Some(ClusterEnv {
+                database,
+                schema: format!("c_{id}"),
+                redis,
+                prefix: format!("test-{id}"),
+            })
+        }
+        _ => {
+            skip(
+                test,
+                "DATABASE_URL (PostgreSQL) and REDIS_URL must both be set (.ci/run sets them)",
+            );
+            None
+        }
+    }
+}
+
+impl Drop for ClusterEnv {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args([
+                &self.database,
+                "-qc",
+                &format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.schema),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn instance(dir: &Path, env: &ClusterEnv, redis_url: &str) -> Command {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut command = gatehouse(dir);
+    command
+        .env("GATEHOUSE__DATABASE__URL", &env.database)
+        .env("GATEHOUSE__DATABASE__SCHEMA", &env.schema)
+        .env("GATEHOUSE__REDIS__URL", redis_url)
+        .env("GATEHOUSE__REDIS__KEY_PREFIX", &env.prefix)
+        .env("GATEHOUSE__AUTH__TOKEN_SECRET", SECRET)
+        .env("GATEHOUSE__STATIC__ROOT", repo.join("public"))
+        .env("GATEHOUSE__LOG__LEVEL", "warn");
+    command
+}
+
+async fn post(server: &Server, path: &str, token: Option<&str>, body: &Value) -> reqwest::Response {
+    let mut request = reqwest::Client::new().post(server.url(path)).json(body);
+    if let Some(token) = token {
+        request = request.header("authorization", token);
+    }
+    request.send().await.unwrap()
+}
+
+async fn get(server: &Server, path: &str, token: Option<&str>) -> reqwest::Response {
+    let mut request = reqwest::Client::new().get(server.url(path));
+    if let Some(token) = token {
+        request = request.header("authorization", token);
+    }
+    request.send().await.unwrap()
+}
+
+/// Polls `check` until it holds, for at most five seconds.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{what} did not happen within 5s");
+}
+
+#[tokio::test]
+async fn sessions_logout_limits_and_collections_cross_instances() {
+    let Some(env) = cluster_env("sessions_logout_limits_and_collections_cross_instances") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = instance(dir.path(), &env, &env.redis);
+    first.env(
+        "GATEHOUSE__AUTH__RATE_LIMITS__REGISTER_PER_IP__REQUESTS",
+        "3",
+    );
+    let a = Server::start(first).await;
+    let mut second = instance(dir.path(), &env, &env.redis);
+    second.env(
+        "GATEHOUSE__AUTH__RATE_LIMITS__REGISTER_PER_IP__REQUESTS",
+        "3",
+    );
+    let b = Server::start(second).await;
+
+    // A session opened on A authenticates on B.
+    let credentials = json!({"email": "sam@example.com", "password": "password-123", "passwordConfirm": "password-123"});
+    assert_eq!(
+        post(&a, "/api/collections/users/records", None, &credentials)
+            .await
+            .status(),
+        200
+    );
+    let login: Value = post(
+        &a,
+        "/api/collections/users/auth-with-password",
+        None,
+        &json!({"identity": "sam@example.com", "password": "password-123"}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let token = login["token"].as_str().unwrap().to_string();
+    let sessions = "/api/collections/users/sessions";
+    assert_eq!(
+        get(&b, sessions, Some(&token)).await.status(),
+        200,
+        "B validated (and cached) A's session"
+    );
+
+    // Logging out on A ends it on B.
+    assert_eq!(
+        post(
+            &a,
+            "/api/collections/users/logout",
+            Some(&token),
+            &json!({})
+        )
+        .await
+        .status(),
+        204
+    );
+    eventually("B refusing the revoked token", || async {
+        get(&b, sessions, Some(&token)).await.status() == 401
+    })
+    .await;
+
+    // The registration budget (3 per IP) is shared: Sam's registration on A took one,
+    // one more on A and one on B use it up, and then both instances refuse.
+    for (server, n) in [(&a, 2), (&b, 3)] {
+        let body = json!({"email": format!("u{n}@example.com"), "password": "password-123", "passwordConfirm": "password-123"});
+        assert_eq!(
+            post(server, "/api/collections/users/records", None, &body)
+                .await
+                .status(),
+            200,
+            "registration {n}"
+        );
+    }
+    let extra = json!({"email": "late@example.com", "password": "password-123", "passwordConfirm": "password-123"});
+    assert_eq!(
+        post(&b, "/api/collections/users/records", None, &extra)
+            .await
+            .status(),
+        429
+    );
+    assert_eq!(
+        post(&a, "/api/collections/users/records", None, &extra)
+            .await
+            .status(),
+        429
+    );
+
+    // A collection created on A serves on B.
+    let upsert = run(instance(dir.path(), &env, &env.redis).args([
+        "superuser",
+        "upsert",
+        "ops@example.com",
+        "ops-password-1",
+    ]));
+    assert!(upsert.status.success(), "{}", stderr(&upsert));
+    let admin: Value = post(
+        &a,
+        "/api/collections/_superusers/auth-with-password",
+        None,
+        &json!({"identity": "ops@example.com", "password": "ops-password-1"}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let admin = admin["token"].as_str().unwrap().to_string();
+    let created = post(
+        &a,
+        "/api/collections",
+        Some(&admin),
+        &json!({"name": "shared", "listRule": ""}),
+    )
+    .await;
+    assert_eq!(created.status(), 200);
+    eventually("B serving the new collection", || async {
+        get(&b, "/api/collections/shared/records", None)
+            .await
+            .status()
+            == 200
+    })
+    .await;
+}
+
+/// A `redis-server` of this test's own, which it may stop and start.
+struct PrivateRedis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    fn start(port: u16) -> Self {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server runs");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            port,
+            child: Some(child),
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[tokio::test]
+async fn losing_redis_makes_an_instance_unready_until_it_returns() {
+    let Some(env) = cluster_env("losing_redis_makes_an_instance_unready_until_it_returns") else {
+        return;
+    };
+    if Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        skip(
+            "losing_redis_makes_an_instance_unready_until_it_returns",
+            "redis-server is not installed",
+        );
+        return;
+    }
+    let mut redis = PrivateRedis::start(free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(instance(dir.path(), &env, &redis.url())).await;
+    eventually("readiness with Redis up", || async {
+        get(&server, "/readyz", None).await.status() == 200
+    })
+    .await;
+    let ready: Value = get(&server, "/readyz", None).await.json().await.unwrap();
+    assert_eq!(ready["checks"]["redis"], "ok");
+
+    redis.stop();
+    eventually("readiness failing without Redis", || async {
+        get(&server, "/readyz", None).await.status() == 503
+    })
+    .await;
+    let body: Value = get(&server, "/readyz", None).await.json().await.unwrap();
+    assert_eq!(body["data"]["redis"]["code"], "not_ready", "{body}");
+    // It keeps serving what it can: static files and the API.
+    assert_eq!(get(&server, "/", None).await.status(), 200);
+    assert_eq!(get(&server, "/api/health", None).await.status(), 200);
+    let login = post(
+        &server,
+        "/api/collections/users/auth-with-password",
+        None,
+        &json!({"identity": "nobody@example.com", "password": "password-123"}),
+    )
+    .await;
+    assert_eq!(
+        login.status(),
+        400,
+        "rate limits fail open; the login itself is answered"
+    );
+
+    let _redis = PrivateRedis::start(redis.port);
+    eventually("readiness recovering with Redis back", || async {
+        get(&server, "/readyz", None).await.status() == 200
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn garbled_redis_data_is_a_miss_not_a_failure() {
+    let Some(env) = cluster_env("garbled_redis_data_is_a_miss_not_a_failure") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(instance(dir.path(), &env, &env.redis)).await;
+    let client = redis::Client::open(env.redis.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    // A bucket key of the wrong type, and junk on the bus channel.
+    let _: () = redis::cmd("SET")
+        .arg(format!("{}:ratelimit:LoginPerIp:127.0.0.1", env.prefix))
+        .arg("not a hash")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg(format!("{}:bus", env.prefix))
+        .arg("{not json")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let login = post(
+        &server,
+        "/api/collections/users/auth-with-password",
+        None,
+        &json!({"identity": "nobody@example.com", "password": "password-123"}),
+    )
+    .await;
+    assert_eq!(login.status(), 400, "answered normally");
+    assert_eq!(get(&server, "/readyz", None).await.status(), 200);
+}
+
+#[actix_web::test]
+async fn run_once_locks_exclude_each_other_and_expire() {
+    let Some(env) = cluster_env("run_once_locks_exclude_each_other_and_expire") else {
+        return;
+    };
+    let redis = gatehouse::cluster::Redis::start(&env.redis, &env.prefix).unwrap();
+    eventually("connecting to Redis", || async {
+        redis.ping().await.is_ok()
+    })
+    .await;
+    let first =
+        gatehouse::cluster::lock::try_acquire(&redis, "job", Duration::from_millis(300)).await;
+    let first = first.expect("the first taker gets the lock");
+    assert!(
+        gatehouse::cluster::lock::try_acquire(&redis, "job", Duration::from_millis(300))
+            .await
+            .is_none()
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let second = gatehouse::cluster::lock::try_acquire(&redis, "job", Duration::from_millis(300))
+        .await
+        .expect("an expired lock can be taken again");
+    assert!(second.fencing_token > first.fencing_token);
+}
