@@ -374,3 +374,18 @@ async fn a_client_that_stops_sending_its_body_is_cut_off() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("request_timeout"), "{answer}");
 }
+
+#[actix_web::test]
+async fn head_requests_get_the_upstream_headers_without_a_body() {
+    let upstream = Upstream::start("abc").await;
+    let app = spawn_front(|s| proxy_route(s, "/", "app", &[upstream.url()], |_| {}, |_| {})).await;
+    for _ in 0..2 {
+        let response = app.client.head(app.url("/x")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()[header::CONTENT_LENGTH], "3");
+        assert!(response.bytes().await.unwrap().is_empty());
+    }
+    // The connection is still usable: the next GET gets its whole body.
+    assert_eq!(app.get("/x").await.text().await.unwrap(), "abc");
+    assert_eq!(upstream.seen()[0].method, "HEAD");
+}
