@@ -67,6 +67,8 @@ pub struct TestApp {
     pub static_root: PathBuf,
     pub sqlite_file: Option<PathBuf>,
     handle: ServerHandle,
+    /// Signalled when the instance has shut down completely.
+    stopped: std::sync::mpsc::Receiver<()>,
     postgres_schema: Option<(String, String)>,
     _dir: tempfile::TempDir,
 }
@@ -95,8 +97,12 @@ impl TestApp {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
-        // The stop command is sent at once; nothing needs to wait for it.
+        // The stop command is sent at once; then the instance closes its actors and its
+        // database pool, which the next test may need the connections of.
         drop(self.handle.stop(false));
+        let _ = self
+            .stopped
+            .recv_timeout(std::time::Duration::from_secs(10));
         if let Some((url, schema)) = self.postgres_schema.take() {
             // Drop runs outside async code; a short-lived runtime removes the schema.
             std::thread::spawn(move || {
@@ -198,12 +204,31 @@ pub async fn spawn_app_with(
         gatehouse::telemetry::init_tracing(&log);
     }
 
-    let app = Application::build(settings).await.expect("test app starts");
-    let addr = app.addr();
-    let tls_addr = app.tls_addr();
-    let db = app.db().clone();
-    let handle = app.handle();
-    actix_web::rt::spawn(app.run_until_stopped());
+    // The instance runs in an actix system of its own, so that when the test ends (and
+    // its runtime with it) the instance still shuts down completely: its actor threads
+    // stop and its database pool closes. Otherwise every PostgreSQL test would leave its
+    // connections open until the process exits, and a long suite runs out of them.
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let (stopped_tx, stopped) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            let app = match Application::build(settings).await {
+                Ok(app) => app,
+                Err(err) => {
+                    let _ = started_tx.send(Err(err.to_string()));
+                    return;
+                }
+            };
+            let running = (app.addr(), app.tls_addr(), app.db().clone(), app.handle());
+            let _ = started_tx.send(Ok(running));
+            let _ = app.run_until_stopped().await;
+        });
+        let _ = stopped_tx.send(());
+    });
+    let (addr, tls_addr, db, handle) = started_rx
+        .await
+        .expect("the instance thread answers")
+        .expect("test app starts");
     Some(TestApp {
         addr,
         tls_addr,
@@ -215,6 +240,7 @@ pub async fn spawn_app_with(
         static_root,
         sqlite_file,
         handle,
+        stopped,
         postgres_schema,
         _dir: dir,
     })
