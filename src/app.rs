@@ -12,6 +12,7 @@ use crate::actors::auth::AuthActor;
 use crate::actors::balancer::{BalancerActor, Upstreams};
 use crate::actors::cache::{CacheActor, ResponseCache};
 use crate::actors::database::{DatabaseActor, Db};
+use crate::actors::mailer::{Mailer, MailerActor};
 use crate::actors::maintenance::Maintenance;
 use crate::actors::supervisor::{stop_arbiters, ActorPool};
 use crate::auth::passwords::PasswordHasher;
@@ -28,6 +29,10 @@ use crate::db;
 use crate::http::forwarded::TrustedProxies;
 use crate::http::static_files::StaticSite;
 use crate::http::{self, openapi, AppState, TlsListener};
+use crate::mail::delivery::Courier;
+use crate::mail::transport::MailTransport;
+use crate::mail::{outbox, MailContext, MailTemplates};
+use crate::queue::RetryPolicy;
 use crate::records::RecordsEnv;
 use crate::routing::{RouteAction, RouteTable};
 use crate::telemetry::Metrics;
@@ -40,6 +45,8 @@ pub enum StartError {
     Static(String),
     #[error("{0}")]
     Config(#[from] ConfigError),
+    #[error("{0}")]
+    Mail(String),
     #[error("upstreams: {0}")]
     Upstreams(String),
     #[error("tls: {0}")]
@@ -93,15 +100,26 @@ pub struct Application {
     tls_addr: Option<SocketAddr>,
     server: Server,
     db: Db,
+    mailer: Mailer,
+    mail_drain_timeout: std::time::Duration,
     conn: DatabaseConnection,
     /// Backend actor threads, in the order they are stopped.
     arbiters: Vec<Arbiter>,
 }
 
 impl Application {
-    /// Opens the database, applies migrations when configured, starts the actors and
-    /// binds the listener. Must run inside an actix `System`.
+    /// Binds the listener, opens the database, applies migrations when configured and
+    /// starts the actors. Must run inside an actix `System`.
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
+        let bind = settings.server.bind;
+        let listener =
+            TcpListener::bind(bind).map_err(|source| StartError::Bind { addr: bind, source })?;
+        Self::build_on(settings, listener).await
+    }
+
+    /// [`Application::build`] on a listener the caller bound, e.g. a test that needs
+    /// the port first to put it in `server.public_url`.
+    pub async fn build_on(settings: Settings, listener: TcpListener) -> Result<Self, StartError> {
         let static_site = StaticSite::new(&settings.static_files)
             .map_err(StartError::Static)?
             .with_memory(
@@ -141,6 +159,12 @@ impl Application {
         } else {
             None
         };
+        let templates = MailTemplates::load(&settings.mail.templates_dir)
+            .map_err(|err| StartError::Mail(err.to_string()))?;
+        if !templates.overridden().is_empty() {
+            tracing::info!(overridden = ?templates.overridden(), "mail templates from {}", settings.mail.templates_dir.display());
+        }
+        let transport = MailTransport::from_settings(&settings.mail).map_err(StartError::Mail)?;
         let conn = db::connect(&settings.database).await?;
         if settings.database.auto_migrate {
             db::migrate_up(&conn, None).await?;
@@ -220,6 +244,41 @@ impl Application {
             move || AuthActor::new(auth_service.clone(), metrics.clone())
         });
 
+        let addr = listener.local_addr()?;
+
+        let mail_settings = &settings.mail;
+        let outbox_queue = outbox::queue(RetryPolicy {
+            max_attempts: mail_settings.retry.max_attempts,
+            initial_delay: mail_settings.retry.initial_delay,
+            max_delay: mail_settings.retry.max_delay,
+        });
+        let courier = Arc::new(Courier {
+            db: db.clone(),
+            transport,
+            queue: outbox_queue.clone(),
+            from: mail_settings
+                .from
+                .parse()
+                .map_err(|err| StartError::Mail(format!("mail.from: {err}")))?,
+            batch_size: mail_settings.batch_size,
+            concurrency: mail_settings.concurrency,
+            lease: mail_settings.lease,
+            stopping: Default::default(),
+        });
+        // The mailer is I/O-bound: one actor on its own thread is enough; its sends run
+        // concurrently (mail.concurrency) and other instances share the outbox safely.
+        let mailer_arbiter = Arbiter::new();
+        let mailer = Mailer::new(Supervisor::start_in_arbiter(&mailer_arbiter.handle(), {
+            let poll_interval = mail_settings.poll_interval;
+            let metrics = metrics.clone();
+            move |_| MailerActor::new(courier, poll_interval, metrics)
+        }));
+        let mail = Arc::new(MailContext::new(
+            Arc::new(templates),
+            mail_settings.app_name.clone(),
+            &settings.server.public_url,
+        ));
+        let mail_drain_timeout = mail_settings.smtp.timeout;
         let maintenance_arbiter = Arbiter::new();
         Supervisor::start_in_arbiter(&maintenance_arbiter.handle(), {
             let (db, redis, settings, metrics) = (
@@ -238,6 +297,9 @@ impl Application {
             started: std::time::Instant::now(),
             db: db.clone(),
             auth,
+            mailer: mailer.clone(),
+            mail,
+            outbox: outbox_queue,
             redis,
             metrics,
             static_site,
@@ -250,19 +312,15 @@ impl Application {
             balancer,
             cache_actor,
         });
-        let bind = settings.server.bind;
-        let listener =
-            TcpListener::bind(bind).map_err(|source| StartError::Bind { addr: bind, source })?;
-        let addr = listener.local_addr()?;
         let tls_addr = tls
             .as_ref()
             .map(|tls| tls.listener.local_addr())
             .transpose()?;
         let server = http::server(&settings, listener, tls, state)?;
-        // Stopped in this order: the front-of-house actors, auth, cluster, maintenance,
-        // then the database.
-        let arbiters = [balancer_arbiter, cache_arbiter]
-            .into_iter()
+        // Stopped in this order: the mailer (finishing its sends) before the actors and
+        // the database it records into; the front-of-house actors first among those.
+        let arbiters = std::iter::once(mailer_arbiter)
+            .chain([balancer_arbiter, cache_arbiter])
             .chain(auth_arbiters)
             .chain(cluster_arbiters)
             .chain([maintenance_arbiter])
@@ -273,6 +331,8 @@ impl Application {
             tls_addr,
             server,
             db,
+            mailer,
+            mail_drain_timeout,
             conn,
             arbiters,
         })
@@ -298,12 +358,21 @@ impl Application {
         &self.db
     }
 
+    /// The mailer, for tools and tests that queue mail directly.
+    pub fn mailer(&self) -> &Mailer {
+        &self.mailer
+    }
+
     /// Serves until SIGINT/SIGTERM or [`ServerHandle::stop`]; then, once in-flight
     /// requests have finished (or the shutdown timeout passed), stops the actors in
     /// order and closes the database.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = self.server.await;
         tracing::info!("HTTP server stopped; stopping actors");
+        // Sends in progress finish (each is bounded by the SMTP timeout); mail not yet
+        // started stays queued for the next start or another instance.
+        self.mailer.drain(self.mail_drain_timeout).await;
+        drop(self.mailer);
         drop(self.db);
         stop_arbiters(self.arbiters).await;
         if let Err(err) = self.conn.close().await {

@@ -40,6 +40,7 @@ pub struct Settings {
     pub cache: CacheSettings,
     pub tls: TlsSettings,
     pub limits: LimitSettings,
+    pub mail: MailSettings,
     pub redis: RedisSettings,
     pub maintenance: MaintenanceSettings,
 }
@@ -447,6 +448,98 @@ pub enum OAuth2Kind {
     Gitlab,
 }
 
+/// Outgoing mail: transport, sender, delivery and retry policy, templates, newsletters.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailSettings {
+    pub transport: MailTransportKind,
+    pub from: String,
+    /// The product name templates show (`app_name`).
+    pub app_name: String,
+    /// Folder of operator templates; a file missing there falls back to the built-in one.
+    pub templates_dir: PathBuf,
+    /// Mails sent at the same time.
+    pub concurrency: usize,
+    /// Due mails claimed per round; the claim's lease must outlast sending them all.
+    pub batch_size: u32,
+    /// How often the mailer looks for due mails without being woken.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// How long a claim holds a mail before another sender may take it over.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    pub retry: RetrySettings,
+    pub file: MailFileSettings,
+    pub smtp: SmtpSettings,
+    pub newsletter: NewsletterSettings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MailTransportKind {
+    Smtp,
+    File,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySettings {
+    /// Attempts before a transiently failing mail is marked `failed`.
+    pub max_attempts: u32,
+    #[serde(with = "humantime_serde")]
+    pub initial_delay: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_delay: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailFileSettings {
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpSettings {
+    pub host: String,
+    pub port: u16,
+    pub security: SmtpSecurity,
+    pub username: String,
+    pub password: Secret,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Connections kept open to the server.
+    pub pool_size: u32,
+    #[serde(with = "humantime_serde")]
+    pub pool_idle_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    /// Plain text; only for a relay on the same host or network.
+    None,
+    /// Plain connection upgraded with STARTTLS, which is required.
+    Starttls,
+    /// TLS from the first byte (SMTPS, usually port 465).
+    Tls,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewsletterSettings {
+    /// How long a confirmation link works.
+    #[serde(with = "humantime_serde")]
+    pub confirm_ttl: Duration,
+    /// A pending subscriber who subscribes again gets a new confirmation mail only after
+    /// this long, so the endpoint cannot be used to flood someone's inbox.
+    #[serde(with = "humantime_serde")]
+    pub resend_after: Duration,
+    /// How long a campaign's `Idempotency-Key` is remembered.
+    #[serde(with = "humantime_serde")]
+    pub idempotency_ttl: Duration,
+}
+
 /// A secret setting: never shown by `Debug`, redacted by `gatehouse config`.
 #[derive(Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
@@ -809,6 +902,64 @@ impl Settings {
                 ));
             }
         }
+        self.validate_mail()
+    }
+
+    fn validate_mail(&self) -> Result<(), ConfigError> {
+        let mail = &self.mail;
+        if let Err(err) = mail.from.parse::<lettre::message::Mailbox>() {
+            return Err(invalid(
+                "mail.from",
+                &format!("{:?} is not a mail address: {err}", mail.from),
+            ));
+        }
+        if mail.concurrency == 0 {
+            return Err(invalid("mail.concurrency", "must be at least 1"));
+        }
+        if mail.batch_size == 0 {
+            return Err(invalid("mail.batch_size", "must be at least 1"));
+        }
+        if mail.retry.max_attempts == 0 {
+            return Err(invalid("mail.retry.max_attempts", "must be at least 1"));
+        }
+        if mail.retry.initial_delay > mail.retry.max_delay {
+            return Err(invalid(
+                "mail.retry.initial_delay",
+                "must not exceed mail.retry.max_delay",
+            ));
+        }
+        if mail.transport == MailTransportKind::Smtp {
+            if mail.smtp.host.is_empty() {
+                return Err(invalid(
+                    "mail.smtp.host",
+                    "must be set for the smtp transport",
+                ));
+            }
+            if mail.smtp.password.is_empty() != mail.smtp.username.is_empty() {
+                return Err(invalid(
+                    "mail.smtp.username",
+                    "username and password are set together or not at all",
+                ));
+            }
+            if mail.smtp.pool_size == 0 {
+                return Err(invalid("mail.smtp.pool_size", "must be at least 1"));
+            }
+            // A claim must not expire while its batch is still being sent, or another
+            // sender would take over mails that are about to be delivered.
+            let concurrency = u32::try_from(mail.concurrency).unwrap_or(u32::MAX);
+            let needed = mail
+                .smtp
+                .timeout
+                .saturating_mul(mail.batch_size.div_ceil(concurrency));
+            if mail.lease <= needed {
+                return Err(invalid(
+                    "mail.lease",
+                    &format!(
+                        "must be longer than mail.smtp.timeout × batch_size / concurrency ({needed:?})"
+                    ),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -933,6 +1084,40 @@ mod tests {
         assert!(!settings.to_redacted_toml().contains("s3cret"));
         assert!(settings.to_redacted_toml().contains("db.internal"));
         assert_eq!(url.expose(), "postgres://app:s3cret@db.internal:5432/app");
+    }
+
+    #[test]
+    fn smtp_password_is_redacted_everywhere_it_could_be_printed() {
+        let mut settings = Settings::defaults();
+        settings.mail.smtp.username = "mailer".into();
+        settings.mail.smtp.password = Secret::new("p4ssw0rd");
+        assert!(!format!("{settings:?}").contains("p4ssw0rd"));
+        let toml = settings.to_redacted_toml();
+        assert!(!toml.contains("p4ssw0rd"), "{toml}");
+        assert!(toml.contains("password = \"[redacted]\""), "{toml}");
+        assert_eq!(settings.mail.smtp.password.expose(), "p4ssw0rd");
+    }
+
+    #[test]
+    fn mail_settings_are_checked() {
+        let mut settings = Settings::defaults();
+        assert_eq!(settings.mail.transport, MailTransportKind::File);
+        settings.mail.from = "not an address".into();
+        assert!(settings.validate().unwrap_err().0.contains("mail.from"));
+
+        let mut settings = Settings::defaults();
+        settings.mail.transport = MailTransportKind::Smtp;
+        settings.mail.smtp.username = "only-a-name".into();
+        assert!(settings
+            .validate()
+            .unwrap_err()
+            .0
+            .contains("mail.smtp.username"));
+
+        let mut settings = Settings::defaults();
+        settings.mail.transport = MailTransportKind::Smtp;
+        settings.mail.lease = Duration::from_secs(1);
+        assert!(settings.validate().unwrap_err().0.contains("mail.lease"));
     }
 
     #[test]

@@ -13,6 +13,8 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod mail;
+pub mod queue;
 pub mod records;
 pub mod routing;
 pub mod telemetry;

@@ -6,6 +6,9 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261125_000001_system_collections;
 mod m20261125_000002_auth_sessions;
+mod m20261125_100000_create_outbox;
+mod m20261125_100100_create_newsletter;
+pub mod queue_columns;
 
 pub struct Migrator;
 
@@ -15,6 +18,8 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261125_000001_system_collections::Migration),
             Box::new(m20261125_000002_auth_sessions::Migration),
+            Box::new(m20261125_100000_create_outbox::Migration),
+            Box::new(m20261125_100100_create_newsletter::Migration),
         ]
     }
 }

@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | database | `Ping`, `Transact<T, E>` | foundation |
 //! | auth | login, sessions, tokens | accounts issue |
-//! | mailer | outbox delivery | mailer issue |
+//! | mailer | `Wake`, `Drain` (outbox delivery) | mailer issue |
 //! | cache | `Purge` (lookups read the shared store directly) | front of house |
 //! | balancer | `UpstreamStatus` (selection reads published snapshots) | front of house |
 
@@ -12,6 +12,7 @@ pub mod auth;
 pub mod balancer;
 pub mod cache;
 pub mod database;
+pub mod mailer;
 pub mod maintenance;
 pub mod records;
 pub mod supervisor;

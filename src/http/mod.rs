@@ -2,6 +2,8 @@
 //! actor messages and back; they never touch the database themselves.
 
 pub mod admin;
+pub mod admin_campaigns;
+pub mod admin_outbox;
 pub mod auth;
 pub mod compression;
 pub mod edge;
@@ -9,6 +11,7 @@ pub mod forwarded;
 pub mod front;
 pub mod health;
 pub mod middleware;
+pub mod newsletter;
 pub mod openapi;
 pub mod proxy;
 pub mod proxy_cache;
@@ -29,10 +32,13 @@ use actix_web::{guard, web, App, HttpServer};
 use crate::actors::auth::Auth;
 use crate::actors::balancer::{BalancerActor, Upstreams};
 use crate::actors::cache::{CacheActor, ResponseCache};
-use crate::actors::database::Db;
+use crate::actors::database::{Db, DbError};
+use crate::actors::mailer::Mailer;
 use crate::collections::Registry;
 use crate::config::Settings;
 use crate::error::{json_error, query_error, ApiError};
+use crate::mail::MailContext;
+use crate::queue::Queue;
 use crate::routing::{request_host, RouteAction, RouteTable};
 use crate::telemetry::Metrics;
 use edge::EdgePolicy;
@@ -48,6 +54,12 @@ pub struct AppState {
     pub started: std::time::Instant,
     pub db: Db,
     pub auth: Auth,
+    /// Wake it after queuing mail.
+    pub mailer: Mailer,
+    /// Templates, product name and public URL for mails.
+    pub mail: Arc<MailContext>,
+    /// The outbox's delivery queue, for the admin API.
+    pub outbox: Queue,
     /// The cluster's Redis, when configured (readiness checks it).
     pub redis: Option<crate::cluster::Redis>,
     pub metrics: Arc<Metrics>,
@@ -130,6 +142,28 @@ pub fn server(
                 .wrap(cors(&cors_origins))
                 .route("/health", web::get().to(health::api_health))
                 .route("/openapi.json", web::get().to(openapi::serve))
+                .service(
+                    web::scope("/newsletter")
+                        .route("/subscribe", web::post().to(newsletter::subscribe))
+                        .route("/confirm", web::get().to(newsletter::confirm))
+                        .route("/unsubscribe", web::get().to(newsletter::unsubscribe_page))
+                        .route("/unsubscribe", web::post().to(newsletter::unsubscribe)),
+                )
+                // Single routes, not a scope: a scope would swallow the other /admin paths.
+                .route("/admin/outbox", web::get().to(admin_outbox::list))
+                .route(
+                    "/admin/outbox/{id}/retry",
+                    web::post().to(admin_outbox::retry),
+                )
+                .route("/admin/campaigns", web::post().to(admin_campaigns::create))
+                .route(
+                    "/admin/campaigns/{id}",
+                    web::get().to(admin_campaigns::show),
+                )
+                .route(
+                    "/admin/campaigns/{id}/send",
+                    web::post().to(admin_campaigns::send),
+                )
                 .route("/collections", web::get().to(records::list_collections))
                 .route("/collections", web::post().to(records::create_collection))
                 .route(
@@ -203,4 +237,21 @@ fn cors(origins: &[String]) -> Cors {
 
 async fn api_not_found() -> Result<actix_web::HttpResponse, ApiError> {
     Err(ApiError::not_found())
+}
+
+/// A failure that is Gatehouse's fault: logged in full, answered with a plain 500.
+fn internal(err: &dyn std::error::Error) -> ApiError {
+    tracing::error!(%err, "request failed");
+    ApiError::internal()
+}
+
+/// Database trouble: 503 when the database actor is gone (shutting down), else 500.
+fn database_error(err: &DbError) -> ApiError {
+    match err {
+        DbError::ActorGone | DbError::NotReady(_) => {
+            tracing::warn!(%err, "database unavailable");
+            ApiError::unavailable("The database is unavailable; try again.")
+        }
+        _ => internal(err),
+    }
 }

@@ -3,7 +3,7 @@
 use actix_web::{web, HttpResponse};
 use utoipa::OpenApi;
 
-use super::{admin, auth, health, records, AppState};
+use super::{admin, admin_campaigns, admin_outbox, auth, health, newsletter, records, AppState};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -20,6 +20,9 @@ use super::{admin, auth, health, records, AppState};
         records::update_collection, records::delete_collection, records::truncate_collection,
         records::import_collections,
         admin::status, admin::upstreams, admin::purge_cache,
+        newsletter::subscribe, newsletter::confirm, newsletter::unsubscribe_page, newsletter::unsubscribe,
+        admin_outbox::list, admin_outbox::retry,
+        admin_campaigns::create, admin_campaigns::show, admin_campaigns::send,
     ),
     components(schemas(
         crate::error::ErrorBody, health::ApiHealth, auth::PasswordLogin,
@@ -27,6 +30,10 @@ use super::{admin, auth, health, records, AppState};
         admin::UpstreamsBody, admin::PurgeRequest, admin::PurgeBody,
         crate::actors::balancer::PoolStatus, crate::actors::balancer::ServerStatus,
         crate::actors::balancer::ServerState,
+        newsletter::SubscribeRequest, newsletter::NewsletterMessage,
+        crate::mail::outbox::OutboxPage, crate::mail::outbox::OutboxEntry,
+        admin_campaigns::CampaignRequest, crate::mail::campaigns::Campaign,
+        crate::mail::outbox::DeliveryCounts,
     )),
     tags(
         (name = "auth", description = "PocketBase-compatible auth collections, plus revocable sessions"),
@@ -35,6 +42,8 @@ use super::{admin, auth, health, records, AppState};
         (name = "admin", description = "Gatehouse's admin API (superusers only): instance status, upstream health, cache purges"),
         (name = "health", description = "PocketBase-compatible health check"),
         (name = "operations", description = "Liveness, readiness, metrics and this document"),
+        (name = "newsletter", description = "Public newsletter subscription with double opt-in and one-click unsubscribe"),
+        (name = "mail", description = "The mail outbox and newsletter campaigns (superusers only)"),
     )
 )]
 struct ApiDoc;

@@ -4,6 +4,11 @@
 mod cluster;
 mod config;
 mod database;
+mod mail;
 mod sdk;
 mod serve;
+// Shared with tests/api, which uses all of it; these tests need only part.
+#[allow(dead_code)]
+#[path = "../api/support/smtp_sink.rs"]
+mod smtp_sink;
 mod support;

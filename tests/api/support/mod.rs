@@ -3,8 +3,10 @@
 
 pub mod accounts;
 pub mod certs;
+pub mod mail;
 pub mod oauth_provider;
 pub mod raw_http;
+pub mod smtp_sink;
 pub mod tcp_proxy;
 pub mod upstream;
 
@@ -12,10 +14,15 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use std::time::Duration;
+
 use actix_web::dev::ServerHandle;
 use gatehouse::actors::database::Db;
+use gatehouse::actors::mailer::Mailer;
 use gatehouse::app::Application;
-use gatehouse::config::{sqlite_url_for, ConnectionUrl, Settings};
+use gatehouse::config::{
+    sqlite_url_for, ConnectionUrl, DatabaseSettings, MailTransportKind, Settings, SmtpSecurity,
+};
 
 /// The database a test runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,10 +71,15 @@ pub struct TestApp {
     pub tls_addr: Option<SocketAddr>,
     pub client: reqwest::Client,
     pub db: Db,
+    pub mailer: Mailer,
     pub static_root: PathBuf,
     pub sqlite_file: Option<PathBuf>,
+    /// Where the `file` mail transport writes.
+    pub mail_dir: PathBuf,
+    /// The database settings, for a second instance sharing the database.
+    pub database: DatabaseSettings,
     handle: ServerHandle,
-    /// Signalled when the instance has shut down completely.
+    /// Says when the instance's thread has shut it down completely.
     stopped: std::sync::mpsc::Receiver<()>,
     postgres_schema: Option<(String, String)>,
     _dir: tempfile::TempDir,
@@ -76,6 +88,20 @@ pub struct TestApp {
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// Stops the instance as SIGTERM does (in-flight work finishes) and waits until it
+    /// has shut down completely.
+    pub async fn shut_down(&self) {
+        self.handle.stop(true).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while let Err(std::sync::mpsc::TryRecvError::Empty) = self.stopped.try_recv() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the instance did not stop"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
@@ -97,8 +123,9 @@ impl TestApp {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
-        // The stop command is sent at once; then the instance closes its actors and its
-        // database pool, which the next test may need the connections of.
+        // The stop command is sent at once; the instance's own thread then stops its
+        // actors and closes its database pool, which this waits for (bounded), so that
+        // no test leaves connections or background work behind.
         drop(self.handle.stop(false));
         let _ = self
             .stopped
@@ -111,13 +138,34 @@ impl Drop for TestApp {
                     .build()
                     .unwrap();
                 runtime.block_on(async {
-                    if let Ok(conn) = sea_orm::Database::connect(&url).await {
+                    let mut options = sea_orm::ConnectOptions::new(url);
+                    options.max_connections(1).sqlx_logging(false);
+                    if let Ok(conn) = sea_orm::Database::connect(options).await {
                         use sea_orm::ConnectionTrait;
-                        let _ = conn
-                            .execute_unprepared(&format!(
-                                "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
-                            ))
-                            .await;
+                        // Background actors (the mailer) may be mid-transaction on a
+                        // connection whose I/O ran on the test's runtime, which is blocked
+                        // in this drop: such a transaction never ends and would hold its
+                        // locks against the DROP forever. End those sessions, then drop;
+                        // a few rounds in case a session was between transactions.
+                        let _ = conn.execute_unprepared("SET lock_timeout = '2s'").await;
+                        for _ in 0..5 {
+                            let _ = conn
+                                .execute_unprepared(&format!(
+                                    "SELECT pg_terminate_backend(l.pid) FROM pg_locks l \
+                                     JOIN pg_class c ON c.oid = l.relation \
+                                     JOIN pg_namespace n ON n.oid = c.relnamespace \
+                                     WHERE n.nspname = '{schema}' AND l.pid <> pg_backend_pid()"
+                                ))
+                                .await;
+                            let dropped = conn
+                                .execute_unprepared(&format!(
+                                    "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+                                ))
+                                .await;
+                            if dropped.is_ok() {
+                                break;
+                            }
+                        }
                         let _ = conn.close().await;
                     }
                 });
@@ -137,6 +185,12 @@ pub fn test_settings() -> Settings {
     settings.database.max_connections = 4;
     settings.database.actors = 2;
     settings.log.access_log = false;
+    // Fast retries so that retry tests take tens of milliseconds.
+    settings.mail.poll_interval = Duration::from_millis(200);
+    settings.mail.retry.initial_delay = Duration::from_millis(20);
+    settings.mail.retry.max_delay = Duration::from_millis(80);
+    settings.mail.smtp.timeout = Duration::from_secs(2);
+    settings.mail.lease = Duration::from_secs(30);
     // Cheap hashing keeps the suite fast; the cost parameters are tested on their own.
     settings.auth.password_hash.memory_kib = 256;
     settings.auth.password_hash.iterations = 1;
@@ -155,6 +209,14 @@ pub fn test_settings() -> Settings {
     settings
 }
 
+/// Points the mailer of `settings` at a loopback SMTP server.
+pub fn use_smtp(settings: &mut Settings, addr: SocketAddr) {
+    settings.mail.transport = MailTransportKind::Smtp;
+    settings.mail.smtp.host = addr.ip().to_string();
+    settings.mail.smtp.port = addr.port();
+    settings.mail.smtp.security = SmtpSecurity::None;
+}
+
 /// Starts Gatehouse on `backend`; `None` (after saying why) when that backend is not
 /// available here.
 pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
@@ -171,8 +233,13 @@ pub async fn spawn_app_with(
     std::fs::create_dir_all(&static_root).unwrap();
     std::fs::write(static_root.join("index.html"), "<h1>test home</h1>").unwrap();
 
+    // Bound first so that server.public_url, and with it every link in a mail, names
+    // the instance's real port.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let mut settings = test_settings();
+    settings.server.public_url = format!("http://{}", listener.local_addr().unwrap());
     settings.static_files.root = static_root.clone();
+    settings.mail.file.dir = dir.path().join("mail");
     settings.auth.secret_file = dir.path().join("auth_secret");
     let mut postgres_schema = None;
     let mut sqlite_file = None;
@@ -197,6 +264,8 @@ pub async fn spawn_app_with(
         }
     }
     customize(&mut settings);
+    let mail_dir = settings.mail.file.dir.clone();
+    let database = settings.database.clone();
     // TEST_LOG=debug (or any filter) shows the instance's logs while debugging a test.
     if let Ok(level) = std::env::var("TEST_LOG") {
         let mut log = settings.log.clone();
@@ -204,28 +273,38 @@ pub async fn spawn_app_with(
         gatehouse::telemetry::init_tracing(&log);
     }
 
-    // The instance runs in an actix system of its own, so that when the test ends (and
-    // its runtime with it) the instance still shuts down completely: its actor threads
-    // stop and its database pool closes. Otherwise every PostgreSQL test would leave its
-    // connections open until the process exits, and a long suite runs out of them.
-    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
-    let (stopped_tx, stopped) = std::sync::mpsc::channel();
+    // The instance runs on a thread of its own, in its own actix system, so that it
+    // outlives nothing and depends on nothing of the test's runtime: its connections and
+    // actors belong to it, and dropping the TestApp shuts it down completely.
+    let (started, ready) = tokio::sync::oneshot::channel();
+    let (finished, stopped) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         actix_web::rt::System::new().block_on(async move {
-            let app = match Application::build(settings).await {
-                Ok(app) => app,
-                Err(err) => {
-                    let _ = started_tx.send(Err(err.to_string()));
-                    return;
-                }
+            let app = if settings.server.bind.port() == 0 {
+                Application::build_on(settings, listener).await
+            } else {
+                Application::build(settings).await
             };
-            let running = (app.addr(), app.tls_addr(), app.db().clone(), app.handle());
-            let _ = started_tx.send(Ok(running));
-            let _ = app.run_until_stopped().await;
+            match app {
+                Ok(app) => {
+                    let handles = (
+                        app.addr(),
+                        app.tls_addr(),
+                        app.db().clone(),
+                        app.mailer().clone(),
+                        app.handle(),
+                    );
+                    let _ = started.send(Ok(handles));
+                    let _ = app.run_until_stopped().await;
+                }
+                Err(err) => {
+                    let _ = started.send(Err(err.to_string()));
+                }
+            }
         });
-        let _ = stopped_tx.send(());
+        let _ = finished.send(());
     });
-    let (addr, tls_addr, db, handle) = started_rx
+    let (addr, tls_addr, db, mailer, handle) = ready
         .await
         .expect("the instance thread answers")
         .expect("test app starts");
@@ -237,8 +316,11 @@ pub async fn spawn_app_with(
             .build()
             .unwrap(),
         db,
+        mailer,
         static_root,
         sqlite_file,
+        mail_dir,
+        database,
         handle,
         stopped,
         postgres_schema,
