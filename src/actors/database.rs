@@ -15,7 +15,10 @@ use std::time::Duration;
 use actix::{
     Actor, ActorContext, AsyncContext, Context, Handler, Message, ResponseFuture, Supervised,
 };
-use sea_orm::{DatabaseConnection, DatabaseTransaction, DbErr, TransactionError, TransactionTrait};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, TransactionError,
+    TransactionTrait,
+};
 
 use super::supervisor::{contain, ActorPool, Crashed, Panicked};
 use crate::records::RecordsEnv;
@@ -68,6 +71,7 @@ impl DatabaseActor {
     pub(crate) fn transaction<T, E>(
         &self,
         ctx: &mut Context<Self>,
+        mode: TxMode,
         job: TxJob<T, E>,
     ) -> ResponseFuture<Result<T, E>>
     where
@@ -76,6 +80,11 @@ impl DatabaseActor {
     {
         let conn = self.conn.clone();
         let addr = ctx.address();
+        let job = if mode == TxMode::Write && conn.get_database_backend() == DbBackend::Sqlite {
+            write_locked(job)
+        } else {
+            job
+        };
         Box::pin(async move {
             match contain(NAME, addr, conn.transaction(job)).await {
                 Ok(Ok(value)) => Ok(value),
@@ -85,6 +94,30 @@ impl DatabaseActor {
             }
         })
     }
+}
+
+/// Whether a transaction may write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxMode {
+    Read,
+    Write,
+}
+
+/// SQLite starts transactions deferred: one that reads and then writes fails with
+/// `SQLITE_BUSY` (no waiting) if another connection committed in between. A write
+/// transaction therefore takes the write lock first, waiting for it as long as the
+/// busy timeout allows — what `BEGIN IMMEDIATE` does, which sea-orm cannot issue.
+fn write_locked<T: Send + 'static, E: From<DbError> + Send + 'static>(
+    job: TxJob<T, E>,
+) -> TxJob<T, E> {
+    Box::new(move |txn| {
+        Box::pin(async move {
+            txn.execute_unprepared("UPDATE \"_collections\" SET \"id\" = \"id\" WHERE 1 = 0")
+                .await
+                .map_err(|err| E::from(DbError::Query(err)))?;
+            job(txn).await
+        })
+    })
 }
 
 impl Actor for DatabaseActor {
@@ -152,6 +185,7 @@ pub type TxJob<T, E> = Box<
 
 /// Runs a [`TxJob`] and answers with its typed result.
 pub struct Transact<T, E> {
+    mode: TxMode,
     job: TxJob<T, E>,
 }
 
@@ -167,7 +201,7 @@ where
     type Result = ResponseFuture<Result<T, E>>;
 
     fn handle(&mut self, msg: Transact<T, E>, ctx: &mut Context<Self>) -> Self::Result {
-        self.transaction(ctx, msg.job)
+        self.transaction(ctx, msg.mode, msg.job)
     }
 }
 
@@ -180,7 +214,7 @@ impl Db {
             .map_err(|_| DbError::ActorGone)?
     }
 
-    /// Runs `job` in a transaction on one instance.
+    /// Runs `job` in a write transaction on one instance.
     pub async fn transact<T, E, F>(&self, job: F) -> Result<T, E>
     where
         T: Send + 'static,
@@ -191,8 +225,31 @@ impl Db {
             + Send
             + 'static,
     {
+        self.run(TxMode::Write, Box::new(job)).await
+    }
+
+    /// Runs `job`, which only reads, in a transaction on one instance (on SQLite,
+    /// readers never wait for writers).
+    pub async fn read<T, E, F>(&self, job: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<DbError> + std::error::Error + Send + 'static,
+        F: for<'c> FnOnce(
+                &'c DatabaseTransaction,
+            ) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>>
+            + Send
+            + 'static,
+    {
+        self.run(TxMode::Read, Box::new(job)).await
+    }
+
+    async fn run<T, E>(&self, mode: TxMode, job: TxJob<T, E>) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<DbError> + std::error::Error + Send + 'static,
+    {
         self.pick()
-            .send(Transact { job: Box::new(job) })
+            .send(Transact { mode, job })
             .await
             .map_err(|_| E::from(DbError::ActorGone))?
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use actix::{Context, Handler, Message, ResponseFuture};
 use serde_json::{Map, Value};
 
-use super::database::{DatabaseActor, TxJob};
+use super::database::{DatabaseActor, TxJob, TxMode};
 use crate::collections::definition::CollectionInput;
 use crate::collections::{Collection, Registry};
 use crate::records::read::{self, ListQuery};
@@ -15,7 +15,7 @@ use crate::records::{collections, write, RecordError, RecordsEnv, Requester};
 /// Declares a message answered with `Result<$out, RecordError>` and its handler,
 /// which runs `$body` in a transaction with `$txn`, the shared `$env` and `$msg`.
 macro_rules! records_message {
-    ($(#[$doc:meta])* $name:ident { $($field:ident: $ty:ty),* $(,)? } -> $out:ty, |$txn:ident, $env:ident, $msg:ident| $body:expr) => {
+    ($(#[$doc:meta])* $mode:ident $name:ident { $($field:ident: $ty:ty),* $(,)? } -> $out:ty, |$txn:ident, $env:ident, $msg:ident| $body:expr) => {
         $(#[$doc])*
         pub struct $name { $(pub $field: $ty),* }
 
@@ -29,7 +29,7 @@ macro_rules! records_message {
             fn handle(&mut self, $msg: $name, ctx: &mut Context<Self>) -> Self::Result {
                 let $env = self.records.clone();
                 let job: TxJob<$out, RecordError> = Box::new(move |$txn| Box::pin(async move { $body.await }));
-                self.transaction(ctx, job)
+                self.transaction(ctx, TxMode::$mode, job)
             }
         }
     };
@@ -37,19 +37,19 @@ macro_rules! records_message {
 
 records_message!(
     /// A page of records (`GET /api/collections/{c}/records`).
-    ListRecords { collection: String, query: ListQuery, requester: Requester } -> Value,
+    Read ListRecords { collection: String, query: ListQuery, requester: Requester } -> Value,
     |txn, env, msg| read::list(txn, &env, &msg.requester, &msg.collection, &msg.query)
 );
 
 records_message!(
     /// One record (`GET /api/collections/{c}/records/{id}`).
-    ViewRecord { collection: String, id: String, expand: String, fields: String, requester: Requester } -> Value,
+    Read ViewRecord { collection: String, id: String, expand: String, fields: String, requester: Requester } -> Value,
     |txn, env, msg| read::view(txn, &env, &msg.requester, &msg.collection, &msg.id, &msg.expand, &msg.fields)
 );
 
 records_message!(
     /// Creates a record and answers with it as the requester sees it.
-    CreateRecord { collection: String, body: Map<String, Value>, expand: String, fields: String, requester: Requester } -> Value,
+    Write CreateRecord { collection: String, body: Map<String, Value>, expand: String, fields: String, requester: Requester } -> Value,
     |txn, env, msg| async move {
         let record = write::create(txn, &env, &msg.requester, &msg.collection, msg.body).await?;
         let mut shown = read::present(txn, &env, &msg.requester, &[record], &msg.expand, &msg.fields).await?;
@@ -59,7 +59,7 @@ records_message!(
 
 records_message!(
     /// Updates a record and answers with it as the requester sees it.
-    UpdateRecord { collection: String, id: String, body: Map<String, Value>, expand: String, fields: String, requester: Requester } -> Value,
+    Write UpdateRecord { collection: String, id: String, body: Map<String, Value>, expand: String, fields: String, requester: Requester } -> Value,
     |txn, env, msg| async move {
         let record = write::update(txn, &env, &msg.requester, &msg.collection, &msg.id, msg.body).await?;
         let mut shown = read::present(txn, &env, &msg.requester, &[record], &msg.expand, &msg.fields).await?;
@@ -69,7 +69,7 @@ records_message!(
 
 records_message!(
     /// Deletes a record (and cascades).
-    DeleteRecord { collection: String, id: String, requester: Requester } -> (),
+    Write DeleteRecord { collection: String, id: String, requester: Requester } -> (),
     |txn, env, msg| async move {
         write::delete(txn, &env, &msg.requester, &msg.collection, &msg.id).await.map(|_| ())
     }
@@ -77,19 +77,19 @@ records_message!(
 
 records_message!(
     /// Every collection definition.
-    ListCollections {} -> Value,
+    Read ListCollections {} -> Value,
     |_txn, env, _msg| std::future::ready(Ok::<_, RecordError>(collections::list(&env)))
 );
 
 records_message!(
     /// One collection definition.
-    ViewCollection { id_or_name: String } -> Value,
+    Read ViewCollection { id_or_name: String } -> Value,
     |_txn, env, msg| std::future::ready(collections::view(&env, &msg.id_or_name))
 );
 
 records_message!(
     /// Deletes every record of a collection.
-    TruncateCollection { id_or_name: String } -> (),
+    Write TruncateCollection { id_or_name: String } -> (),
     |txn, env, msg| collections::truncate(txn, &env, &msg.id_or_name)
 );
 
@@ -129,7 +129,7 @@ fn change_schema<C: SchemaChange>(
             Ok((output, collections))
         })
     });
-    let run = actor.transaction(ctx, job);
+    let run = actor.transaction(ctx, TxMode::Write, job);
     Box::pin(async move {
         let _guard = env.schema_lock.lock().await;
         let (output, collections) = run.await?;

@@ -146,7 +146,7 @@ impl AuthService {
         let lookup = collection.clone();
         let record = self
             .db
-            .transact(move |txn| {
+            .read(move |txn| {
                 Box::pin(async move {
                     for field in &fields {
                         let value = if field == "email" {
@@ -288,7 +288,7 @@ impl AuthService {
         let (lookup_sid, record_id) = (sid.clone(), claims.id.clone());
         let found = self
             .db
-            .transact(move |txn| {
+            .read(move |txn| {
                 Box::pin(async move {
                     let Some(session) = sessions::find(txn, &lookup_sid).await? else {
                         return Ok::<_, AuthError>(None);
@@ -345,7 +345,7 @@ impl AuthService {
         let (coll, record_id) = (own.clone(), identity.record.id().to_string());
         let record = self
             .db
-            .transact(move |txn| {
+            .read(move |txn| {
                 Box::pin(async move {
                     Ok::<_, AuthError>(store::find_by(txn, &coll, "id", &record_id).await?)
                 })
@@ -431,7 +431,7 @@ impl AuthService {
         let now = format_time(Utc::now());
         let list = self
             .db
-            .transact(move |txn| {
+            .read(move |txn| {
                 Box::pin(async move {
                     Ok::<_, AuthError>(
                         sessions::list_active(txn, &collection, &record, &now).await?,
