@@ -9,6 +9,8 @@ use actix_web::web;
 use sea_orm::{DatabaseConnection, DbErr};
 
 use crate::actors::auth::AuthActor;
+use crate::actors::balancer::{BalancerActor, Upstreams};
+use crate::actors::cache::{CacheActor, ResponseCache};
 use crate::actors::database::{DatabaseActor, Db};
 use crate::actors::mailer::{Mailer, MailerActor};
 use crate::actors::maintenance::Maintenance;
@@ -22,16 +24,19 @@ use crate::cluster::bus::{BusHandler, BusListener, BusMessage, ClusterBus};
 use crate::cluster::limiter::RedisLimiter;
 use crate::cluster::Redis;
 use crate::collections::{store, Registry};
-use crate::config::Settings;
+use crate::config::{ConfigError, Settings};
 use crate::db;
+use crate::http::forwarded::TrustedProxies;
 use crate::http::static_files::StaticSite;
-use crate::http::{self, openapi, AppState};
+use crate::http::{self, openapi, AppState, TlsListener};
 use crate::mail::delivery::Courier;
 use crate::mail::transport::MailTransport;
 use crate::mail::{outbox, MailContext, MailTemplates};
 use crate::queue::RetryPolicy;
 use crate::records::RecordsEnv;
+use crate::routing::{RouteAction, RouteTable};
 use crate::telemetry::Metrics;
+use crate::tls::{self, CertificateResolver, TlsError};
 
 /// Why an instance could not start.
 #[derive(Debug, thiserror::Error)]
@@ -39,7 +44,13 @@ pub enum StartError {
     #[error("{0}")]
     Static(String),
     #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
     Mail(String),
+    #[error("upstreams: {0}")]
+    Upstreams(String),
+    #[error("tls: {0}")]
+    Tls(#[from] TlsError),
     #[error("database: {0}")]
     Database(#[from] DbErr),
     #[error("auth: {0}")]
@@ -86,6 +97,7 @@ fn cluster_handlers(
 /// A running instance: the HTTP server and the actors behind it.
 pub struct Application {
     addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
     server: Server,
     db: Db,
     mailer: Mailer,
@@ -108,7 +120,45 @@ impl Application {
     /// [`Application::build`] on a listener the caller bound, e.g. a test that needs
     /// the port first to put it in `server.public_url`.
     pub async fn build_on(settings: Settings, listener: TcpListener) -> Result<Self, StartError> {
-        let static_site = StaticSite::new(&settings.static_files).map_err(StartError::Static)?;
+        let static_site = StaticSite::new(&settings.static_files)
+            .map_err(StartError::Static)?
+            .with_memory(
+                settings.cache.static_max_bytes,
+                settings.cache.static_max_file_bytes,
+            );
+        let routes = RouteTable::new(&settings)?;
+        let route_sites = routes
+            .routes()
+            .iter()
+            .map(|route| match &route.action {
+                RouteAction::Static { root: Some(root) } => {
+                    StaticSite::for_route(route.prefix(), root, &settings.static_files).map(
+                        |site| {
+                            Some(site.with_memory(
+                                settings.cache.static_max_bytes,
+                                settings.cache.static_max_file_bytes,
+                            ))
+                        },
+                    )
+                }
+                _ => Ok(None),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(StartError::Static)?;
+        let trusted_proxies = TrustedProxies::new(settings.trusted_proxy_ranges()?);
+        let upstreams =
+            Arc::new(Upstreams::new(&settings.upstreams).map_err(StartError::Upstreams)?);
+        let tls = if settings.tls.enabled {
+            let resolver = Arc::new(CertificateResolver::load(&settings.tls)?);
+            let config = tls::server_config(&settings.tls, resolver.clone())?;
+            tls::reload_on_sighup(resolver)?;
+            let bind = settings.tls.bind;
+            let listener = TcpListener::bind(bind)
+                .map_err(|source| StartError::Bind { addr: bind, source })?;
+            Some(TlsListener { listener, config })
+        } else {
+            None
+        };
         let templates = MailTemplates::load(&settings.mail.templates_dir)
             .map_err(|err| StartError::Mail(err.to_string()))?;
         if !templates.overridden().is_empty() {
@@ -177,6 +227,10 @@ impl Application {
                 )
             }
         });
+
+        let (balancer, balancer_arbiter) = BalancerActor::start(upstreams.clone(), metrics.clone());
+        let cache = ResponseCache::new(settings.cache.max_bytes, settings.cache.max_object_bytes);
+        let (cache_actor, cache_arbiter) = CacheActor::start(cache.clone(), metrics.clone());
 
         let addr = listener.local_addr()?;
 
@@ -252,11 +306,23 @@ impl Application {
             metrics,
             static_site,
             openapi: openapi::document(),
+            routes: Arc::new(routes),
+            route_sites,
+            upstreams,
+            cache,
+            trusted_proxies,
+            balancer,
+            cache_actor,
         });
-        let server = http::server(&settings, listener, state)?;
-        // Stopped in this order: the mailer (finishing its sends) before the actors
-        // and the database it records into.
+        let tls_addr = tls
+            .as_ref()
+            .map(|tls| tls.listener.local_addr())
+            .transpose()?;
+        let server = http::server(&settings, listener, tls, state)?;
+        // Stopped in this order: the mailer (finishing its sends) before the actors and
+        // the database it records into; the front-of-house actors first among those.
         let arbiters = std::iter::once(mailer_arbiter)
+            .chain([balancer_arbiter, cache_arbiter])
             .chain(auth_arbiters)
             .chain(cluster_arbiters)
             .chain([maintenance_arbiter])
@@ -264,6 +330,7 @@ impl Application {
             .collect();
         Ok(Self {
             addr,
+            tls_addr,
             server,
             db,
             mailer,
@@ -276,6 +343,11 @@ impl Application {
     /// The address the listener is bound to (the real port when configured with 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The HTTPS listener's address, when TLS is enabled.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
     }
 
     /// A handle to stop the HTTP server gracefully.

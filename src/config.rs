@@ -4,8 +4,9 @@
 //! itself when present), `config/<GATEHOUSE_ENV>.toml`, the file named by `--config`,
 //! then `GATEHOUSE__SECTION__KEY` environment variables.
 
+use std::collections::BTreeMap;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -31,6 +32,14 @@ pub struct Settings {
     pub log: LogSettings,
     pub metrics: MetricsSettings,
     pub auth: AuthSettings,
+    /// What answers each request, by host and path prefix, first match winning.
+    pub routes: Vec<RouteSettings>,
+    /// Named pools of upstream servers that `proxy` routes forward to.
+    pub upstreams: BTreeMap<String, UpstreamSettings>,
+    pub proxy: ProxySettings,
+    pub cache: CacheSettings,
+    pub tls: TlsSettings,
+    pub limits: LimitSettings,
     pub mail: MailSettings,
     pub redis: RedisSettings,
     pub maintenance: MaintenanceSettings,
@@ -68,6 +77,8 @@ pub struct ServerSettings {
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
     pub max_body_bytes: usize,
+    /// Addresses or CIDR ranges whose `X-Forwarded-For`/`Forwarded` headers are believed.
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -130,6 +141,208 @@ pub enum LogFormat {
 #[serde(deny_unknown_fields)]
 pub struct MetricsSettings {
     pub enabled: bool,
+}
+
+/// One entry of the route table.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSettings {
+    /// `example.com`, `*.example.com`, or absent for any host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// URL path prefix, matched on segment boundaries (`/app` matches `/app` and `/app/x`).
+    pub path: String,
+    pub handler: RouteHandler,
+    /// `static`: the folder to serve (default: the `[static]` site).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<PathBuf>,
+    /// `proxy`: the name of an `[upstreams.NAME]` pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// `proxy`: remove the route's path prefix before forwarding.
+    #[serde(default)]
+    pub strip_prefix: bool,
+    /// `proxy`: keep cacheable GET/HEAD responses in the response cache.
+    #[serde(default)]
+    pub cache: bool,
+    /// `redirect`: the target; `{uri}` stands for the request's path and query.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// `redirect`: 301, 302, 303, 307 or 308 (default 308).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Largest request body on this route (default `limits.max_body_bytes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<usize>,
+}
+
+/// What a route does with the requests it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteHandler {
+    Static,
+    Proxy,
+    Api,
+    Redirect,
+}
+
+/// A pool of upstream servers and how to balance and watch them.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSettings {
+    pub servers: Vec<UpstreamServer>,
+    #[serde(default)]
+    pub strategy: Strategy,
+    #[serde(default)]
+    pub health_check: HealthCheckSettings,
+    /// Consecutive failed requests that take a server out of rotation (0 = never).
+    #[serde(default = "default_max_fails")]
+    pub max_fails: u32,
+    /// How long a server stays out after `max_fails`.
+    #[serde(default = "default_fail_timeout", with = "humantime_serde")]
+    pub fail_timeout: Duration,
+    /// Attempts per request, each on another server (1 = no retries).
+    #[serde(default = "default_tries")]
+    pub tries: u32,
+    /// No retry starts after this much time since the first attempt.
+    #[serde(default = "default_retry_timeout", with = "humantime_serde")]
+    pub retry_timeout: Duration,
+}
+
+fn default_max_fails() -> u32 {
+    3
+}
+
+fn default_fail_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_tries() -> u32 {
+    3
+}
+
+fn default_retry_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// One upstream server: `http://host:port` and its weight.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamServer {
+    pub url: String,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// How a pool picks the server for a request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    #[default]
+    RoundRobin,
+    Weighted,
+    LeastConnections,
+    IpHash,
+    RandomTwoChoices,
+}
+
+/// Active health checks: `GET path` on every server each `interval`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthCheckSettings {
+    /// Path to probe; empty disables active checks.
+    pub path: String,
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Consecutive passing probes that bring a server back.
+    pub healthy_threshold: u32,
+    /// Consecutive failing probes that take a server out.
+    pub unhealthy_threshold: u32,
+}
+
+impl Default for HealthCheckSettings {
+    fn default() -> Self {
+        Self {
+            path: String::new(),
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+            healthy_threshold: 2,
+            unhealthy_threshold: 3,
+        }
+    }
+}
+
+/// Timeouts of the upstream client, shared by every pool.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxySettings {
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Longest wait for the response head, and between two chunks of the response body.
+    #[serde(with = "humantime_serde")]
+    pub read_timeout: Duration,
+    /// How long an idle upstream connection is kept for reuse.
+    #[serde(with = "humantime_serde")]
+    pub keep_alive: Duration,
+}
+
+/// The in-memory response cache.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSettings {
+    /// Memory for cached responses (headers and bodies), in bytes.
+    pub max_bytes: u64,
+    /// Larger responses are passed through without being stored.
+    pub max_object_bytes: usize,
+    /// Memory for hot static files, in bytes (0 = read every file from disk).
+    pub static_max_bytes: u64,
+    /// Static files up to this size are kept in memory.
+    pub static_max_file_bytes: u64,
+}
+
+/// HTTPS listener and certificates.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    pub enabled: bool,
+    pub bind: SocketAddr,
+    /// One entry per certificate: `{ hosts = ["example.com"], cert = "x.pem", key = "x.key" }`.
+    /// The first is used for clients that send no (or an unknown) server name.
+    pub certificates: Vec<CertificateSettings>,
+    /// Answer plain HTTP requests with a redirect to HTTPS.
+    pub redirect_http: bool,
+    /// `Strict-Transport-Security` value for HTTPS responses; empty sends none.
+    pub hsts: String,
+    /// `"1.2"` or `"1.3"`.
+    pub min_version: String,
+}
+
+/// A certificate chain and key (PEM files) and the host names it serves.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateSettings {
+    pub hosts: Vec<String>,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Request size and time limits.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Total size of request header names and values (431 beyond).
+    pub max_header_bytes: usize,
+    /// Largest request body of proxy routes unless the route sets its own (413 beyond).
+    pub max_body_bytes: usize,
+    /// Longest pause while a client sends a request body (408 beyond).
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -569,6 +782,68 @@ impl Settings {
                 ));
             }
         }
+        self.trusted_proxy_ranges()?;
+        crate::routing::RouteTable::validate(self)?;
+        for (name, pool) in &self.upstreams {
+            if pool.servers.is_empty() {
+                return Err(invalid(
+                    &format!("upstreams.{name}.servers"),
+                    "needs at least one server",
+                ));
+            }
+            for (i, server) in pool.servers.iter().enumerate() {
+                if let Err(reason) = crate::actors::balancer::parse_upstream_url(&server.url) {
+                    return Err(invalid(
+                        &format!("upstreams.{name}.servers[{i}].url"),
+                        &reason,
+                    ));
+                }
+                if server.weight == 0 {
+                    return Err(invalid(
+                        &format!("upstreams.{name}.servers[{i}].weight"),
+                        "must be at least 1",
+                    ));
+                }
+            }
+            if pool.tries == 0 {
+                return Err(invalid(
+                    &format!("upstreams.{name}.tries"),
+                    "must be at least 1",
+                ));
+            }
+            let check = &pool.health_check;
+            if !check.path.is_empty() {
+                if !check.path.starts_with('/') {
+                    return Err(invalid(
+                        &format!("upstreams.{name}.health_check.path"),
+                        "must start with /",
+                    ));
+                }
+                if check.interval.is_zero()
+                    || check.healthy_threshold == 0
+                    || check.unhealthy_threshold == 0
+                {
+                    return Err(invalid(
+                        &format!("upstreams.{name}.health_check"),
+                        "interval and thresholds must be above zero",
+                    ));
+                }
+            }
+        }
+        if self.tls.enabled && self.tls.certificates.is_empty() {
+            return Err(invalid(
+                "tls.certificates",
+                "TLS is enabled but no certificate is configured",
+            ));
+        }
+        if !matches!(self.tls.min_version.as_str(), "1.2" | "1.3") {
+            return Err(invalid("tls.min_version", "must be \"1.2\" or \"1.3\""));
+        }
+        if !self.tls.hsts.is_empty()
+            && actix_web::http::header::HeaderValue::from_str(&self.tls.hsts).is_err()
+        {
+            return Err(invalid("tls.hsts", "is not a valid header value"));
+        }
         if url::Url::parse(&self.server.public_url)
             .map_or(true, |url| !matches!(url.scheme(), "http" | "https"))
         {
@@ -725,6 +1000,25 @@ impl Settings {
         resolve_count(self.server.workers)
     }
 
+    /// `server.trusted_proxies` as address ranges; a bare address is a range of one.
+    pub fn trusted_proxy_ranges(&self) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+        self.server
+            .trusted_proxies
+            .iter()
+            .map(|entry| {
+                entry
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| entry.parse::<IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        invalid(
+                            "server.trusted_proxies",
+                            &format!("{entry:?} is not an IP address or CIDR range"),
+                        )
+                    })
+            })
+            .collect()
+    }
+
     /// Password hashing threads, resolving 0 to the number of cores.
     pub fn password_hash_workers(&self) -> usize {
         resolve_count(self.auth.password_hash.workers)
@@ -749,7 +1043,8 @@ fn resolve_count(configured: usize) -> usize {
     }
 }
 
-fn invalid(key: &str, reason: &str) -> ConfigError {
+/// A configuration error about `key`.
+pub fn invalid(key: &str, reason: &str) -> ConfigError {
     ConfigError(format!("invalid config: key `{key}`: {reason}"))
 }
 

@@ -4,6 +4,7 @@
 pub mod actors;
 pub mod app;
 pub mod auth;
+pub mod cache_policy;
 pub mod cli;
 pub mod cluster;
 pub mod collections;
@@ -15,4 +16,6 @@ pub mod http;
 pub mod mail;
 pub mod queue;
 pub mod records;
+pub mod routing;
 pub mod telemetry;
+pub mod tls;

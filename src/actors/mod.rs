@@ -5,9 +5,12 @@
 //! | database | `Ping`, `Transact<T, E>` | foundation |
 //! | auth | login, sessions, tokens | accounts issue |
 //! | mailer | `Wake`, `Drain` (outbox delivery) | mailer issue |
-//! | cache, load balancer | response cache, upstream pools | front-of-house issue |
+//! | cache | `Purge` (lookups read the shared store directly) | front of house |
+//! | balancer | `UpstreamStatus` (selection reads published snapshots) | front of house |
 
 pub mod auth;
+pub mod balancer;
+pub mod cache;
 pub mod database;
 pub mod mailer;
 pub mod maintenance;

@@ -6,22 +6,33 @@ pub mod admin_campaigns;
 pub mod admin_outbox;
 pub mod auth;
 pub mod auth_pages;
+pub mod compression;
+pub mod edge;
+pub mod forwarded;
+pub mod front;
 pub mod health;
 pub mod middleware;
 pub mod newsletter;
 pub mod openapi;
+pub mod proxy;
+pub mod proxy_cache;
+pub mod proxy_tunnel;
 pub mod records;
 pub mod static_files;
 
 use std::net::TcpListener;
 use std::sync::Arc;
 
+use actix::Addr;
 use actix_cors::Cors;
 use actix_web::dev::Server;
+use actix_web::http::header::HeaderValue;
 use actix_web::http::Method;
-use actix_web::{web, App, HttpServer};
+use actix_web::{guard, web, App, HttpServer};
 
 use crate::actors::auth::Auth;
+use crate::actors::balancer::{BalancerActor, Upstreams};
+use crate::actors::cache::{CacheActor, ResponseCache};
 use crate::actors::database::{Db, DbError};
 use crate::actors::mailer::Mailer;
 use crate::collections::Registry;
@@ -29,8 +40,12 @@ use crate::config::Settings;
 use crate::error::{json_error, query_error, ApiError};
 use crate::mail::MailContext;
 use crate::queue::Queue;
+use crate::routing::{request_host, RouteAction, RouteTable};
 use crate::telemetry::Metrics;
+use edge::EdgePolicy;
+use forwarded::TrustedProxies;
 use middleware::{RequestTelemetry, X_REQUEST_ID};
+use proxy::Proxy;
 use static_files::StaticSite;
 
 /// What every HTTP worker shares: actor addresses and read-only state built at start.
@@ -51,28 +66,66 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub static_site: StaticSite,
     pub openapi: String,
+    pub routes: Arc<RouteTable>,
+    /// The site of each `static` route with a `root` of its own, by route position.
+    pub route_sites: Vec<Option<StaticSite>>,
+    pub upstreams: Arc<Upstreams>,
+    pub cache: ResponseCache,
+    pub trusted_proxies: TrustedProxies,
+    pub balancer: Addr<BalancerActor>,
+    pub cache_actor: Addr<CacheActor>,
 }
 
-/// Builds the HTTP server on `listener`. The factory below runs once per worker; it
-/// only clones handles to actors that were started before it.
+/// The HTTPS listener and its rustls configuration.
+pub struct TlsListener {
+    pub listener: TcpListener,
+    pub config: rustls::ServerConfig,
+}
+
+/// Builds the HTTP server on `listener` (and `tls`, when given). The factory below runs
+/// once per worker; it only clones handles to actors that were started before it and
+/// builds the worker's own upstream client.
 pub fn server(
     settings: &Settings,
     listener: TcpListener,
+    tls: Option<TlsListener>,
     state: web::Data<AppState>,
 ) -> std::io::Result<Server> {
     let cors_origins = settings.api.cors_origins.clone();
     let max_body = settings.server.max_body_bytes;
     let access_log = settings.log.access_log;
     let metrics_enabled = settings.metrics.enabled;
-    let server = HttpServer::new(move || {
+    let edge_policy = web::Data::new(EdgePolicy {
+        max_header_bytes: settings.limits.max_header_bytes,
+        redirect_to_https_port: (settings.tls.enabled && settings.tls.redirect_http)
+            .then(|| tls.as_ref().and_then(|tls| tls.listener.local_addr().ok()))
+            .flatten()
+            .map(|addr| addr.port()),
+        hsts: (settings.tls.enabled && !settings.tls.hsts.is_empty())
+            .then(|| HeaderValue::from_str(&settings.tls.hsts).ok())
+            .flatten(),
+    });
+    let worker_settings = settings.clone();
+    let mut server = HttpServer::new(move || {
+        let proxy = Proxy::new(
+            &worker_settings,
+            state.upstreams.clone(),
+            state.cache.clone(),
+            state.trusted_proxies.clone(),
+        );
+        let routes = state.routes.clone();
         let mut app = App::new()
             .app_data(state.clone())
+            .app_data(edge_policy.clone())
+            .app_data(web::Data::new(proxy))
             .app_data(
                 web::JsonConfig::default()
                     .limit(max_body)
                     .error_handler(json_error),
             )
             .app_data(web::QueryConfig::default().error_handler(query_error))
+            .wrap(compression::Compression)
+            .wrap(actix_web::middleware::from_fn(edge::edge))
             .wrap(RequestTelemetry::new(state.metrics.clone(), access_log))
             .route("/healthz", web::get().to(health::healthz))
             .route("/readyz", web::get().to(health::readyz))
@@ -108,6 +161,12 @@ pub fn server(
         }
         app.service(
             web::scope("/api")
+                .guard(guard::fn_guard(move |ctx| {
+                    let head = ctx.head();
+                    routes
+                        .find(request_host(head), head.uri.path())
+                        .is_some_and(|route| route.action == RouteAction::Api)
+                }))
                 .wrap(cors(&cors_origins))
                 .route("/health", web::get().to(health::api_health))
                 .route("/openapi.json", web::get().to(openapi::serve))
@@ -186,18 +245,23 @@ pub fn server(
                         ),
                 )
                 .route("/admin/status", web::get().to(admin::status))
+                .route("/admin/upstreams", web::get().to(admin::upstreams))
+                .route("/admin/cache/purge", web::post().to(admin::purge_cache))
                 .default_service(web::to(api_not_found)),
         )
-        .default_service(web::to(static_files::serve))
+        .default_service(web::to(front::dispatch))
     })
     .workers(settings.http_workers())
     .keep_alive(settings.server.keep_alive)
     .client_request_timeout(settings.server.request_head_timeout)
     .shutdown_timeout(settings.server.shutdown_timeout.as_secs())
+    // Applies to the TLS listener too: actix-http sets it on the TCP stream under TLS.
     .tcp_nodelay(true)
-    .listen(listener)?
-    .run();
-    Ok(server)
+    .listen(listener)?;
+    if let Some(tls) = tls {
+        server = server.listen_rustls_0_23(tls.listener, tls.config)?;
+    }
+    Ok(server.run())
 }
 
 /// CORS for the API: the configured origins, every method the SDKs use, any header.

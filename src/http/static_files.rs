@@ -5,25 +5,203 @@
 //! checks the path (no `..`, no hidden files, no symlinks leading out of the root),
 //! picks a precompressed `.br`/`.gz` sibling the client accepts, resolves index files,
 //! and falls back to `index.html` for single-page apps.
+//!
+//! Small files are also kept in memory ([`HotFiles`]): a hit skips path resolution,
+//! `open` and `read`, and the answer is built from shared bytes. Like nginx's
+//! `open_file_cache_valid`, a file's size and modification time are checked again at
+//! most every [`HOT_FILE_RECHECK`], so a change shows within that; entries live a few
+//! seconds, so that files or precompressed siblings added beside them are noticed.
+//! Range requests always use the file.
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix_files::NamedFile;
 use actix_web::http::header::{self, ContentEncoding, HeaderValue};
 use actix_web::http::{Method, StatusCode};
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{HttpRequest, HttpResponse};
+use bytes::Bytes;
+use moka::sync::Cache;
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTROLS};
 
 use crate::config::StaticSettings;
-use crate::http::AppState;
 
 /// The folders served, longest URL prefix first.
 pub struct StaticSite {
     mounts: Vec<Mount>,
+    hot: Option<HotFiles>,
+}
+
+/// How long a file stays in memory before its path is resolved again.
+const HOT_FILE_LIFETIME: Duration = Duration::from_secs(2);
+
+/// How often a file in memory is compared with the disk (size and modification time):
+/// a `stat` per hit would cost more than the rest of the hit.
+const HOT_FILE_RECHECK: Duration = Duration::from_millis(250);
+
+/// Small files in memory, by mount, path below it and the encodings the client takes.
+pub struct HotFiles {
+    files: Cache<HotKey, Arc<HotFile>>,
+    max_file_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct HotKey {
+    mount: usize,
+    rest: Box<str>,
+    /// Bit 0: accepts br; bit 1: accepts gzip.
+    accepts: u8,
+}
+
+/// A file's bytes and the headers of its 200 answer.
+struct HotFile {
+    path: PathBuf,
+    /// When the disk was last compared: milliseconds since `loaded`.
+    checked_ms: AtomicU64,
+    loaded: Instant,
+    body: Bytes,
+    modified: SystemTime,
+    content_type: HeaderValue,
+    encoding: Option<ContentEncoding>,
+    has_variants: bool,
+    etag: HeaderValue,
+    last_modified: HeaderValue,
+}
+
+impl HotFiles {
+    /// `None` when `max_bytes` is 0 (memory caching off).
+    pub fn new(max_bytes: u64, max_file_bytes: u64) -> Option<Self> {
+        (max_bytes > 0).then(|| Self {
+            files: Cache::builder()
+                .max_capacity(max_bytes)
+                .weigher(|_: &HotKey, file: &Arc<HotFile>| {
+                    u32::try_from(file.body.len() + 256).unwrap_or(u32::MAX)
+                })
+                .time_to_live(HOT_FILE_LIFETIME)
+                .build(),
+            max_file_bytes,
+        })
+    }
+}
+
+impl HotFile {
+    /// Reads `chosen` when it is small enough; `None` otherwise.
+    fn load(chosen: &Chosen, max_bytes: u64) -> Option<Self> {
+        let meta = std::fs::metadata(&chosen.path).ok()?;
+        if meta.len() > max_bytes {
+            return None;
+        }
+        let modified = meta.modified().ok()?;
+        let body = std::fs::read(&chosen.path).ok()?;
+        if body.len() as u64 != meta.len() {
+            return None;
+        }
+        Some(Self {
+            path: chosen.path.clone(),
+            checked_ms: AtomicU64::new(0),
+            loaded: Instant::now(),
+            etag: entity_tag(&meta, modified)?,
+            last_modified: HeaderValue::from_str(&httpdate::fmt_http_date(modified)).ok()?,
+            body: Bytes::from(body),
+            modified,
+            content_type: HeaderValue::from_str(chosen.content_type.as_ref()).ok()?,
+            encoding: chosen.encoding,
+            has_variants: chosen.has_variants,
+        })
+    }
+
+    /// Whether the file on disk is still the one in memory, as of at most
+    /// [`HOT_FILE_RECHECK`] ago.
+    fn is_current(&self) -> bool {
+        let now = self.loaded.elapsed().as_millis() as u64;
+        let checked = self.checked_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(checked) < HOT_FILE_RECHECK.as_millis() as u64 {
+            return true;
+        }
+        self.checked_ms.store(now, Ordering::Relaxed);
+        std::fs::metadata(&self.path).is_ok_and(|meta| {
+            meta.len() == self.body.len() as u64 && meta.modified().ok() == Some(self.modified)
+        })
+    }
+
+    fn respond(&self, req: &HttpRequest, mount: &Mount) -> HttpResponse {
+        let mut response = if self.not_modified(req) {
+            HttpResponse::NotModified().finish()
+        } else {
+            let mut response = HttpResponse::Ok().body(self.body.clone());
+            let headers = response.headers_mut();
+            headers.insert(header::CONTENT_TYPE, self.content_type.clone());
+            headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+            if let Some(encoding) = self.encoding {
+                headers.insert(header::CONTENT_ENCODING, encoding.to_header_value());
+            }
+            response
+        };
+        let headers = response.headers_mut();
+        headers.insert(header::ETAG, self.etag.clone());
+        headers.insert(header::LAST_MODIFIED, self.last_modified.clone());
+        if self.has_variants {
+            headers.append(header::VARY, HeaderValue::from_static("accept-encoding"));
+        }
+        if let Some(cache_control) = &mount.cache_control {
+            headers.insert(header::CACHE_CONTROL, cache_control.clone());
+        }
+        response
+    }
+
+    /// `If-None-Match` (weak comparison), or without it `If-Modified-Since`.
+    fn not_modified(&self, req: &HttpRequest) -> bool {
+        let headers = req.headers();
+        if let Some(candidates) = headers.get(header::IF_NONE_MATCH) {
+            let ours = opaque_tag(self.etag.as_bytes());
+            return candidates
+                .as_bytes()
+                .split(|b| *b == b',')
+                .any(|candidate| {
+                    let candidate = candidate.trim_ascii();
+                    candidate == b"*" || opaque_tag(candidate) == ours
+                });
+        }
+        headers
+            .get(header::IF_MODIFIED_SINCE)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| httpdate::parse_http_date(value).ok())
+            .is_some_and(|since| {
+                let modified = self
+                    .modified
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let since = since.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+                modified <= since
+            })
+    }
+}
+
+fn opaque_tag(tag: &[u8]) -> &[u8] {
+    tag.strip_prefix(b"W/").unwrap_or(tag)
+}
+
+/// The same strong ETag actix-files gives the file, so that answers from memory and
+/// from disk validate each other.
+fn entity_tag(meta: &std::fs::Metadata, modified: SystemTime) -> Option<HeaderValue> {
+    use std::os::unix::fs::MetadataExt as _;
+    let since_epoch = modified.duration_since(UNIX_EPOCH).ok()?;
+    HeaderValue::from_str(&format!(
+        "\"{:x}:{:x}:{:x}:{:x}\"",
+        meta.ino(),
+        meta.len(),
+        since_epoch.as_secs(),
+        since_epoch.subsec_nanos()
+    ))
+    .ok()
 }
 
 struct Mount {
+    /// Position in the site's list, for memory-cache keys.
+    position: usize,
     prefix: String,
     root: PathBuf,
     index: String,
@@ -72,6 +250,7 @@ impl StaticSite {
                     .transpose()
                     .map_err(|_| format!("invalid cache_control {:?}", mount.cache_control))?;
                 Ok(Mount {
+                    position: 0,
                     prefix: mount.prefix.trim_end_matches('/').to_string(),
                     root,
                     index: settings.index.clone(),
@@ -82,7 +261,30 @@ impl StaticSite {
             })
             .collect::<Result<Vec<_>, String>>()?;
         mounts.sort_by_key(|mount| std::cmp::Reverse(mount.prefix.len()));
-        Ok(Self { mounts })
+        for (position, mount) in mounts.iter_mut().enumerate() {
+            mount.position = position;
+        }
+        Ok(Self { mounts, hot: None })
+    }
+
+    /// Keeps files of up to `max_file_bytes` in memory, `max_bytes` in all.
+    pub fn with_memory(mut self, max_bytes: u64, max_file_bytes: u64) -> Self {
+        self.hot = HotFiles::new(max_bytes, max_file_bytes);
+        self
+    }
+
+    /// A site of one folder served under a route's path `prefix` (`""` for `/`).
+    pub fn for_route(prefix: &str, root: &Path, settings: &StaticSettings) -> Result<Self, String> {
+        let settings = StaticSettings {
+            root: root.to_path_buf(),
+            mounts: Vec::new(),
+            ..settings.clone()
+        };
+        let mut site = Self::new(&settings)?;
+        for mount in &mut site.mounts {
+            mount.prefix = prefix.trim_end_matches('/').to_string();
+        }
+        Ok(site)
     }
 
     fn mount_for<'a>(&self, path: &'a str) -> Option<(&Mount, &'a str)> {
@@ -93,28 +295,54 @@ impl StaticSite {
     }
 }
 
-/// The handler for every path no other route claims.
-pub async fn serve(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+/// Answers `req` from the files of `site`.
+pub async fn serve_site(req: &HttpRequest, site: &StaticSite) -> HttpResponse {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return HttpResponse::MethodNotAllowed()
             .insert_header((header::ALLOW, "GET, HEAD"))
             .body("405 Method Not Allowed\n");
     }
-    let site = &state.static_site;
     let Some((mount, rest)) = site.mount_for(req.path()) else {
-        return not_found(&req, None).await;
+        return not_found(req, None).await;
     };
     let accept_encoding = req
         .headers()
         .get(header::ACCEPT_ENCODING)
         .and_then(|value| value.to_str().ok())
         .unwrap_or("");
+    let hot = site
+        .hot
+        .as_ref()
+        .filter(|_| !req.headers().contains_key(header::RANGE));
+    let key = hot.map(|_| HotKey {
+        mount: mount.position,
+        rest: rest.into(),
+        accepts: u8::from(mount.precompressed && accepts_encoding(accept_encoding, "br"))
+            | (u8::from(mount.precompressed && accepts_encoding(accept_encoding, "gzip")) << 1),
+    });
+    if let (Some(hot), Some(key)) = (hot, &key) {
+        if let Some(file) = hot.files.get(key) {
+            if file.is_current() {
+                return file.respond(req, mount);
+            }
+            hot.files.invalidate(key);
+        }
+    }
     match lookup(mount, rest, accept_encoding) {
-        Lookup::Found(chosen) => respond(&req, mount, chosen).await,
+        Lookup::Found(chosen) => {
+            if let (Some(hot), Some(key)) = (hot, key) {
+                if let Some(file) = HotFile::load(&chosen, hot.max_file_bytes) {
+                    let file = Arc::new(file);
+                    hot.files.insert(key, file.clone());
+                    return file.respond(req, mount);
+                }
+            }
+            respond(req, mount, chosen).await
+        }
         Lookup::RedirectToDirectory(location) => HttpResponse::MovedPermanently()
             .insert_header((header::LOCATION, location))
             .finish(),
-        Lookup::NotFound => not_found(&req, Some(mount)).await,
+        Lookup::NotFound => not_found(req, Some(mount)).await,
     }
 }
 

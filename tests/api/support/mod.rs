@@ -2,11 +2,13 @@
 //! (a SQLite file, or a PostgreSQL schema when DATABASE_URL is set), a real HTTP client.
 
 pub mod accounts;
+pub mod certs;
 pub mod mail;
 pub mod oauth_provider;
 pub mod raw_http;
 pub mod smtp_sink;
 pub mod tcp_proxy;
+pub mod upstream;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -65,6 +67,8 @@ pub fn postgres_url() -> Option<String> {
 /// A running Gatehouse with its own database and static root.
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// The HTTPS listener, when the test enabled TLS.
+    pub tls_addr: Option<SocketAddr>,
     pub client: reqwest::Client,
     pub db: Db,
     pub mailer: Mailer,
@@ -285,6 +289,7 @@ pub async fn spawn_app_with(
                 Ok(app) => {
                     let handles = (
                         app.addr(),
+                        app.tls_addr(),
                         app.db().clone(),
                         app.mailer().clone(),
                         app.handle(),
@@ -299,12 +304,13 @@ pub async fn spawn_app_with(
         });
         let _ = finished.send(());
     });
-    let (addr, db, mailer, handle) = ready
+    let (addr, tls_addr, db, mailer, handle) = ready
         .await
         .expect("the instance thread answers")
         .expect("test app starts");
     Some(TestApp {
         addr,
+        tls_addr,
         client: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -320,6 +326,14 @@ pub async fn spawn_app_with(
         postgres_schema,
         _dir: dir,
     })
+}
+
+/// Starts Gatehouse on SQLite for front-of-house tests, where the database does not
+/// matter; `customize` adjusts the settings (routes, upstreams, TLS).
+pub async fn spawn_front(customize: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_with(Backend::Sqlite, customize)
+        .await
+        .expect("SQLite is always available")
 }
 
 fn current_test() -> String {

@@ -1,0 +1,216 @@
+#!/usr/bin/env bash
+# Gatehouse against nginx on the same machine, in the same run, with the same load
+# generator: a 1 KiB static file, a 100 KiB static file, a proxied request, and a cache
+# hit (nginx: proxy_cache). Both servers get the same worker count; access logs are off
+# on both. A third process (a one-worker nginx) is the upstream both of them proxy to.
+#
+#   bash benches/front_of_house.sh     # WORKERS=2 CONNECTIONS=64 DURATION=5s ROUNDS=3
+#   WORKERS=1 DURATION=10s ROUNDS=5 bash benches/front_of_house.sh
+#
+# Each scenario runs ROUNDS times, Gatehouse and nginx alternating, and the medians are
+# printed, so that load from elsewhere on the machine hits both alike.
+#
+# Installs nginx and wrk from Debian when missing. This is a benchmark, not a test: it
+# prints figures and always exits 0 once it has measured.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+WORKERS=${WORKERS:-2}
+CONNECTIONS=${CONNECTIONS:-64}
+DURATION=${DURATION:-5s}
+ROUNDS=${ROUNDS:-3}
+THREADS=${THREADS:-2}
+GATEHOUSE_PORT=${GATEHOUSE_PORT:-18080}
+NGINX_PORT=${NGINX_PORT:-18081}
+UPSTREAM_PORT=${UPSTREAM_PORT:-18082}
+
+if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
+    echo "bench: installing nginx and wrk" >&2
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx wrk >/dev/null
+fi
+
+echo "bench: building Gatehouse (release)" >&2
+cargo build --release --quiet --bin gatehouse
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+    [ -f "$work/upstream.pid" ] && kill "$(cat "$work/upstream.pid")" 2>/dev/null || true
+    sleep 0.5
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+mkdir -p "$work/public" "$work/cache" "$work/data"
+head -c 1024 /dev/urandom | base64 -w 0 | head -c 1024 > "$work/public/1k.txt"
+head -c 102400 /dev/urandom | base64 -w 0 | head -c 102400 > "$work/public/100k.txt"
+echo '<h1>bench</h1>' > "$work/public/index.html"
+
+# The shared upstream: one nginx worker answering every path with a small, cacheable
+# body (12 bytes of text plus headers).
+cat > "$work/upstream.conf" <<EOF
+user root;
+worker_processes 1;
+pid $work/upstream.pid;
+error_log $work/upstream-error.log;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    server {
+        listen 127.0.0.1:$UPSTREAM_PORT;
+        location / {
+            default_type text/plain;
+            add_header Cache-Control "public, max-age=3600";
+            return 200 "hello world\n";
+        }
+    }
+}
+EOF
+
+cat > "$work/nginx.conf" <<EOF
+user root;
+worker_processes $WORKERS;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    keepalive_requests 1000000;
+    open_file_cache max=1000 inactive=60s;
+    default_type application/octet-stream;
+    types { text/plain txt; text/html html; }
+    proxy_cache_path $work/cache levels=1:2 keys_zone=bench:10m max_size=100m;
+    upstream app {
+        server 127.0.0.1:$UPSTREAM_PORT;
+        keepalive 64;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        root $work/public;
+        location /proxy/ {
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+        location /cached/ {
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_cache bench;
+        }
+    }
+}
+EOF
+
+cat > "$work/gatehouse.toml" <<EOF
+[server]
+bind = "127.0.0.1:$GATEHOUSE_PORT"
+workers = $WORKERS
+
+[database]
+url = "sqlite://$work/data/gatehouse.db?mode=rwc"
+actors = 1
+
+[static]
+root = "$work/public"
+
+[log]
+level = "warn"
+access_log = false
+
+[upstreams.app]
+servers = [{ url = "http://127.0.0.1:$UPSTREAM_PORT" }]
+
+[[routes]]
+path = "/api"
+handler = "api"
+
+[[routes]]
+path = "/proxy"
+handler = "proxy"
+upstream = "app"
+
+[[routes]]
+path = "/cached"
+handler = "proxy"
+upstream = "app"
+cache = true
+
+[[routes]]
+path = "/"
+handler = "static"
+EOF
+
+nginx -c "$work/upstream.conf"
+nginx -c "$work/nginx.conf"
+GATEHOUSE_ENV=production GATEHOUSE__AUTH__SECRET_FILE="$work/data/secret" \
+    ./target/release/gatehouse --config "$work/gatehouse.toml" serve \
+    >"$work/gatehouse.log" 2>&1 &
+pids+=($!)
+
+for port in "$GATEHOUSE_PORT" "$NGINX_PORT" "$UPSTREAM_PORT"; do
+    for _ in $(seq 1 100); do
+        curl -fs "http://127.0.0.1:$port/index.html" >/dev/null 2>&1 && break
+        curl -fs "http://127.0.0.1:$port/" >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+done
+# Sanity: both answer every path with 200, and both caches are warm.
+for port in "$GATEHOUSE_PORT" "$NGINX_PORT"; do
+    for path in /1k.txt /100k.txt /proxy/x /cached/x /cached/x; do
+        status=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port$path")
+        if [ "$status" != 200 ]; then
+            echo "bench: $path on port $port answered $status" >&2
+            cat "$work/gatehouse.log" >&2
+            exit 1
+        fi
+    done
+done
+cache_label=$(curl -s -D - -o /dev/null "http://127.0.0.1:$GATEHOUSE_PORT/cached/x" | tr -d '\r' | awk -F': ' 'tolower($1)=="x-cache"{print $2}')
+[ "$cache_label" = HIT ] || { echo "bench: Gatehouse cache answered X-Cache: $cache_label" >&2; exit 1; }
+
+# run URL -> "requests_per_second p99_ms"
+run() {
+    wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$1" 2>/dev/null | awk '
+        /Requests\/sec/ { rps = $2 }
+        /^ +99%/ {
+            v = $2
+            if (v ~ /us$/) { sub(/us$/, "", v); v = v / 1000 }
+            else if (v ~ /ms$/) { sub(/ms$/, "", v) }
+            else if (v ~ /s$/) { sub(/s$/, "", v); v = v * 1000 }
+            p99 = v
+        }
+        END { printf "%.0f %.2f\n", rps, p99 }'
+}
+
+# median of the numbers on stdin
+median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+echo
+echo "Gatehouse vs nginx $(nginx -v 2>&1 | sed 's/.*nginx\///'), $WORKERS workers each, wrk -t$THREADS -c$CONNECTIONS -d$DURATION, median of $ROUNDS alternating rounds, $(nproc) cores, load average $(cut -d' ' -f1 /proc/loadavg) at start"
+printf '%-22s %14s %10s %14s %10s %8s\n' scenario "gatehouse r/s" "p99 ms" "nginx r/s" "p99 ms" ratio
+for scenario in "1 KiB static|/1k.txt" "100 KiB static|/100k.txt" "proxied request|/proxy/x" "cache hit|/cached/x"; do
+    name=${scenario%%|*}
+    path=${scenario##*|}
+    wrk -t1 -c8 -d1s "http://127.0.0.1:$GATEHOUSE_PORT$path" >/dev/null 2>&1
+    wrk -t1 -c8 -d1s "http://127.0.0.1:$NGINX_PORT$path" >/dev/null 2>&1
+    : > "$work/g.txt"
+    : > "$work/n.txt"
+    for _ in $(seq 1 "$ROUNDS"); do
+        run "http://127.0.0.1:$GATEHOUSE_PORT$path" >> "$work/g.txt"
+        run "http://127.0.0.1:$NGINX_PORT$path" >> "$work/n.txt"
+    done
+    g_rps=$(cut -d' ' -f1 "$work/g.txt" | median)
+    g_p99=$(cut -d' ' -f2 "$work/g.txt" | median)
+    n_rps=$(cut -d' ' -f1 "$work/n.txt" | median)
+    n_p99=$(cut -d' ' -f2 "$work/n.txt" | median)
+    ratio=$(awk -v g="$g_rps" -v n="$n_rps" 'BEGIN { if (n > 0) printf "%.2f", g / n; else print "-" }')
+    printf '%-22s %14.0f %10.2f %14.0f %10.2f %7sx\n' "$name" "$g_rps" "$g_p99" "$n_rps" "$n_p99" "$ratio"
+done

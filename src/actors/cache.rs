@@ -1,0 +1,516 @@
+//! The response cache: a concurrent, byte-bounded store (moka) that HTTP workers read
+//! and fill directly, and the cache actor that maintains it (purges, housekeeping).
+//!
+//! Lookups never pass through the actor's mailbox: every worker holds a clone of
+//! [`ResponseCache`] (shared internals) and reads it lock-free. The actor handles the
+//! rare, whole-cache operations — purge by key or prefix, periodic eviction work —
+//! so they run on one thread away from request handling. A Redis tier can later sit
+//! behind the same interface.
+//!
+//! Concurrent misses of one key are coalesced: the first becomes the leader and fetches;
+//! the others wait for it ([`ResponseCache::begin_fetch`]) and then read the cache.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix::{
+    Actor, ActorContext, Addr, Arbiter, AsyncContext, Context, Handler, Message, Supervised,
+    Supervisor,
+};
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::StatusCode;
+use bytes::Bytes;
+use moka::sync::Cache;
+use tokio::sync::watch;
+
+use super::supervisor::Crashed;
+use crate::cache_policy::StoragePolicy;
+use crate::telemetry::Metrics;
+
+const NAME: &str = "cache";
+
+/// How often the actor lets moka finish pending evictions and expirations.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Where a cached response lives: host, path with query, and — for responses with
+/// `Vary` — the values of the request headers it varies on.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    host: Arc<str>,
+    path: Arc<str>,
+    variant: Arc<str>,
+}
+
+impl CacheKey {
+    /// The key of a URL, before any `Vary` is known.
+    pub fn primary(host: &str, path_and_query: &str) -> Self {
+        Self {
+            host: host.into(),
+            path: path_and_query.into(),
+            variant: "".into(),
+        }
+    }
+
+    fn variant(&self, names: &[HeaderName], request: &HeaderMap) -> Self {
+        let mut variant = String::new();
+        for name in names {
+            variant.push_str(name.as_str());
+            variant.push('=');
+            for value in request.get_all(name) {
+                variant.push_str(&String::from_utf8_lossy(value.as_bytes()));
+                variant.push('\u{1f}');
+            }
+            variant.push('\u{1e}');
+        }
+        Self {
+            host: self.host.clone(),
+            path: self.path.clone(),
+            variant: variant.into(),
+        }
+    }
+}
+
+/// A stored response.
+#[derive(Debug)]
+pub struct CachedResponse {
+    pub status: StatusCode,
+    /// End-to-end headers as received (hop-by-hop ones already removed).
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    received: Instant,
+    policy: StoragePolicy,
+}
+
+/// What a cached response may be used for, now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    /// Serve it.
+    Fresh,
+    /// Serve it and refresh it in the background (`stale-while-revalidate`).
+    StaleWhileRevalidate,
+    /// Revalidate before serving; it may still answer if the upstream fails
+    /// (`stale_if_error` says whether that window is still open).
+    Stale { stale_if_error: bool },
+}
+
+impl CachedResponse {
+    pub fn new(status: StatusCode, headers: HeaderMap, body: Bytes, policy: StoragePolicy) -> Self {
+        Self {
+            status,
+            headers,
+            body,
+            received: Instant::now(),
+            policy,
+        }
+    }
+
+    /// Seconds since it was received, for the `Age` header.
+    pub fn age(&self) -> Duration {
+        self.received.elapsed()
+    }
+
+    pub fn freshness(&self) -> Freshness {
+        let age = self.age();
+        let fresh = self.policy.fresh_for;
+        if age < fresh {
+            Freshness::Fresh
+        } else if age < fresh + self.policy.stale_while_revalidate {
+            Freshness::StaleWhileRevalidate
+        } else {
+            Freshness::Stale {
+                stale_if_error: age < fresh + self.policy.stale_if_error,
+            }
+        }
+    }
+
+    /// The same response refreshed by a `304 Not Modified` carrying `update` headers
+    /// and the new `policy`.
+    pub fn revalidated(&self, update: &HeaderMap, policy: StoragePolicy) -> Self {
+        let mut headers = self.headers.clone();
+        for name in update.keys() {
+            headers.remove(name);
+        }
+        for (name, value) in update {
+            headers.append(name.clone(), value.clone());
+        }
+        Self::new(self.status, headers, self.body.clone(), policy)
+    }
+
+    /// `If-None-Match` / `If-Modified-Since` headers to revalidate it with.
+    pub fn validators(&self) -> Vec<(HeaderName, HeaderValue)> {
+        use actix_web::http::header;
+        let mut validators = Vec::new();
+        if let Some(etag) = self.headers.get(header::ETAG) {
+            validators.push((header::IF_NONE_MATCH, etag.clone()));
+        }
+        if let Some(modified) = self.headers.get(header::LAST_MODIFIED) {
+            validators.push((header::IF_MODIFIED_SINCE, modified.clone()));
+        }
+        validators
+    }
+
+    /// Bytes it occupies, roughly, for the cache's byte bound.
+    fn weight(&self, key: &CacheKey) -> u32 {
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 32)
+            .sum();
+        let total = self.body.len() + headers + key.path.len() + key.variant.len() + 128;
+        u32::try_from(total).unwrap_or(u32::MAX)
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Slot {
+    Response(Arc<CachedResponse>),
+    /// The URL's responses vary on these request headers; each variant has its own key.
+    Vary(Arc<[HeaderName]>),
+}
+
+/// The shared, concurrent response store. Cloning is cheap; clones share everything.
+#[derive(Clone)]
+pub struct ResponseCache {
+    entries: Cache<CacheKey, Slot>,
+    /// Fetches in progress, by primary key: followers wait for the sender to drop.
+    in_flight: Arc<Mutex<HashMap<CacheKey, watch::Receiver<()>>>>,
+    /// Keys being refreshed in the background, so that only one refresh runs.
+    refreshing: Arc<Mutex<HashSet<CacheKey>>>,
+    max_object_bytes: usize,
+}
+
+/// The outcome of [`ResponseCache::begin_fetch`].
+pub enum Fetch {
+    /// Fetch it; followers wake when the guard drops (after storing, or not).
+    Leader(FetchGuard),
+    /// Another request is fetching it: wait, then look again.
+    Follower(watch::Receiver<()>),
+}
+
+/// Held by the request that fetches a key; dropping it wakes the followers.
+pub struct FetchGuard {
+    key: CacheKey,
+    in_flight: Arc<Mutex<HashMap<CacheKey, watch::Receiver<()>>>>,
+    _done: watch::Sender<()>,
+}
+
+impl Drop for FetchGuard {
+    fn drop(&mut self) {
+        self.in_flight
+            .lock()
+            .expect("in-flight map is never poisoned")
+            .remove(&self.key);
+    }
+}
+
+/// Held while a key is refreshed in the background.
+pub struct RefreshGuard {
+    key: CacheKey,
+    refreshing: Arc<Mutex<HashSet<CacheKey>>>,
+}
+
+impl Drop for RefreshGuard {
+    fn drop(&mut self) {
+        self.refreshing
+            .lock()
+            .expect("refresh set is never poisoned")
+            .remove(&self.key);
+    }
+}
+
+impl ResponseCache {
+    pub fn new(max_bytes: u64, max_object_bytes: usize) -> Self {
+        let entries = Cache::builder()
+            .max_capacity(max_bytes)
+            .weigher(|key: &CacheKey, slot: &Slot| match slot {
+                Slot::Response(response) => response.weight(key),
+                Slot::Vary(names) => 64 + names.len() as u32 * 32,
+            })
+            .build();
+        Self {
+            entries,
+            in_flight: Arc::default(),
+            refreshing: Arc::default(),
+            max_object_bytes,
+        }
+    }
+
+    /// Responses larger than this are not stored.
+    pub fn max_object_bytes(&self) -> usize {
+        self.max_object_bytes
+    }
+
+    /// The stored response for a request to `primary`, choosing the variant by the
+    /// request's headers when the URL has `Vary`.
+    pub fn get(&self, primary: &CacheKey, request: &HeaderMap) -> Option<Arc<CachedResponse>> {
+        match self.entries.get(primary)? {
+            Slot::Response(response) => Some(response),
+            Slot::Vary(names) => match self.entries.get(&primary.variant(&names, request))? {
+                Slot::Response(response) => Some(response),
+                Slot::Vary(_) => None,
+            },
+        }
+    }
+
+    /// Stores `response` for requests like `request` to `primary`.
+    pub fn insert(&self, primary: &CacheKey, request: &HeaderMap, response: CachedResponse) {
+        let vary = response.policy.vary.clone();
+        let response = Slot::Response(Arc::new(response));
+        if vary.is_empty() {
+            self.entries.insert(primary.clone(), response);
+        } else {
+            let key = primary.variant(&vary, request);
+            self.entries
+                .insert(primary.clone(), Slot::Vary(vary.into()));
+            self.entries.insert(key, response);
+        }
+    }
+
+    /// Starts fetching `primary`, or joins the fetch already under way.
+    pub fn begin_fetch(&self, primary: &CacheKey) -> Fetch {
+        let mut in_flight = self
+            .in_flight
+            .lock()
+            .expect("in-flight map is never poisoned");
+        if let Some(receiver) = in_flight.get(primary) {
+            return Fetch::Follower(receiver.clone());
+        }
+        let (done, receiver) = watch::channel(());
+        in_flight.insert(primary.clone(), receiver);
+        Fetch::Leader(FetchGuard {
+            key: primary.clone(),
+            in_flight: self.in_flight.clone(),
+            _done: done,
+        })
+    }
+
+    /// Claims the background refresh of `key`; `None` when one is already running.
+    pub fn begin_refresh(&self, key: &CacheKey) -> Option<RefreshGuard> {
+        let mut refreshing = self
+            .refreshing
+            .lock()
+            .expect("refresh set is never poisoned");
+        refreshing.insert(key.clone()).then(|| RefreshGuard {
+            key: key.clone(),
+            refreshing: self.refreshing.clone(),
+        })
+    }
+
+    /// Removes the entries whose path is `key` (exactly) or starts with `prefix`, on
+    /// `host` or every host; returns how many were removed.
+    fn purge(&self, target: &PurgeTarget, host: Option<&str>) -> u64 {
+        let doomed: Vec<Arc<CacheKey>> = self
+            .entries
+            .iter()
+            .map(|(key, _)| key)
+            .filter(|key| host.is_none_or(|host| host.eq_ignore_ascii_case(&key.host)))
+            .filter(|key| match target {
+                PurgeTarget::Key(path) => *key.path == **path,
+                PurgeTarget::Prefix(prefix) => key.path.starts_with(prefix.as_str()),
+            })
+            .collect();
+        for key in &doomed {
+            self.entries.invalidate(key.as_ref());
+        }
+        doomed.iter().filter(|key| key.variant.is_empty()).count() as u64
+    }
+
+    /// Entries and bytes held, after pending housekeeping.
+    fn usage(&self) -> (u64, u64) {
+        self.entries.run_pending_tasks();
+        (self.entries.entry_count(), self.entries.weighted_size())
+    }
+}
+
+/// The cache actor: maintains the shared [`ResponseCache`].
+pub struct CacheActor {
+    cache: ResponseCache,
+    metrics: Arc<Metrics>,
+}
+
+impl CacheActor {
+    /// Starts the supervised actor on its own arbiter.
+    pub fn start(cache: ResponseCache, metrics: Arc<Metrics>) -> (Addr<Self>, Arbiter) {
+        let arbiter = Arbiter::new();
+        let actor = Self { cache, metrics };
+        let addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| actor);
+        (addr, arbiter)
+    }
+}
+
+impl Actor for CacheActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(HOUSEKEEPING_INTERVAL, |act, _| {
+            act.cache.entries.run_pending_tasks()
+        });
+    }
+}
+
+impl Supervised for CacheActor {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        self.metrics.actor_restarts.with_label_values(&[NAME]).inc();
+        tracing::warn!(actor = NAME, "actor restarted by its supervisor");
+    }
+}
+
+impl Handler<Crashed> for CacheActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Crashed, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+/// What to purge: one path (with its query) or every path under a prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PurgeTarget {
+    Key(String),
+    Prefix(String),
+}
+
+/// Removes cached responses; answers with the number of URLs removed.
+#[derive(Message)]
+#[rtype(result = "PurgeResult")]
+pub struct Purge {
+    pub target: PurgeTarget,
+    /// Only this host's entries; all hosts when `None`.
+    pub host: Option<String>,
+}
+
+/// URLs removed and what the cache holds afterwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PurgeResult {
+    pub purged: u64,
+    pub entries: u64,
+    pub bytes: u64,
+}
+
+impl Handler<Purge> for CacheActor {
+    type Result = actix::MessageResult<Purge>;
+
+    fn handle(&mut self, msg: Purge, _: &mut Context<Self>) -> Self::Result {
+        let purged = self.cache.purge(&msg.target, msg.host.as_deref());
+        let (entries, bytes) = self.cache.usage();
+        tracing::info!(target = ?msg.target, host = ?msg.host, purged, "cache purged");
+        actix::MessageResult(PurgeResult {
+            purged,
+            entries,
+            bytes,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::http::header;
+
+    fn response(body: &str, vary: &[&'static str]) -> CachedResponse {
+        CachedResponse::new(
+            StatusCode::OK,
+            HeaderMap::new(),
+            Bytes::from(body.to_string()),
+            StoragePolicy {
+                fresh_for: Duration::from_secs(60),
+                stale_while_revalidate: Duration::ZERO,
+                stale_if_error: Duration::ZERO,
+                vary: vary.iter().map(|n| HeaderName::from_static(n)).collect(),
+            },
+        )
+    }
+
+    fn request(pairs: &[(HeaderName, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(name.clone(), HeaderValue::from_str(value).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn variants_are_chosen_by_the_vary_headers() {
+        let cache = ResponseCache::new(1 << 20, 1 << 20);
+        let key = CacheKey::primary("h", "/x");
+        let en = request(&[(header::ACCEPT_LANGUAGE, "en")]);
+        let de = request(&[(header::ACCEPT_LANGUAGE, "de")]);
+        cache.insert(&key, &en, response("hello", &["accept-language"]));
+        cache.insert(&key, &de, response("hallo", &["accept-language"]));
+        assert_eq!(cache.get(&key, &en).unwrap().body, "hello");
+        assert_eq!(cache.get(&key, &de).unwrap().body, "hallo");
+        assert!(cache.get(&key, &request(&[])).is_none());
+    }
+
+    #[test]
+    fn purge_by_key_and_prefix_and_host() {
+        let cache = ResponseCache::new(1 << 20, 1 << 20);
+        let empty = HeaderMap::new();
+        for (host, path) in [
+            ("a", "/img/1"),
+            ("a", "/img/2"),
+            ("b", "/img/1"),
+            ("a", "/doc"),
+        ] {
+            cache.insert(&CacheKey::primary(host, path), &empty, response(path, &[]));
+        }
+        assert_eq!(cache.purge(&PurgeTarget::Key("/doc".into()), None), 1);
+        assert_eq!(
+            cache.purge(&PurgeTarget::Prefix("/img/".into()), Some("a")),
+            2
+        );
+        assert!(cache
+            .get(&CacheKey::primary("b", "/img/1"), &empty)
+            .is_some());
+        assert!(cache
+            .get(&CacheKey::primary("a", "/img/1"), &empty)
+            .is_none());
+    }
+
+    #[test]
+    fn the_byte_bound_evicts() {
+        let cache = ResponseCache::new(4096, 4096);
+        let empty = HeaderMap::new();
+        for i in 0..20 {
+            let key = CacheKey::primary("h", &format!("/{i}"));
+            cache.insert(&key, &empty, response(&"x".repeat(1000), &[]));
+        }
+        let (_, bytes) = cache.usage();
+        assert!(bytes <= 4096, "{bytes}");
+    }
+
+    #[test]
+    fn only_one_fetch_leads_and_followers_wake_when_it_ends() {
+        let cache = ResponseCache::new(1 << 20, 1 << 20);
+        let key = CacheKey::primary("h", "/x");
+        let Fetch::Leader(guard) = cache.begin_fetch(&key) else {
+            panic!("first fetch leads");
+        };
+        let Fetch::Follower(follower) = cache.begin_fetch(&key) else {
+            panic!("second fetch follows");
+        };
+        drop(guard);
+        assert!(
+            follower.has_changed().is_err(),
+            "the leader's end is visible"
+        );
+        assert!(matches!(cache.begin_fetch(&key), Fetch::Leader(_)));
+    }
+
+    #[test]
+    fn freshness_moves_through_the_stale_windows() {
+        let mut cached = response("x", &[]);
+        cached.policy.fresh_for = Duration::ZERO;
+        cached.policy.stale_while_revalidate = Duration::from_secs(60);
+        assert_eq!(cached.freshness(), Freshness::StaleWhileRevalidate);
+        cached.policy.stale_while_revalidate = Duration::ZERO;
+        cached.policy.stale_if_error = Duration::from_secs(60);
+        assert_eq!(
+            cached.freshness(),
+            Freshness::Stale {
+                stale_if_error: true
+            }
+        );
+    }
+}

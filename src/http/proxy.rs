@@ -1,0 +1,662 @@
+//! The reverse proxy: forwards a request to a server of an upstream pool and streams
+//! the answer back.
+//!
+//! Phases, each in its own function: choose servers ([`Pool::candidates`]), build the
+//! upstream request ([`upstream_headers`]), send it with retries ([`send`]), and turn
+//! the answer into the client's response ([`into_response`]). Bodies stream both ways;
+//! nothing is buffered beyond what a socket read returns, so Server-Sent Events reach
+//! the client as each event is written. Upgrades (WebSocket) are tunnelled by
+//! [`super::proxy_tunnel`]; cacheable GET/HEAD go through [`super::proxy_cache`].
+
+use std::cell::{Cell, RefCell};
+use std::future::Future as _;
+use std::net::{IpAddr, Ipv4Addr};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use actix_web::body::{BodyStream, BoxBody, SizedStream};
+use actix_web::error::PayloadError;
+use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::{Method, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use awc::error::SendRequestError;
+use bytes::Bytes;
+use futures_util::Stream;
+
+use super::forwarded::{ForwardingHeaders, TrustedProxies};
+use super::middleware::X_REQUEST_ID;
+use crate::actors::balancer::selection::client_key;
+use crate::actors::balancer::{InFlight, Pool, Upstreams};
+use crate::actors::cache::ResponseCache;
+use crate::config::Settings;
+use crate::error::{ApiError, REQUEST_ID};
+use crate::routing::{strip_path_prefix, Route};
+
+/// What one HTTP worker needs to proxy: its own pooled upstream client (awc is
+/// single-threaded) and handles to the shared pools and cache.
+pub struct Proxy {
+    pub client: awc::Client,
+    pub upstreams: Arc<Upstreams>,
+    pub cache: ResponseCache,
+    pub trusted: TrustedProxies,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub body_read_timeout: Duration,
+}
+
+impl Proxy {
+    /// Builds a worker's proxy; called in each worker's app factory.
+    pub fn new(
+        settings: &Settings,
+        upstreams: Arc<Upstreams>,
+        cache: ResponseCache,
+        trusted: TrustedProxies,
+    ) -> Self {
+        let proxy = &settings.proxy;
+        let connector = awc::Connector::new()
+            .timeout(proxy.connect_timeout)
+            .limit(0)
+            .conn_keep_alive(proxy.keep_alive);
+        let client = awc::Client::builder()
+            .connector(connector)
+            .timeout(proxy.read_timeout)
+            .disable_redirects()
+            .no_default_headers()
+            .finish();
+        Self {
+            client,
+            upstreams,
+            cache,
+            trusted,
+            connect_timeout: proxy.connect_timeout,
+            read_timeout: proxy.read_timeout,
+            body_read_timeout: settings.limits.body_read_timeout,
+        }
+    }
+}
+
+/// Why a request could not be forwarded.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no healthy server in upstream pool {0}")]
+    NoHealthyUpstream(String),
+    #[error("no server of upstream pool {0} could be reached")]
+    Unreachable(String),
+    #[error("the upstream server did not answer in time")]
+    Timeout,
+    #[error("the upstream server's answer was invalid: {0}")]
+    BadGateway(String),
+    #[error("request body larger than {0} bytes")]
+    BodyTooLarge(usize),
+    #[error("the client stopped sending its request body")]
+    BodyTimeout,
+}
+
+impl From<ProxyError> for ApiError {
+    fn from(err: ProxyError) -> Self {
+        match err {
+            ProxyError::NoHealthyUpstream(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no_healthy_upstream",
+                "No healthy upstream server is available.",
+            ),
+            ProxyError::Unreachable(_) => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_unreachable",
+                "The upstream server could not be reached.",
+            ),
+            ProxyError::Timeout => ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                "The upstream server did not answer in time.",
+            ),
+            ProxyError::BadGateway(_) => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "bad_gateway",
+                "The upstream server sent an invalid response.",
+            ),
+            ProxyError::BodyTooLarge(limit) => ApiError::payload_too_large(limit),
+            ProxyError::BodyTimeout => ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "The request body was not received in time.",
+            ),
+        }
+    }
+}
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus
+/// `Expect`, which Gatehouse answers itself.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+    header::EXPECT,
+];
+
+/// Copies `from` without hop-by-hop headers, those named by `Connection`, and framing
+/// (`Content-Length` is set from the body that is actually sent).
+pub fn end_to_end_headers(from: &HeaderMap) -> HeaderMap {
+    let listed: Vec<String> = from
+        .get_all(header::CONNECTION)
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(|name| name.trim().to_ascii_lowercase())
+        .collect();
+    let mut headers = HeaderMap::with_capacity(from.len());
+    for (name, value) in from {
+        if HOP_BY_HOP.contains(name)
+            || name == header::CONTENT_LENGTH
+            || listed.iter().any(|listed| listed == name.as_str())
+        {
+            continue;
+        }
+        headers.append(name.clone(), value.clone());
+    }
+    headers
+}
+
+/// Whether the method may be sent twice (RFC 9110 §9.2.2).
+pub fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
+    )
+}
+
+/// The request as it goes upstream, independent of the client connection so that it
+/// can be sent again (retries) or later (background revalidation).
+pub struct UpstreamRequest {
+    pub method: Method,
+    pub path_and_query: String,
+    pub headers: HeaderMap,
+    /// Hash of the client address, for `ip_hash`.
+    pub client_key: u64,
+}
+
+impl UpstreamRequest {
+    /// The request `req` forwarded on `route`: path (without the route prefix when it
+    /// strips it), end-to-end headers, original `Host`, forwarding headers, request id.
+    pub fn from_client(
+        req: &HttpRequest,
+        route: &Route,
+        strip_prefix: bool,
+        proxy: &Proxy,
+    ) -> Self {
+        let path = req.uri().path();
+        let path = if strip_prefix {
+            match strip_path_prefix(route.prefix(), path) {
+                Some("") | None => "/",
+                Some(rest) => rest,
+            }
+        } else {
+            path
+        };
+        let path_and_query = match req.uri().query() {
+            Some(query) => format!("{path}?{query}"),
+            None => path.to_string(),
+        };
+        let peer = req
+            .peer_addr()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |addr| addr.ip());
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_string)
+            .or_else(|| req.uri().authority().map(|a| a.to_string()))
+            .unwrap_or_default();
+        let scheme = if req.app_config().secure() {
+            "https"
+        } else {
+            "http"
+        };
+        let mut headers = end_to_end_headers(req.headers());
+        ForwardingHeaders::new(&proxy.trusted, peer, req.headers(), scheme, &host)
+            .apply(&mut headers);
+        if let Ok(host) = HeaderValue::from_str(&host) {
+            headers.insert(header::HOST, host);
+        }
+        if let Some(id) = REQUEST_ID
+            .try_with(|id| HeaderValue::from_str(id).ok())
+            .ok()
+            .flatten()
+        {
+            headers.insert(X_REQUEST_ID, id);
+        }
+        Self {
+            method: req.method().clone(),
+            path_and_query,
+            headers,
+            client_key: client_key(proxy.trusted.client_ip(peer, req.headers())),
+        }
+    }
+}
+
+/// The client's request body, handed to the first attempt that reads it. An attempt
+/// that failed before reading any of it (connection refused) leaves it for the next.
+#[derive(Clone)]
+pub struct RequestBody {
+    inner: Rc<BodyState>,
+}
+
+struct BodyState {
+    payload: RefCell<Option<web::Payload>>,
+    length: Option<u64>,
+    touched: Cell<bool>,
+    limit: usize,
+    received: Cell<usize>,
+    idle_timeout: Duration,
+    violation: Cell<Option<Violation>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Violation {
+    TooLarge,
+    TimedOut,
+}
+
+impl RequestBody {
+    /// `None` when the request has no body.
+    pub fn new(
+        req: &HttpRequest,
+        payload: web::Payload,
+        limit: usize,
+        idle_timeout: Duration,
+    ) -> Result<Option<Self>, ProxyError> {
+        let length = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse::<u64>().ok());
+        if length.is_some_and(|length| length > limit as u64) {
+            return Err(ProxyError::BodyTooLarge(limit));
+        }
+        let chunked = req.headers().contains_key(header::TRANSFER_ENCODING);
+        if length.unwrap_or(0) == 0 && !chunked {
+            return Ok(None);
+        }
+        Ok(Some(Self {
+            inner: Rc::new(BodyState {
+                payload: RefCell::new(Some(payload)),
+                length,
+                touched: Cell::new(false),
+                limit,
+                received: Cell::new(0),
+                idle_timeout,
+                violation: Cell::new(None),
+            }),
+        }))
+    }
+
+    /// Whether an attempt has read (part of) the body, so it cannot be sent again.
+    fn is_spent(&self) -> bool {
+        self.inner.touched.get()
+    }
+
+    fn violation(&self) -> Option<ProxyError> {
+        self.inner.violation.get().map(|violation| match violation {
+            Violation::TooLarge => ProxyError::BodyTooLarge(self.inner.limit),
+            Violation::TimedOut => ProxyError::BodyTimeout,
+        })
+    }
+
+    fn stream(&self) -> BodyReader {
+        BodyReader {
+            state: self.inner.clone(),
+            idle: IdleTimer::new(self.inner.idle_timeout),
+        }
+    }
+}
+
+/// Reads the client body for one attempt, enforcing the size limit and the pause
+/// limit (slow clients are cut off).
+struct BodyReader {
+    state: Rc<BodyState>,
+    idle: IdleTimer,
+}
+
+/// A deadline that restarts with every chunk. The timer is only armed once a read has
+/// to wait, so bodies that are already there (most small ones) never register one.
+struct IdleTimer {
+    timeout: Duration,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl IdleTimer {
+    fn new(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            sleep: None,
+        }
+    }
+
+    /// Data arrived: the pause starts again.
+    fn restart(&mut self) {
+        if let Some(sleep) = self.sleep.as_mut() {
+            sleep
+                .as_mut()
+                .reset(tokio::time::Instant::now() + self.timeout);
+        }
+    }
+
+    /// The read is waiting: whether it has waited too long.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let timeout = self.timeout;
+        self.sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)))
+            .as_mut()
+            .poll(cx)
+            .is_ready()
+    }
+}
+
+impl Stream for BodyReader {
+    type Item = Result<Bytes, PayloadError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let state = self.state.clone();
+        let mut slot = state.payload.borrow_mut();
+        let Some(payload) = slot.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(payload).poll_next(cx) {
+            Poll::Ready(Some(Ok(chunk))) => {
+                state.touched.set(true);
+                let received = state.received.get() + chunk.len();
+                state.received.set(received);
+                if received > state.limit {
+                    state.violation.set(Some(Violation::TooLarge));
+                    return Poll::Ready(Some(Err(PayloadError::Overflow)));
+                }
+                self.idle.restart();
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(other) => {
+                state.touched.set(true);
+                Poll::Ready(other)
+            }
+            Poll::Pending => {
+                if self.idle.expired(cx) {
+                    state.touched.set(true);
+                    state.violation.set(Some(Violation::TimedOut));
+                    return Poll::Ready(Some(Err(PayloadError::Io(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "request body timed out",
+                    )))));
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// A response from an upstream server, with its in-flight guard.
+pub struct Upstream {
+    pub response: awc::ClientResponse,
+    pub in_flight: InFlight,
+}
+
+/// Sends `request` to the pool's servers in order of preference: the next server is
+/// tried after a connection failure (any method, when the body was not yet read) and,
+/// for idempotent methods, after a timeout or a 502/503/504 — up to `tries` servers
+/// and `retry_timeout`.
+pub async fn send(
+    proxy: &Proxy,
+    pool: &Arc<Pool>,
+    request: &UpstreamRequest,
+    body: Option<&RequestBody>,
+) -> Result<Upstream, ProxyError> {
+    let candidates = pool.candidates(request.client_key);
+    if candidates.is_empty() {
+        return Err(ProxyError::NoHealthyUpstream(pool.name.clone()));
+    }
+    let started = Instant::now();
+    let idempotent = is_idempotent(&request.method);
+    let tries = (pool.settings.tries as usize).min(candidates.len());
+    let mut last_error = ProxyError::Unreachable(pool.name.clone());
+    for (attempt, &index) in candidates.iter().take(tries).enumerate() {
+        if attempt > 0 && started.elapsed() >= pool.settings.retry_timeout {
+            break;
+        }
+        let is_last = attempt + 1 == tries;
+        let in_flight = pool.start_request(index);
+        let member = pool.member(index);
+        let mut outgoing = proxy.client.request(
+            request.method.clone(),
+            member.url.join(&request.path_and_query),
+        );
+        *outgoing.headers_mut() = request.headers.clone();
+        let result = match body {
+            None => outgoing.send().await,
+            Some(body) => match body.inner.length {
+                Some(length) => {
+                    outgoing
+                        .send_body(SizedStream::new(length, body.stream()))
+                        .await
+                }
+                None => outgoing.send_stream(body.stream()).await,
+            },
+        };
+        if let Some(violation) = body.and_then(RequestBody::violation) {
+            return Err(violation);
+        }
+        let body_spent = body.is_some_and(RequestBody::is_spent);
+        match result {
+            Ok(response) => {
+                let status = response.status();
+                let failed = matches!(
+                    status,
+                    StatusCode::BAD_GATEWAY
+                        | StatusCode::SERVICE_UNAVAILABLE
+                        | StatusCode::GATEWAY_TIMEOUT
+                );
+                if failed {
+                    pool.record_failure(index);
+                    if idempotent && !body_spent && !is_last {
+                        tracing::debug!(server = %member.url, %status, "retrying on another server");
+                        continue;
+                    }
+                } else {
+                    pool.record_success(index);
+                }
+                return Ok(Upstream {
+                    response,
+                    in_flight,
+                });
+            }
+            Err(err) => {
+                pool.record_failure(index);
+                tracing::warn!(pool = %pool.name, server = %member.url, %err, "upstream request failed");
+                let (error, retryable) = match err {
+                    SendRequestError::Connect(_) => {
+                        (ProxyError::Unreachable(pool.name.clone()), !body_spent)
+                    }
+                    SendRequestError::Timeout => (ProxyError::Timeout, idempotent && !body_spent),
+                    other => (
+                        ProxyError::BadGateway(other.to_string()),
+                        idempotent && !body_spent,
+                    ),
+                };
+                if !retryable {
+                    return Err(error);
+                }
+                last_error = error;
+            }
+        }
+    }
+    Err(last_error)
+}
+
+/// The client's response for an upstream answer: status, end-to-end headers and the
+/// body streamed chunk by chunk, each chunk due within `read_timeout` of the last.
+/// `tee` sees every chunk (the cache fills itself from it).
+pub fn into_response(
+    upstream: Upstream,
+    method: &Method,
+    read_timeout: Duration,
+    tee: Option<Box<dyn BodyTee>>,
+) -> HttpResponse {
+    let Upstream {
+        response,
+        in_flight,
+    } = upstream;
+    let status = response.status();
+    let headers = end_to_end_headers(response.headers());
+    let length = response
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    let bodyless = *method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let stream = UpstreamBody {
+        inner: response,
+        idle: IdleTimer::new(read_timeout),
+        tee,
+        _in_flight: in_flight,
+    };
+    let body = match (bodyless, length) {
+        (true, Some(length)) if *method == Method::HEAD => BoxBody::new(SizedStream::new(
+            length,
+            futures_util::stream::empty::<Result<Bytes, PayloadError>>(),
+        )),
+        (true, _) => BoxBody::new(()),
+        (false, Some(length)) => BoxBody::new(SizedStream::new(length, stream)),
+        (false, None) => BoxBody::new(BodyStream::new(stream)),
+    };
+    let mut client_response = HttpResponse::with_body(status, body);
+    *client_response.headers_mut() = headers;
+    client_response
+}
+
+/// Sees a response body as it streams past.
+pub trait BodyTee {
+    fn chunk(&mut self, chunk: &Bytes);
+    /// The body ended normally.
+    fn finish(self: Box<Self>);
+}
+
+/// An upstream response body on its way to the client.
+struct UpstreamBody {
+    inner: awc::ClientResponse,
+    idle: IdleTimer,
+    tee: Option<Box<dyn BodyTee>>,
+    _in_flight: InFlight,
+}
+
+impl Stream for UpstreamBody {
+    type Item = Result<Bytes, PayloadError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_next(cx) {
+            Poll::Ready(Some(Ok(chunk))) => {
+                this.idle.restart();
+                if let Some(tee) = this.tee.as_mut() {
+                    tee.chunk(&chunk);
+                }
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(Some(Err(err))) => {
+                this.tee = None;
+                Poll::Ready(Some(Err(err)))
+            }
+            Poll::Ready(None) => {
+                if let Some(tee) = this.tee.take() {
+                    tee.finish();
+                }
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                if this.idle.expired(cx) {
+                    this.tee = None;
+                    return Poll::Ready(Some(Err(PayloadError::Io(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "upstream body timed out",
+                    )))));
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// Forwards `req` on a proxy route to `upstream`.
+pub async fn forward(
+    req: HttpRequest,
+    payload: web::Payload,
+    route: &Route,
+    upstream: &str,
+    strip_prefix: bool,
+    proxy: &web::Data<Proxy>,
+) -> Result<HttpResponse, ApiError> {
+    let Some(pool) = proxy.upstreams.get(upstream).cloned() else {
+        return Err(ProxyError::NoHealthyUpstream(upstream.to_string()).into());
+    };
+    let upgrade = super::proxy_tunnel::is_upgrade(&req);
+    if !upgrade && route.cache && matches!(*req.method(), Method::GET | Method::HEAD) {
+        return super::proxy_cache::forward_cached(&req, &pool, route, strip_prefix, proxy).await;
+    }
+    let request = UpstreamRequest::from_client(&req, route, strip_prefix, proxy);
+    if upgrade {
+        return super::proxy_tunnel::tunnel(&req, payload, &pool, request, proxy)
+            .await
+            .map_err(ApiError::from);
+    }
+    let body = RequestBody::new(&req, payload, route.max_body_bytes, proxy.body_read_timeout)?;
+    let upstream = send(proxy, &pool, &request, body.as_ref()).await?;
+    let mut response = into_response(upstream, req.method(), proxy.read_timeout, None);
+    if route.cache {
+        response.headers_mut().insert(
+            super::proxy_cache::X_CACHE,
+            HeaderValue::from_static("BYPASS"),
+        );
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_listed_headers_are_dropped() {
+        let mut from = HeaderMap::new();
+        for (name, value) in [
+            ("connection", "keep-alive, x-secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("transfer-encoding", "chunked"),
+            ("content-length", "10"),
+            ("te", "trailers"),
+            ("accept", "text/html"),
+        ] {
+            from.append(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        let kept = end_to_end_headers(&from);
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept.get(header::ACCEPT).unwrap(), "text/html");
+    }
+
+    #[test]
+    fn only_safe_methods_and_put_delete_are_idempotent() {
+        assert!(is_idempotent(&Method::GET));
+        assert!(is_idempotent(&Method::PUT));
+        assert!(!is_idempotent(&Method::POST));
+        assert!(!is_idempotent(&Method::PATCH));
+    }
+}
