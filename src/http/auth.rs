@@ -201,12 +201,14 @@ fn origin_trusted(req: &HttpRequest, state: &AppState) -> bool {
         || state.settings.auth.cookie.trusted_origins.contains(&origin)
 }
 
-/// The client's address and user agent, for sessions and rate limits.
+/// The client's address (behind a trusted proxy, the forwarded one) and user agent,
+/// for sessions and rate limits.
 pub fn client_info(req: &HttpRequest) -> ClientInfo {
+    let trusted = &state(req).trusted_proxies;
     ClientInfo {
         ip: req
             .peer_addr()
-            .map(|a| a.ip().to_string())
+            .map(|a| trusted.client_ip(a.ip(), req.headers()).to_string())
             .unwrap_or_default(),
         user_agent: req
             .headers()

@@ -401,3 +401,94 @@ async fn run_once_locks_exclude_each_other_and_expire() {
         .expect("an expired lock can be taken again");
     assert!(second.fencing_token > first.fencing_token);
 }
+
+/// The shipped entry-point config (`config/cluster/front.toml`) with its backend ports
+/// and data folder swapped for this test's (`serve --http` picks the listener).
+fn front_config(dir: &Path, backends: [&Server; 2]) -> std::path::PathBuf {
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config/cluster/front.toml"),
+    )
+    .unwrap();
+    let config = shipped
+        .replace("127.0.0.1:8081", &backends[0].addr.to_string())
+        .replace("127.0.0.1:8082", &backends[1].addr.to_string())
+        .replace("data/cluster", &dir.join("front").display().to_string());
+    let path = dir.join("front.toml");
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+fn requests_served(metrics: &str, route: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|line| {
+            line.starts_with("gatehouse_http_requests_total")
+                && line.contains(&format!("route=\"{route}\""))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn the_entry_point_balances_over_backends_and_survives_losing_one() {
+    let Some(env) = cluster_env("the_entry_point_balances_over_backends_and_survives_losing_one")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let a = Server::start(instance(dir.path(), &env, &env.redis)).await;
+    let mut b = Server::start(instance(dir.path(), &env, &env.redis)).await;
+    let config = front_config(dir.path(), [&a, &b]);
+    let mut front_command = gatehouse(dir.path());
+    front_command
+        .env(
+            "GATEHOUSE__STATIC__ROOT",
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("public"),
+        )
+        .arg("--config")
+        .arg(&config);
+    let front = Server::start(front_command).await;
+
+    let credentials = json!({"email": "eve@example.com", "password": "password-123", "passwordConfirm": "password-123"});
+    assert_eq!(
+        post(&front, "/api/collections/users/records", None, &credentials)
+            .await
+            .status(),
+        200
+    );
+    let login: Value = post(
+        &front,
+        "/api/collections/users/auth-with-password",
+        None,
+        &json!({"identity": "eve@example.com", "password": "password-123"}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let token = login["token"].as_str().unwrap().to_string();
+    let route = "/api/collections/{collection}/sessions";
+    for _ in 0..20 {
+        assert_eq!(
+            get(&front, "/api/collections/users/sessions", Some(&token))
+                .await
+                .status(),
+            200
+        );
+    }
+    for backend in [&a, &b] {
+        let metrics = get(backend, "/metrics", None).await.text().await.unwrap();
+        assert!(
+            requests_served(&metrics, route) > 0,
+            "both backends serve through the entry point"
+        );
+    }
+
+    // One backend dies: requests through the entry point keep succeeding.
+    b.child.kill().unwrap();
+    b.child.wait().unwrap();
+    for _ in 0..20 {
+        let response = get(&front, "/api/collections/users/sessions", Some(&token)).await;
+        assert_eq!(response.status(), 200, "retried on the live backend");
+    }
+}
