@@ -2,12 +2,15 @@
 //! prefix behave as one service. Fault tests use a private `redis-server` on a
 //! random port, never the shared one.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::mail::{deliver_to, subscribe};
+use crate::smtp_sink::{Received, SmtpSink};
 use crate::support::{free_port, gatehouse, run, stderr, Server};
 
 const SECRET: &str = "cluster-test-secret-0123456789abcdefghijklmnopqrstuvwxyz";
@@ -491,4 +494,95 @@ async fn the_entry_point_balances_over_backends_and_survives_losing_one() {
         let response = get(&front, "/api/collections/users/sessions", Some(&token)).await;
         assert_eq!(response.status(), 200, "retried on the live backend");
     }
+}
+
+/// Asserts that `received` holds one message to each of reader0..reader{count}.
+fn assert_each_reader_got_one(received: &[Received], count: usize) {
+    let mut per_recipient = BTreeMap::<&str, usize>::new();
+    for to in received.iter().flat_map(|mail| &mail.to) {
+        *per_recipient.entry(to).or_default() += 1;
+    }
+    let missing: Vec<String> = (0..count)
+        .map(|i| format!("reader{i}@example.com"))
+        .filter(|reader| !per_recipient.contains_key(reader.as_str()))
+        .collect();
+    let twice: Vec<_> = per_recipient.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(missing.is_empty(), "never delivered: {missing:?}");
+    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+    assert_eq!(received.len(), count);
+}
+
+/// Three instances queue 200 mails between them and all run their mailers against
+/// one SMTP server: every mail arrives, none twice.
+#[tokio::test]
+async fn queued_mail_is_delivered_once_with_every_instance_draining() {
+    let Some(env) = cluster_env("queued_mail_is_delivered_once_with_every_instance_draining")
+    else {
+        return;
+    };
+    let sink = SmtpSink::start().await;
+    sink.set_reply_delay(Duration::from_millis(5));
+    let dir = tempfile::tempdir().unwrap();
+    let mut instances = Vec::new();
+    for _ in 0..3 {
+        let mut command = instance(dir.path(), &env, &env.redis);
+        deliver_to(&mut command, &sink);
+        instances.push(Server::start(command).await);
+    }
+    let subscriptions =
+        (0..200).map(|i| subscribe(&instances[i % 3], format!("reader{i}@example.com")));
+    futures_util::future::join_all(subscriptions).await;
+
+    sink.wait_for(200, Duration::from_secs(60)).await;
+    let received = sink.settle(Duration::from_millis(1500)).await;
+    assert_each_reader_got_one(&received, 200);
+}
+
+/// An instance is killed with SIGKILL while its messages wait at the SMTP server for
+/// their answer: the server never acknowledged them, the claims run out, and the other
+/// instance delivers them. Every mail arrives, none twice.
+#[tokio::test]
+async fn sigkill_of_an_instance_while_it_delivers_loses_no_mail_and_sends_none_twice() {
+    let Some(env) =
+        cluster_env("sigkill_of_an_instance_while_it_delivers_loses_no_mail_and_sends_none_twice")
+    else {
+        return;
+    };
+    let sink = SmtpSink::start().await;
+    sink.set_reply_delay(Duration::from_millis(5));
+    let dir = tempfile::tempdir().unwrap();
+    let mut instances = Vec::new();
+    for _ in 0..2 {
+        let mut command = instance(dir.path(), &env, &env.redis);
+        deliver_to(&mut command, &sink);
+        // Held answers must not time out on the sending side while the test looks.
+        command.env("GATEHOUSE__MAIL__SMTP__TIMEOUT", "2s");
+        instances.push(Server::start(command).await);
+    }
+    let subscriptions =
+        (0..100).map(|i| subscribe(&instances[i % 2], format!("reader{i}@example.com")));
+    futures_util::future::join_all(subscriptions).await;
+    sink.wait_for(10, Duration::from_secs(30)).await;
+
+    // Freeze every delivery at the point where the server has the message but has not
+    // answered; then both instances are mid-delivery.
+    sink.hold();
+    eventually("both instances waiting on the SMTP server", || async {
+        sink.held() >= 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let held = sink.held();
+    let mut killed = instances.remove(0);
+    killed.signal(libc::SIGKILL);
+    killed.wait_exit(Duration::from_secs(5)).await;
+    eventually("the killed instance's connections to drop", || async {
+        sink.held() < held
+    })
+    .await;
+    sink.release();
+
+    sink.wait_for(100, Duration::from_secs(60)).await;
+    let received = sink.settle(Duration::from_millis(1500)).await;
+    assert_each_reader_got_one(&received, 100);
 }

@@ -45,19 +45,8 @@ impl TestDatabase {
     /// `sink`, retrying fast.
     fn command(&self, sink: &SmtpSink) -> Command {
         let mut command = gatehouse(self._dir.path());
-        command
-            .env("GATEHOUSE__DATABASE__URL", &self.url)
-            .env("GATEHOUSE__MAIL__TRANSPORT", "smtp")
-            .env("GATEHOUSE__MAIL__SMTP__HOST", sink.addr.ip().to_string())
-            .env("GATEHOUSE__MAIL__SMTP__PORT", sink.addr.port().to_string())
-            .env("GATEHOUSE__MAIL__SMTP__SECURITY", "none")
-            .env("GATEHOUSE__MAIL__SMTP__TIMEOUT", "1s")
-            .env("GATEHOUSE__MAIL__LEASE", "3s")
-            .env("GATEHOUSE__MAIL__BATCH_SIZE", "2")
-            .env("GATEHOUSE__MAIL__POLL_INTERVAL", "200ms")
-            .env("GATEHOUSE__MAIL__RETRY__MAX_ATTEMPTS", "1000")
-            .env("GATEHOUSE__MAIL__RETRY__INITIAL_DELAY", "20ms")
-            .env("GATEHOUSE__MAIL__RETRY__MAX_DELAY", "100ms");
+        command.env("GATEHOUSE__DATABASE__URL", &self.url);
+        deliver_to(&mut command, sink);
         if let Some(schema) = &self.schema {
             command.env("GATEHOUSE__DATABASE__SCHEMA", schema);
         }
@@ -77,6 +66,23 @@ impl TestDatabase {
     }
 }
 
+/// Points a `gatehouse serve` command's mailer at `sink`, retrying fast, with a short
+/// lease so that the claims of a killed process pass to another one soon.
+pub fn deliver_to(command: &mut Command, sink: &SmtpSink) {
+    command
+        .env("GATEHOUSE__MAIL__TRANSPORT", "smtp")
+        .env("GATEHOUSE__MAIL__SMTP__HOST", sink.addr.ip().to_string())
+        .env("GATEHOUSE__MAIL__SMTP__PORT", sink.addr.port().to_string())
+        .env("GATEHOUSE__MAIL__SMTP__SECURITY", "none")
+        .env("GATEHOUSE__MAIL__SMTP__TIMEOUT", "1s")
+        .env("GATEHOUSE__MAIL__LEASE", "3s")
+        .env("GATEHOUSE__MAIL__BATCH_SIZE", "2")
+        .env("GATEHOUSE__MAIL__POLL_INTERVAL", "200ms")
+        .env("GATEHOUSE__MAIL__RETRY__MAX_ATTEMPTS", "1000")
+        .env("GATEHOUSE__MAIL__RETRY__INITIAL_DELAY", "20ms")
+        .env("GATEHOUSE__MAIL__RETRY__MAX_DELAY", "100ms");
+}
+
 /// A working folder with the `public/` folder `serve` needs.
 fn scratch() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -84,7 +90,7 @@ fn scratch() -> tempfile::TempDir {
     dir
 }
 
-async fn subscribe(server: &Server, email: String) {
+pub async fn subscribe(server: &Server, email: String) {
     let response = reqwest::Client::new()
         .post(server.url("/api/newsletter/subscribe"))
         .json(&serde_json::json!({ "email": email }))

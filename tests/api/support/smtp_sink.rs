@@ -1,13 +1,19 @@
 //! A real SMTP server on loopback for tests and the bench: speaks enough SMTP for
 //! lettre (EHLO/HELO, MAIL, RCPT, DATA, RSET, NOOP, QUIT), records every accepted
-//! message raw, and can be told to refuse connections or answer 4xx / 5xx.
+//! message raw, and can be told to refuse connections or answer 4xx / 5xx, to answer
+//! slowly, or to hold every answer to a message's end until released.
+//!
+//! A message counts as accepted only once its end is answered: a client that hangs up
+//! while the sink is still deciding has sent nothing, as with a server that commits a
+//! message when it acknowledges it.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
 /// How the sink answers a recipient.
@@ -42,12 +48,22 @@ struct State {
     /// How long the server takes to accept a message after its data arrived.
     reply_delay: Duration,
     received: Vec<Received>,
+    /// Messages whose end arrived and whose answer is being held.
+    held: usize,
+}
+
+/// Shared by the sink and its connections.
+#[derive(Debug, Clone)]
+struct Shared {
+    state: Arc<Mutex<State>>,
+    /// While true, answers to a message's end wait.
+    holding: watch::Sender<bool>,
 }
 
 /// The sink; stops listening when dropped.
 pub struct SmtpSink {
     pub addr: SocketAddr,
-    state: Arc<Mutex<State>>,
+    shared: Shared,
     server: Option<JoinHandle<()>>,
 }
 
@@ -56,26 +72,45 @@ impl SmtpSink {
     pub async fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let state = Arc::new(Mutex::new(State {
-            mode: Mode::Accept,
-            reply_delay: Duration::ZERO,
-            received: Vec::new(),
-        }));
-        let server = Some(tokio::spawn(serve(listener, state.clone())));
+        let shared = Shared {
+            state: Arc::new(Mutex::new(State {
+                mode: Mode::Accept,
+                reply_delay: Duration::ZERO,
+                received: Vec::new(),
+                held: 0,
+            })),
+            holding: watch::Sender::new(false),
+        };
+        let server = Some(tokio::spawn(serve(listener, shared.clone())));
         Self {
             addr,
-            state,
+            shared,
             server,
         }
     }
 
     pub fn set_mode(&self, mode: Mode) {
-        self.state.lock().unwrap().mode = mode;
+        self.shared.state.lock().unwrap().mode = mode;
     }
 
     /// Makes the server wait `delay` before accepting each message, like a slow server.
     pub fn set_reply_delay(&self, delay: Duration) {
-        self.state.lock().unwrap().reply_delay = delay;
+        self.shared.state.lock().unwrap().reply_delay = delay;
+    }
+
+    /// From now on, holds the answer to every message's end until [`Self::release`].
+    pub fn hold(&self) {
+        self.shared.holding.send_replace(true);
+    }
+
+    /// Answers the held messages whose senders are still connected.
+    pub fn release(&self) {
+        self.shared.holding.send_replace(false);
+    }
+
+    /// How many messages are waiting for their answer.
+    pub fn held(&self) -> usize {
+        self.shared.state.lock().unwrap().held
     }
 
     /// Stops listening and cuts every open connection: connections are refused.
@@ -90,11 +125,11 @@ impl SmtpSink {
     pub async fn restart(&mut self) {
         self.stop().await;
         let listener = TcpListener::bind(self.addr).await.unwrap();
-        self.server = Some(tokio::spawn(serve(listener, self.state.clone())));
+        self.server = Some(tokio::spawn(serve(listener, self.shared.clone())));
     }
 
     pub fn received(&self) -> Vec<Received> {
-        self.state.lock().unwrap().received.clone()
+        self.shared.state.lock().unwrap().received.clone()
     }
 
     /// Waits until at least `count` messages arrived (panics after `limit`).
@@ -129,14 +164,14 @@ impl Drop for SmtpSink {
     }
 }
 
-async fn serve(listener: TcpListener, state: Arc<Mutex<State>>) {
+async fn serve(listener: TcpListener, shared: Shared) {
     // Connections live in this set, so aborting the server cuts them all.
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
                 if let Ok((stream, _)) = accepted {
-                    connections.spawn(session(stream, state.clone()));
+                    connections.spawn(session(stream, shared.clone()));
                 }
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
@@ -144,7 +179,8 @@ async fn serve(listener: TcpListener, state: Arc<Mutex<State>>) {
     }
 }
 
-async fn session(stream: TcpStream, state: Arc<Mutex<State>>) {
+async fn session(stream: TcpStream, shared: Shared) {
+    let state = &shared.state;
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read);
     let mut from = String::new();
@@ -197,8 +233,9 @@ async fn session(stream: TcpStream, state: Arc<Mutex<State>>) {
                 let Some(data) = read_data(&mut lines).await else {
                     return;
                 };
-                let delay = state.lock().unwrap().reply_delay;
-                tokio::time::sleep(delay).await;
+                if !decide(&shared, &mut lines).await {
+                    return;
+                }
                 state.lock().unwrap().received.push(Received {
                     from: std::mem::take(&mut from),
                     to: std::mem::take(&mut to),
@@ -215,6 +252,45 @@ async fn session(stream: TcpStream, state: Arc<Mutex<State>>) {
         if write.write_all(reply).await.is_err() {
             return;
         }
+    }
+}
+
+/// Waits out the reply delay and any hold before a message's end is answered. False
+/// when the client hangs up meanwhile (a client waits for this answer, so the
+/// connection carries nothing else until then).
+async fn decide(shared: &Shared, lines: &mut BufReader<tokio::net::tcp::OwnedReadHalf>) -> bool {
+    let delay = shared.state.lock().unwrap().reply_delay;
+    let mut holding = shared.holding.subscribe();
+    let wait = async {
+        tokio::time::sleep(delay).await;
+        if *holding.borrow_and_update() {
+            let _held = Held::count(&shared.state);
+            let _ = holding.wait_for(|on| !on).await;
+        }
+    };
+    let hang_up = async {
+        let mut byte = [0u8; 1];
+        while matches!(lines.read(&mut byte).await, Ok(n) if n > 0) {}
+    };
+    tokio::select! {
+        () = wait => true,
+        () = hang_up => false,
+    }
+}
+
+/// One held message in [`State::held`], for as long as it lives.
+struct Held<'a>(&'a Mutex<State>);
+
+impl<'a> Held<'a> {
+    fn count(state: &'a Mutex<State>) -> Self {
+        state.lock().unwrap().held += 1;
+        Self(state)
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.lock().unwrap().held -= 1;
     }
 }
 
