@@ -361,6 +361,7 @@ impl From<BatchError> for ApiError {
                 "batch_timeout",
                 "Batch transaction failed.",
             ),
+            BatchError::Auth(err) => err.into(),
             BatchError::Database(err) => err.into(),
         }
     }

@@ -2,16 +2,13 @@
 //! operation of [`crate::records`] in one transaction, as a task of its own.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix::{Context, Handler, Message, ResponseFuture};
 use serde_json::{Map, Value};
 
 use super::database::{DatabaseActor, TxJob, TxMode};
-use crate::auth::AuthIdentity;
 use crate::collections::definition::CollectionInput;
 use crate::collections::{Collection, Registry};
-use crate::records::batch::{self, BatchError, BatchItem};
 use crate::records::read::{self, ListQuery};
 use crate::records::{collections, write, RecordError, RecordsEnv, Requester};
 
@@ -77,33 +74,6 @@ records_message!(
         write::delete(txn, &env, &msg.requester, &msg.collection, &msg.id).await.map(|_| ())
     }
 );
-
-/// Runs a batch of record writes in one transaction (`POST /api/batch`).
-pub struct RunBatch {
-    pub items: Vec<BatchItem>,
-    pub identity: Option<AuthIdentity>,
-    /// The outer request's headers, as rules see them.
-    pub headers: Map<String, Value>,
-    pub timeout: Duration,
-}
-
-impl Message for RunBatch {
-    type Result = Result<Vec<Value>, BatchError>;
-}
-
-impl Handler<RunBatch> for DatabaseActor {
-    type Result = ResponseFuture<Result<Vec<Value>, BatchError>>;
-
-    fn handle(&mut self, msg: RunBatch, ctx: &mut Context<Self>) -> Self::Result {
-        let env = self.records.clone();
-        let job: TxJob<Vec<Value>, BatchError> = Box::new(move |txn| {
-            Box::pin(async move {
-                batch::run(txn, &env, msg.identity, msg.headers, msg.items, msg.timeout).await
-            })
-        });
-        self.transaction(ctx, TxMode::Write, job)
-    }
-}
 
 records_message!(
     /// Every collection definition.

@@ -1,15 +1,16 @@
 //! `POST /api/batch`: PocketBase's batch of record writes, read from JSON or from the
-//! SDK's multipart form (`@jsonPayload`), run by the database actor in one transaction.
+//! SDK's multipart form (`@jsonPayload`), run in one transaction by the auth actor
+//! (accounts created in a batch are registrations: limited, and sent their mail).
 
 use actix_multipart::Multipart;
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::{Stream, StreamExt};
 
-use super::auth::Authenticated;
+use super::auth::{client_info, Authenticated};
 use super::records::rule_headers;
 use super::AppState;
-use crate::actors::records::RunBatch;
+use crate::actors::auth::RunBatch;
 use crate::error::ApiError;
 use crate::records::batch::BatchInput;
 
@@ -100,15 +101,16 @@ pub async fn batch(
     let input: BatchInput = serde_json::from_slice(&body).map_err(|_| unreadable())?;
     let items = input.into_items(settings.max_requests)?;
     let answers = state
-        .db
+        .auth
         .pick()
         .send(RunBatch {
             items,
             identity: caller.0,
             headers: rule_headers(&req),
+            client: client_info(&req),
             timeout: settings.timeout,
         })
         .await
-        .map_err(|_| ApiError::unavailable("The database service is restarting; try again."))??;
+        .map_err(|_| ApiError::unavailable("The auth service is restarting; try again."))??;
     Ok(HttpResponse::Ok().json(answers))
 }

@@ -12,10 +12,11 @@ use serde_json::{json, Map, Value};
 use super::read::present;
 use super::{write, RecordError, RecordsEnv, Requester};
 use crate::actors::database::DbError;
-use crate::auth::AuthIdentity;
+use crate::auth::{AuthError, AuthIdentity};
 use crate::collections::definition::Errors;
-use crate::collections::store;
+use crate::collections::record::Record;
 use crate::collections::validate::FieldError;
+use crate::collections::{store, Registry};
 
 /// The submitted batch: `{"requests": [{method, url, headers, body}, …]}`.
 #[derive(Debug, Default, Deserialize)]
@@ -77,8 +78,19 @@ pub enum BatchError {
     Item { index: usize, failure: ItemFailure },
     #[error("the batch did not finish within {0:?}")]
     Timeout(Duration),
+    /// The caller was refused (a registration limit), or what a created account needs
+    /// (its verification mail) could not be written.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
     #[error(transparent)]
     Database(#[from] DbError),
+}
+
+/// What a batch did: one `{status, body}` per item, and the records it created.
+#[derive(Debug, Default)]
+pub struct BatchOutcome {
+    pub answers: Vec<Value>,
+    pub created: Vec<Record>,
 }
 
 impl BatchInput {
@@ -108,6 +120,17 @@ impl BatchInput {
             return Err(BatchError::Invalid(errors));
         }
         Ok(self.requests.into_iter().map(BatchItem::from).collect())
+    }
+}
+
+impl BatchItem {
+    /// Whether the item may create a record of an auth collection (an account).
+    pub fn may_register(&self, registry: &Registry) -> bool {
+        matches!(
+            &self.target,
+            Some((collection, Operation::Create | Operation::Upsert))
+                if registry.get(collection).is_some_and(|c| c.is_auth())
+        )
     }
 }
 
@@ -166,8 +189,8 @@ fn route(method: &str, path: &str) -> Option<(String, Operation)> {
 }
 
 /// Runs `items` in order in `txn`, each as the outer request's caller (`identity`,
-/// with the outer `headers` under the item's own); answers `{status, body}` per item.
-/// The first failure, or running past `timeout`, fails the whole batch.
+/// with the outer `headers` under the item's own). The first failure, or running past
+/// `timeout`, fails the whole batch.
 pub async fn run(
     txn: &DatabaseTransaction,
     env: &RecordsEnv,
@@ -175,9 +198,9 @@ pub async fn run(
     headers: Map<String, Value>,
     items: Vec<BatchItem>,
     timeout: Duration,
-) -> Result<Vec<Value>, BatchError> {
+) -> Result<BatchOutcome, BatchError> {
     let work = async {
-        let mut answers = Vec::with_capacity(items.len());
+        let mut outcome = BatchOutcome::default();
         for (index, item) in items.into_iter().enumerate() {
             let mut item_headers = headers.clone();
             item_headers.extend(item.headers.clone());
@@ -187,12 +210,12 @@ pub async fn run(
                 item.query.clone(),
                 item_headers,
             );
-            let answer = run_item(txn, env, &requester, item)
+            let answer = run_item(txn, env, &requester, item, &mut outcome.created)
                 .await
                 .map_err(|failure| BatchError::Item { index, failure })?;
-            answers.push(answer);
+            outcome.answers.push(answer);
         }
-        Ok(answers)
+        Ok(outcome)
     };
     tokio::time::timeout(timeout, work)
         .await
@@ -204,6 +227,7 @@ async fn run_item(
     env: &RecordsEnv,
     requester: &Requester,
     item: BatchItem,
+    created: &mut Vec<Record>,
 ) -> Result<Value, ItemFailure> {
     let (collection, operation) = item.target.ok_or(ItemFailure::Unsupported)?;
     let operation = match operation {
@@ -224,7 +248,11 @@ async fn run_item(
         other => other,
     };
     let record = match operation {
-        Operation::Create => write::create(txn, env, requester, &collection, item.body).await?,
+        Operation::Create => {
+            let record = write::create(txn, env, requester, &collection, item.body).await?;
+            created.push(record.clone());
+            record
+        }
         Operation::Update(id) => {
             write::update(txn, env, requester, &collection, &id, item.body).await?
         }

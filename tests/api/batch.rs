@@ -13,6 +13,7 @@ on_both_backends!(
     the_sdks_multipart_form_is_accepted,
     items_run_with_the_outer_requests_caller,
     bad_batches_are_refused_before_anything_runs,
+    accounts_created_in_a_batch_are_registrations,
 );
 
 const RECORDS: &str = "/api/collections/posts/records";
@@ -361,4 +362,50 @@ async fn bad_batches_are_refused_before_anything_runs(backend: Backend) {
     let (status, body) = batch(&off, None, json!([item])).await;
     assert_eq!(status, 403);
     assert_eq!(body["message"], "Batch requests are not allowed.");
+}
+
+async fn accounts_created_in_a_batch_are_registrations(backend: Backend) {
+    let Some(app) = spawn_app_with(backend, |settings| {
+        settings.auth.rate_limits.register_per_ip = gatehouse::config::RateLimit {
+            requests: 2,
+            per: std::time::Duration::from_secs(3600),
+        };
+    })
+    .await
+    else {
+        return;
+    };
+    let account = |email: &str| {
+        json!({"method": "POST", "url": "/api/collections/users/records",
+               "body": {"email": email, "password": "password-123", "passwordConfirm": "password-123"}})
+    };
+
+    let (status, body) = batch(
+        &app,
+        None,
+        json!([account("one@example.com"), account("two@example.com")]),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body[0]["body"]["verified"], false);
+    assert_eq!(app.count_rows("users").await, 2);
+    assert_eq!(
+        app.count_rows("outbox").await,
+        2,
+        "each new account's verification mail was queued with it"
+    );
+    app.login("users", "two@example.com", "password-123").await;
+
+    // The two registrations used up this address's allowance, in a batch or not.
+    let (status, body) = batch(&app, None, json!([account("three@example.com")])).await;
+    assert_eq!(status, 429, "{body}");
+    let single = app
+        .post_json(
+            "/api/collections/users/records",
+            &json!({"email": "four@example.com", "password": "password-123", "passwordConfirm": "password-123"}),
+        )
+        .await;
+    assert_eq!(single.status(), 429);
+    assert_eq!(app.count_rows("users").await, 2);
+    assert_eq!(app.count_rows("outbox").await, 2);
 }
