@@ -14,6 +14,7 @@ on_both_backends!(
     items_run_with_the_outer_requests_caller,
     bad_batches_are_refused_before_anything_runs,
     accounts_created_in_a_batch_are_registrations,
+    a_batch_past_its_timeout_keeps_nothing,
 );
 
 const RECORDS: &str = "/api/collections/posts/records";
@@ -408,4 +409,32 @@ async fn accounts_created_in_a_batch_are_registrations(backend: Backend) {
     assert_eq!(single.status(), 429);
     assert_eq!(app.count_rows("users").await, 2);
     assert_eq!(app.count_rows("outbox").await, 2);
+}
+
+async fn a_batch_past_its_timeout_keeps_nothing(backend: Backend) {
+    // Far shorter than hashing twenty passwords takes, whatever the machine.
+    let Some(app) = spawn_app_with(backend, |settings| {
+        settings.batch.timeout = std::time::Duration::from_nanos(1);
+    })
+    .await
+    else {
+        return;
+    };
+    let accounts: Vec<Value> = (0..20)
+        .map(|n| {
+            json!({"method": "POST", "url": "/api/collections/users/records",
+                   "body": {"email": format!("slow{n}@example.com"), "password": "password-123", "passwordConfirm": "password-123"}})
+        })
+        .collect();
+    let (status, body) = batch(&app, None, Value::Array(accounts)).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["code"], "batch_timeout");
+    assert_eq!(body["message"], "Batch transaction failed.");
+    assert_eq!(app.count_rows("users").await, 0);
+    assert_eq!(app.count_rows("outbox").await, 0);
+
+    // The cut-off transaction left the database usable.
+    assert_eq!(app.get("/readyz").await.status(), 200);
+    app.register("after@example.com", "password-123").await;
+    assert_eq!(app.count_rows("users").await, 1);
 }
