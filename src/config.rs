@@ -43,6 +43,22 @@ pub struct Settings {
     pub mail: MailSettings,
     pub redis: RedisSettings,
     pub maintenance: MaintenanceSettings,
+    pub batch: BatchSettings,
+}
+
+/// `POST /api/batch`: many record writes in one transaction, all or nothing.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchSettings {
+    /// Off answers 403, as PocketBase does until its settings enable batches.
+    pub enabled: bool,
+    /// Most requests in one batch.
+    pub max_requests: usize,
+    /// The whole batch's transaction must finish within this.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Largest batch body (JSON or multipart), in bytes (413 beyond).
+    pub max_body_bytes: usize,
 }
 
 /// Periodic cleanup, run by one instance of a cluster at a time.

@@ -17,6 +17,7 @@ use utoipa::ToSchema;
 
 use crate::actors::database::DbError;
 use crate::auth::AuthError;
+use crate::records::batch::{BatchError, ItemFailure};
 use crate::records::RecordError;
 
 tokio::task_local! {
@@ -306,6 +307,62 @@ impl From<RecordError> for ApiError {
                 tracing::error!(%err, "records request failed");
                 Self::internal()
             }
+        }
+    }
+}
+
+impl From<BatchError> for ApiError {
+    fn from(err: BatchError) -> Self {
+        let invalid = || Self::validation("Invalid batch request data.");
+        match err {
+            BatchError::Invalid(fields) => {
+                fields.into_iter().fold(invalid(), |api, (field, error)| {
+                    api.with_field(&field, error.code, &error.message)
+                })
+            }
+            BatchError::TooMany { max } => {
+                let mut api = invalid();
+                api.data.insert(
+                    "requests".into(),
+                    serde_json::json!({
+                        "code": "validation_length_too_long",
+                        "message": format!("The length must be no more than {max}."),
+                        "params": {"max": max, "min": 0},
+                    }),
+                );
+                api
+            }
+            BatchError::Item { index, failure } => {
+                let response = match failure {
+                    ItemFailure::Unsupported => Self::new(
+                        StatusCode::BAD_REQUEST,
+                        "bad_request",
+                        "Something went wrong while processing your request.",
+                    ),
+                    ItemFailure::Record(err) => err.into(),
+                };
+                let mut api = Self::new(
+                    StatusCode::BAD_REQUEST,
+                    "batch_failed",
+                    "Batch transaction failed.",
+                );
+                api.data.insert(
+                    "requests".into(),
+                    serde_json::json!({ index.to_string(): {
+                        "code": "batch_request_failed",
+                        "message": "Batch request failed.",
+                        "response": response.body(),
+                    }}),
+                );
+                api
+            }
+            BatchError::Timeout(_) => Self::new(
+                StatusCode::BAD_REQUEST,
+                "batch_timeout",
+                "Batch transaction failed.",
+            ),
+            BatchError::Auth(err) => err.into(),
+            BatchError::Database(err) => err.into(),
         }
     }
 }

@@ -5,6 +5,7 @@
 //! and restarts the actor. Several instances share one `AuthService`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::{
     Actor, ActorContext, AsyncContext, Context, Handler, Message, ResponseFuture, Supervised,
@@ -14,6 +15,7 @@ use serde_json::{Map, Value};
 use super::supervisor::{contain, ActorPool, Crashed};
 use crate::auth::service::{AuthService, OAuthLogin};
 use crate::auth::{AuthError, AuthIdentity, AuthResponse, ClientInfo};
+use crate::records::batch::{BatchError, BatchItem};
 use crate::records::Requester;
 use crate::telemetry::Metrics;
 
@@ -117,6 +119,41 @@ auth_message!(
     Register { collection: String, body: Map<String, Value>, requester: Requester, client: ClientInfo, expand: String, fields: String } -> Value,
     |svc, msg| svc.register(&msg.collection, msg.body, msg.requester, &msg.client, (msg.expand, msg.fields))
 );
+
+/// Runs a batch of record writes in one transaction (`POST /api/batch`).
+pub struct RunBatch {
+    pub items: Vec<BatchItem>,
+    pub identity: Option<AuthIdentity>,
+    /// The outer request's headers, as rules see them.
+    pub headers: Map<String, Value>,
+    pub client: ClientInfo,
+    pub timeout: Duration,
+}
+
+impl Message for RunBatch {
+    type Result = Result<Vec<Value>, BatchError>;
+}
+
+impl Handler<RunBatch> for AuthActor {
+    type Result = ResponseFuture<Result<Vec<Value>, BatchError>>;
+
+    fn handle(&mut self, msg: RunBatch, ctx: &mut Context<Self>) -> Self::Result {
+        let service = self.service.clone();
+        let addr = ctx.address();
+        Box::pin(async move {
+            let run = service.batch(
+                msg.items,
+                msg.identity,
+                msg.headers,
+                &msg.client,
+                msg.timeout,
+            );
+            contain(NAME, addr, run)
+                .await
+                .map_err(|panicked| BatchError::Auth(panicked.into()))?
+        })
+    }
+}
 
 auth_message!(
     /// Lists login methods and starts an OAuth2 flow (state, PKCE) per provider.

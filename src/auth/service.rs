@@ -26,6 +26,7 @@ use crate::config::{AuthSettings, UnverifiedLogin};
 use crate::domain::ids::{format_time, new_record_id, random_alphanumeric};
 use crate::domain::password::Password;
 use crate::mail::{self, MailContext, OutgoingMail};
+use crate::records::batch::{self, BatchError, BatchItem};
 use crate::records::{read, write, RecordsEnv, Requester};
 
 /// What an OAuth2 login request carries (`auth-with-oauth2`).
@@ -520,6 +521,60 @@ impl AuthService {
             self.mailer.wake();
         }
         Ok(shown)
+    }
+
+    /// Runs a batch of record writes in one transaction (`POST /api/batch`). Accounts
+    /// created in it count against the caller's registration limit and get their
+    /// verification mail in the same transaction, as single registrations do.
+    pub async fn batch(
+        &self,
+        items: Vec<BatchItem>,
+        identity: Option<AuthIdentity>,
+        headers: Map<String, Value>,
+        client: &ClientInfo,
+        timeout: Duration,
+    ) -> Result<Vec<Value>, BatchError> {
+        let superuser = identity.as_ref().is_some_and(AuthIdentity::is_superuser);
+        if !superuser {
+            for _ in items
+                .iter()
+                .filter(|item| item.may_register(&self.registry))
+            {
+                self.limit(Bucket::RegisterPerIp, &client.ip).await?;
+            }
+        }
+        let env = self.records.clone();
+        let verify = self
+            .settings
+            .verify_email_on_register
+            .then(|| self.mails.clone());
+        let (answers, queued) = self
+            .db
+            .transact(move |txn| {
+                Box::pin(async move {
+                    let outcome = batch::run(txn, &env, identity, headers, items, timeout).await?;
+                    let mut queued = false;
+                    if let Some(mails) = &verify {
+                        let accounts = outcome.created.iter().filter(|record| {
+                            record.collection.is_auth()
+                                && !record.bool("verified")
+                                && !record.text("email").is_empty()
+                        });
+                        for record in accounts {
+                            let to = record.text("email");
+                            let mail = mails.mail(TokenKind::Verification, record, to, None)?;
+                            mail::enqueue(txn, &mail).await.map_err(AuthError::from)?;
+                            queued = true;
+                        }
+                    }
+                    Ok::<_, BatchError>((outcome.answers, queued))
+                })
+            })
+            .await?;
+        if queued {
+            self.mailer.wake();
+        }
+        Ok(answers)
     }
 
     /// The record of an auth collection with this email, if any.

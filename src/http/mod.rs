@@ -6,6 +6,7 @@ pub mod admin_campaigns;
 pub mod admin_outbox;
 pub mod auth;
 pub mod auth_pages;
+pub mod batch;
 pub mod compression;
 pub mod edge;
 pub mod forwarded;
@@ -170,6 +171,7 @@ pub fn server(
                 .wrap(cors(&cors_origins))
                 .route("/health", web::get().to(health::api_health))
                 .route("/openapi.json", web::get().to(openapi::serve))
+                .route("/batch", web::post().to(batch::batch))
                 .service(
                     web::scope("/newsletter")
                         .route("/subscribe", web::post().to(newsletter::subscribe))

@@ -3,7 +3,9 @@
 use actix_web::{web, HttpResponse};
 use utoipa::OpenApi;
 
-use super::{admin, admin_campaigns, admin_outbox, auth, health, newsletter, records, AppState};
+use super::{
+    admin, admin_campaigns, admin_outbox, auth, batch, health, newsletter, records, AppState,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -20,7 +22,7 @@ use super::{admin, admin_campaigns, admin_outbox, auth, health, newsletter, reco
         records::list, records::view, records::create, records::update, records::delete,
         records::list_collections, records::view_collection, records::create_collection,
         records::update_collection, records::delete_collection, records::truncate_collection,
-        records::import_collections,
+        records::import_collections, batch::batch,
         admin::status, admin::upstreams, admin::purge_cache,
         newsletter::subscribe, newsletter::confirm, newsletter::unsubscribe_page, newsletter::unsubscribe,
         admin_outbox::list, admin_outbox::retry,

@@ -33,8 +33,13 @@ fn requester(req: &HttpRequest, caller: Authenticated) -> Requester {
                     .collect()
             })
             .unwrap_or_default();
-    let headers: Map<String, Value> = req
-        .headers()
+    Requester::new(caller.0, req.method().as_str(), query, rule_headers(req))
+}
+
+/// The request's headers as `@request.headers.*` sees them (PocketBase's keys: lower
+/// case, `-` as `_`), without credentials.
+pub(super) fn rule_headers(req: &HttpRequest) -> Map<String, Value> {
+    req.headers()
         .iter()
         .filter(|(name, _)| *name != "authorization" && *name != "cookie")
         .filter_map(|(name, value)| {
@@ -44,8 +49,7 @@ fn requester(req: &HttpRequest, caller: Authenticated) -> Requester {
                 Value::String(value.to_string()),
             ))
         })
-        .collect();
-    Requester::new(caller.0, req.method().as_str(), query, headers)
+        .collect()
 }
 
 async fn ask<M>(state: &AppState, msg: M) -> Result<M::Result, ApiError>

@@ -6,6 +6,7 @@
 //! Access rules are compiled into the same SQL statement as the operation (see
 //! [`crate::domain::filter`]), never evaluated by loading and filtering in memory.
 
+pub mod batch;
 pub mod collections;
 pub mod expand;
 pub mod read;

@@ -146,6 +146,7 @@ async fn openapi_lists_every_endpoint(backend: Backend) {
         "/metrics",
         "/api/health",
         "/api/openapi.json",
+        "/api/batch",
     ] {
         assert!(
             doc["paths"].get(path).is_some(),

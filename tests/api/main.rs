@@ -7,6 +7,7 @@ mod account_mails;
 mod api_basics;
 mod auth;
 mod balancer;
+mod batch;
 mod cache;
 mod collections;
 mod front;

@@ -48,7 +48,8 @@ fn server_command(dir: &Path) -> Command {
         )
         .env("GATEHOUSE__AUTH__SECRET_FILE", dir.join("auth_secret"))
         .env("GATEHOUSE__STATIC__ROOT", repo.join("public"))
-        .env("GATEHOUSE__LOG__LEVEL", "warn");
+        .env("GATEHOUSE__LOG__LEVEL", "warn")
+        .env("GATEHOUSE__BATCH__ENABLED", "true");
     for bucket in [
         "LOGIN_PER_IP",
         "LOGIN_PER_ACCOUNT",

