@@ -26,6 +26,7 @@ use crate::config::{AuthSettings, UnverifiedLogin};
 use crate::domain::ids::{format_time, new_record_id, random_alphanumeric};
 use crate::domain::password::Password;
 use crate::mail::{self, MailContext, OutgoingMail};
+use crate::realtime::{Action, RecordEvent};
 use crate::records::{read, write, RecordsEnv, Requester};
 
 /// What an OAuth2 login request carries (`auth-with-oauth2`).
@@ -488,17 +489,19 @@ impl AuthService {
             self.limit(Bucket::RegisterPerIp, &client.ip).await?;
         }
         let env = self.records.clone();
+        let hub = env.realtime.clone();
         let verify = self
             .settings
             .verify_email_on_register
             .then(|| self.mails.clone());
-        let (shown, queued) = self
+        let (shown, queued, change) = self
             .db
             .transact(move |txn| {
                 Box::pin(async move {
                     let (expand, fields) = shape;
                     let record =
                         write::create(txn, &env, &requester, &collection.name, body).await?;
+                    let change = RecordEvent::new(Action::Create, &record);
                     // The verification mail is written with the account, or not at all.
                     let mut queued = false;
                     if let Some(mails) = verify.filter(|_| !record.bool("verified")) {
@@ -512,10 +515,11 @@ impl AuthService {
                     }
                     let mut shown =
                         read::present(txn, &env, &requester, &[record], &expand, &fields).await?;
-                    Ok::<_, AuthError>((shown.remove(0), queued))
+                    Ok::<_, AuthError>((shown.remove(0), queued, change))
                 })
             })
             .await?;
+        hub.publish(change);
         if queued {
             self.mailer.wake();
         }

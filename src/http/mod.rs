@@ -17,6 +17,7 @@ pub mod openapi;
 pub mod proxy;
 pub mod proxy_cache;
 pub mod proxy_tunnel;
+pub mod realtime;
 pub mod records;
 pub mod static_files;
 
@@ -74,6 +75,8 @@ pub struct AppState {
     pub trusted_proxies: TrustedProxies,
     pub balancer: Addr<BalancerActor>,
     pub cache_actor: Addr<CacheActor>,
+    /// Realtime clients: connecting and subscribing touch only this.
+    pub realtime: Arc<crate::realtime::Hub>,
 }
 
 /// The HTTPS listener and its rustls configuration.
@@ -170,6 +173,8 @@ pub fn server(
                 .wrap(cors(&cors_origins))
                 .route("/health", web::get().to(health::api_health))
                 .route("/openapi.json", web::get().to(openapi::serve))
+                .route("/realtime", web::get().to(realtime::connect))
+                .route("/realtime", web::post().to(realtime::set_subscriptions))
                 .service(
                     web::scope("/newsletter")
                         .route("/subscribe", web::post().to(newsletter::subscribe))
