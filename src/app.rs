@@ -217,7 +217,8 @@ impl Application {
             .transpose()
             .map_err(|err| StartError::Redis(err.to_string()))?;
         let bus = redis.clone().map(ClusterBus::new);
-        let (realtime, realtime_events) = Hub::new(&settings.realtime, bus.clone());
+        let (realtime, realtime_events) =
+            Hub::new(&settings.realtime, bus.clone(), metrics.clone());
         sessions.on_revoke(Box::new({
             let realtime = realtime.clone();
             move |sids| realtime.sessions_revoked(sids)

@@ -260,6 +260,10 @@ pub fn server(
     .keep_alive(settings.server.keep_alive)
     .client_request_timeout(settings.server.request_head_timeout)
     .shutdown_timeout(settings.server.shutdown_timeout.as_secs())
+    // A client that closes its side is gone: without this, a response still streaming
+    // (a realtime event stream waiting for its next event) would only notice at its
+    // next write, and hold its memory until then.
+    .h1_allow_half_closed(false)
     // Applies to the TLS listener too: actix-http sets it on the TCP stream under TLS.
     .tcp_nodelay(true)
     .listen(listener)?;

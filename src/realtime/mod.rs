@@ -29,6 +29,7 @@ use crate::auth::AuthIdentity;
 use crate::cluster::bus::{BusMessage, ClusterBus};
 use crate::collections::record::Record;
 use crate::config::RealtimeSettings;
+use crate::telemetry::Metrics;
 use subscription::Subscription;
 
 /// What happened to a record.
@@ -126,6 +127,7 @@ pub struct Hub {
     client_buffer: usize,
     idle_timeout: Duration,
     closed: AtomicBool,
+    metrics: Arc<Metrics>,
 }
 
 impl Hub {
@@ -133,6 +135,7 @@ impl Hub {
     pub fn new(
         settings: &RealtimeSettings,
         bus: Option<ClusterBus>,
+        metrics: Arc<Metrics>,
     ) -> (Arc<Self>, mpsc::UnboundedReceiver<RecordEvent>) {
         let (events, receiver) = mpsc::unbounded_channel();
         let hub = Arc::new(Self {
@@ -142,6 +145,7 @@ impl Hub {
             client_buffer: settings.client_buffer,
             idle_timeout: settings.idle_timeout,
             closed: AtomicBool::new(false),
+            metrics,
         });
         (hub, receiver)
     }
@@ -168,6 +172,7 @@ impl Hub {
             state: Mutex::default(),
         });
         self.write().insert(id.clone(), client);
+        self.metrics.realtime_clients.inc();
         let connect = format!("{{\"clientId\":\"{id}\"}}");
         let first = sse_frame(&id, "PB_CONNECT", connect.as_bytes());
         Some(EventStream {
@@ -226,6 +231,7 @@ impl Hub {
     pub fn send(&self, client: &Client, message: Message) {
         if let Err(mpsc::error::TrySendError::Full(_)) = client.sender.try_send(message) {
             tracing::info!(client = %client.id, "realtime client too slow; disconnecting it");
+            self.metrics.realtime_dropped.inc();
             self.write().remove(&client.id);
         }
     }
@@ -292,6 +298,7 @@ impl Drop for Registration {
     fn drop(&mut self) {
         if let Some(hub) = self.hub.upgrade() {
             hub.write().remove(&self.id);
+            hub.metrics.realtime_clients.dec();
         }
     }
 }

@@ -12,6 +12,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::on_both_backends;
+use crate::support::upstream::eventually;
 use crate::support::{spawn_app, spawn_app_with, Backend, TestApp};
 
 on_both_backends!(
@@ -440,4 +441,25 @@ async fn a_client_that_falls_behind_is_disconnected() {
         received < total,
         "the stream ended after {received} of {total} events"
     );
+}
+
+#[actix_web::test]
+async fn a_client_that_hangs_up_is_forgotten() {
+    let app = spawn_app(Backend::Sqlite)
+        .await
+        .expect("SQLite is always available");
+    let open_streams = || async {
+        let metrics = app.get("/metrics").await.text().await.unwrap();
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("gatehouse_realtime_clients "))
+            .map(|n| n.parse::<i64>().unwrap())
+    };
+    let sse = Sse::open(&app).await;
+    assert_eq!(open_streams().await, Some(1));
+    drop(sse);
+    eventually("the server to notice the client left", || async {
+        open_streams().await == Some(0)
+    })
+    .await;
 }
