@@ -4,7 +4,8 @@
 #      and read each server's resident memory (RSS);
 #   2. subscribe FANOUT of them to one collection and time ROUNDS record creations
 #      from the create request to each subscriber's receipt (p50 / max).
-# Usage: benches/realtime.sh          (CLIENTS=10000 FANOUT=1000 ROUNDS=5 to change it)
+# Usage: benches/realtime.sh          (CLIENTS=10000 FANOUT=1000 ROUNDS=5 to change it;
+#        GATEHOUSE_BIN=target/debug/gatehouse skips the release build, for a smoke run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,7 +16,8 @@ password=bench-password-123
 
 # Each connection is a file descriptor in the server and in the load client.
 ulimit -n "$(( CLIENTS * 2 + 4096 ))" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-cargo build --release --quiet
+bin=${GATEHOUSE_BIN:-target/release/gatehouse}
+[ -n "${GATEHOUSE_BIN:-}" ] || cargo build --release --quiet
 venv=target/pocketbase-$pb_version
 if [ ! -x "$venv/bin/pocketbase" ]; then
     python3 -m venv "$venv"
@@ -38,11 +40,11 @@ json() { python3 -c "import json, sys; print(json.load(sys.stdin)$1)"; }
 export GATEHOUSE__DATABASE__URL="sqlite://$work/gatehouse.db?mode=rwc"
 export GATEHOUSE__AUTH__SECRET_FILE="$work/auth_secret"
 export GATEHOUSE__LOG__LEVEL=warn GATEHOUSE__LOG__ACCESS_LOG=false
-target/release/gatehouse superuser upsert "$email" "$password" >/dev/null
+"$bin" superuser upsert "$email" "$password" >/dev/null
 "$venv/bin/pocketbase" superuser upsert "$email" "$password" --dir "$work/pb" >/dev/null
 
 gh_port=$(free_port)
-target/release/gatehouse serve --http "127.0.0.1:$gh_port" >"$work/gatehouse.log" 2>&1 &
+"$bin" serve --http "127.0.0.1:$gh_port" >"$work/gatehouse.log" 2>&1 &
 gh_pid=$!; pids+=($gh_pid)
 pb_port=$(free_port)
 "$venv/bin/pocketbase" serve --http "127.0.0.1:$pb_port" --dir "$work/pb" >"$work/pocketbase.log" 2>&1 &
