@@ -14,6 +14,7 @@ use crate::actors::cache::{CacheActor, ResponseCache};
 use crate::actors::database::{DatabaseActor, Db};
 use crate::actors::mailer::{Mailer, MailerActor};
 use crate::actors::maintenance::Maintenance;
+use crate::actors::realtime::RealtimeActor;
 use crate::actors::supervisor::{stop_arbiters, ActorPool};
 use crate::auth::passwords::PasswordHasher;
 use crate::auth::rate_limit::{InProcessLimiter, RateLimiter};
@@ -33,6 +34,7 @@ use crate::mail::delivery::Courier;
 use crate::mail::transport::MailTransport;
 use crate::mail::{outbox, MailContext, MailTemplates};
 use crate::queue::RetryPolicy;
+use crate::realtime::Hub;
 use crate::records::RecordsEnv;
 use crate::routing::{RouteAction, RouteTable};
 use crate::telemetry::Metrics;
@@ -71,10 +73,17 @@ fn cluster_handlers(
     sessions: &Arc<SessionGuard>,
     registry: &Arc<Registry>,
     conn: &DatabaseConnection,
+    realtime: &Arc<Hub>,
 ) -> Vec<BusHandler> {
     let sessions = sessions.clone();
     let (registry, conn) = (registry.clone(), conn.clone());
+    let realtime = realtime.clone();
     vec![
+        Arc::new(move |message: &BusMessage| {
+            if let BusMessage::RecordChanged(event) = message {
+                realtime.publish_here(event.as_ref().clone());
+            }
+        }),
         Arc::new(move |message: &BusMessage| {
             if let BusMessage::SessionsRevoked { sids } = message {
                 sessions.forget_here(sids);
@@ -94,11 +103,28 @@ fn cluster_handlers(
     ]
 }
 
+/// On SIGTERM or SIGINT, ends every realtime stream at once, so that the graceful
+/// stop that follows does not wait for them (clients reconnect elsewhere).
+fn close_streams_on_signal(realtime: Arc<Hub>) -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    actix_web::rt::spawn(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        realtime.close();
+    });
+    Ok(())
+}
+
 /// A running instance: the HTTP server and the actors behind it.
 pub struct Application {
     addr: SocketAddr,
     tls_addr: Option<SocketAddr>,
     server: Server,
+    realtime: Arc<Hub>,
     db: Db,
     mailer: Mailer,
     mail_drain_timeout: std::time::Duration,
@@ -191,10 +217,17 @@ impl Application {
             .transpose()
             .map_err(|err| StartError::Redis(err.to_string()))?;
         let bus = redis.clone().map(ClusterBus::new);
+        let (realtime, realtime_events) =
+            Hub::new(&settings.realtime, bus.clone(), metrics.clone());
+        sessions.on_revoke(Box::new({
+            let realtime = realtime.clone();
+            move |sids| realtime.sessions_revoked(sids)
+        }));
+        close_streams_on_signal(realtime.clone())?;
         let mut cluster_arbiters = Vec::new();
         if let Some(bus) = &bus {
             sessions.attach_bus(bus.clone());
-            let handlers = cluster_handlers(&sessions, &registry, &conn);
+            let handlers = cluster_handlers(&sessions, &registry, &conn, &realtime);
             let (bus, metrics) = (bus.clone(), metrics.clone());
             let arbiter = Arbiter::new();
             Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
@@ -209,7 +242,13 @@ impl Application {
             )),
             None => Arc::new(InProcessLimiter::new(&settings.auth.rate_limits)),
         };
-        let records = Arc::new(RecordsEnv::new(registry.clone(), hasher, sessions, bus));
+        let records = Arc::new(RecordsEnv::new(
+            registry.clone(),
+            hasher,
+            sessions,
+            bus,
+            realtime.clone(),
+        ));
 
         let (db, db_arbiters) = ActorPool::start(settings.database_actors(), {
             let conn = conn.clone();
@@ -224,6 +263,26 @@ impl Application {
                     ping_timeout,
                     metrics.clone(),
                     records.clone(),
+                )
+            }
+        });
+
+        let realtime_arbiter = Arbiter::new();
+        Supervisor::start_in_arbiter(&realtime_arbiter.handle(), {
+            let (realtime, db, records, metrics) = (
+                realtime.clone(),
+                db.clone(),
+                records.clone(),
+                metrics.clone(),
+            );
+            let events = Arc::new(tokio::sync::Mutex::new(realtime_events));
+            move |_| {
+                RealtimeActor::new(
+                    realtime.clone(),
+                    db.clone(),
+                    records.clone(),
+                    events.clone(),
+                    metrics.clone(),
                 )
             }
         });
@@ -313,6 +372,7 @@ impl Application {
             trusted_proxies,
             balancer,
             cache_actor,
+            realtime: realtime.clone(),
         });
         let tls_addr = tls
             .as_ref()
@@ -322,7 +382,7 @@ impl Application {
         // Stopped in this order: the mailer (finishing its sends) before the actors and
         // the database it records into; the front-of-house actors first among those.
         let arbiters = std::iter::once(mailer_arbiter)
-            .chain([balancer_arbiter, cache_arbiter])
+            .chain([realtime_arbiter, balancer_arbiter, cache_arbiter])
             .chain(auth_arbiters)
             .chain(cluster_arbiters)
             .chain([maintenance_arbiter])
@@ -332,6 +392,7 @@ impl Application {
             addr,
             tls_addr,
             server,
+            realtime,
             db,
             mailer,
             mail_drain_timeout,
@@ -355,6 +416,12 @@ impl Application {
         self.server.handle()
     }
 
+    /// The realtime hub, so that whoever stops the server through [`Self::handle`]
+    /// can end the event streams first (they would hold a graceful stop open).
+    pub fn realtime(&self) -> Arc<Hub> {
+        self.realtime.clone()
+    }
+
     /// The database actors, for tools and tests that send them messages directly.
     pub fn db(&self) -> &Db {
         &self.db
@@ -370,6 +437,7 @@ impl Application {
     /// order and closes the database.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = self.server.await;
+        self.realtime.close();
         tracing::info!("HTTP server stopped; stopping actors");
         // Sends in progress finish (each is bounded by the SMTP timeout); mail not yet
         // started stays queued for the next start or another instance.

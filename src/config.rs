@@ -44,6 +44,7 @@ pub struct Settings {
     pub redis: RedisSettings,
     pub maintenance: MaintenanceSettings,
     pub batch: BatchSettings,
+    pub realtime: RealtimeSettings,
 }
 
 /// `POST /api/batch`: many record writes in one transaction, all or nothing.
@@ -59,6 +60,17 @@ pub struct BatchSettings {
     pub timeout: Duration,
     /// Largest batch body (JSON or multipart), in bytes (413 beyond).
     pub max_body_bytes: usize,
+}
+
+/// Server-sent events (`/api/realtime`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RealtimeSettings {
+    /// Messages queued for one client at most before it is disconnected.
+    pub client_buffer: usize,
+    /// A connection with nothing sent for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
 }
 
 /// Periodic cleanup, run by one instance of a cluster at a time.
@@ -935,6 +947,12 @@ impl Settings {
         }
         if self.redis.key_prefix.is_empty() || self.redis.key_prefix.contains(char::is_whitespace) {
             return Err(invalid("redis.key_prefix", "must be a non-empty word"));
+        }
+        if self.realtime.client_buffer == 0 {
+            return Err(invalid("realtime.client_buffer", "must be at least 1"));
+        }
+        if self.realtime.idle_timeout.is_zero() {
+            return Err(invalid("realtime.idle_timeout", "must be above zero"));
         }
         for origin in &self.api.cors_origins {
             let canonical = url::Url::parse(origin).map(|url| url.origin().ascii_serialization());

@@ -15,6 +15,7 @@ pub mod error;
 pub mod http;
 pub mod mail;
 pub mod queue;
+pub mod realtime;
 pub mod records;
 pub mod routing;
 pub mod telemetry;

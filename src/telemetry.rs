@@ -28,6 +28,10 @@ pub struct Metrics {
     pub http_duration: HistogramVec,
     pub actor_restarts: IntCounterVec,
     pub maintenance_runs: prometheus::IntCounter,
+    /// Open realtime (SSE) streams.
+    pub realtime_clients: prometheus::IntGauge,
+    /// Realtime clients disconnected for falling behind.
+    pub realtime_dropped: prometheus::IntCounter,
 }
 
 impl Metrics {
@@ -64,11 +68,21 @@ impl Metrics {
             "Cleanup rounds this instance ran",
         )
         .expect("valid metric");
+        let realtime_clients =
+            prometheus::IntGauge::new("realtime_clients", "Open realtime (SSE) streams")
+                .expect("valid metric");
+        let realtime_dropped = prometheus::IntCounter::new(
+            "realtime_dropped_total",
+            "Realtime clients disconnected because their queue was full",
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_duration.clone()),
             Box::new(actor_restarts.clone()),
             Box::new(maintenance_runs.clone()),
+            Box::new(realtime_clients.clone()),
+            Box::new(realtime_dropped.clone()),
         ] {
             registry
                 .register(collector)
@@ -80,6 +94,8 @@ impl Metrics {
             http_duration,
             actor_restarts,
             maintenance_runs,
+            realtime_clients,
+            realtime_dropped,
         }
     }
 

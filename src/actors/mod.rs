@@ -7,6 +7,7 @@
 //! | mailer | `Wake`, `Drain` (outbox delivery) | mailer issue |
 //! | cache | `Purge` (lookups read the shared store directly) | front of house |
 //! | balancer | `UpstreamStatus` (selection reads published snapshots) | front of house |
+//! | realtime | none: record changes arrive through the realtime hub's queue | realtime |
 
 pub mod auth;
 pub mod balancer;
@@ -14,5 +15,6 @@ pub mod cache;
 pub mod database;
 pub mod mailer;
 pub mod maintenance;
+pub mod realtime;
 pub mod records;
 pub mod supervisor;

@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 use super::database::{DatabaseActor, TxJob, TxMode};
 use crate::collections::definition::CollectionInput;
 use crate::collections::{Collection, Registry};
+use crate::realtime::{Action, RecordEvent};
 use crate::records::read::{self, ListQuery};
 use crate::records::{collections, write, RecordError, RecordsEnv, Requester};
 
@@ -47,31 +48,66 @@ records_message!(
     |txn, env, msg| read::view(txn, &env, &msg.requester, &msg.collection, &msg.id, &msg.expand, &msg.fields)
 );
 
-records_message!(
+/// Declares a write message like [`records_message!`] whose transaction also yields
+/// record changes: they are published to realtime subscribers once it committed,
+/// never for a write that rolled back.
+macro_rules! records_write {
+    ($(#[$doc:meta])* $name:ident { $($field:ident: $ty:ty),* $(,)? } -> $out:ty, |$txn:ident, $env:ident, $msg:ident| $body:expr) => {
+        $(#[$doc])*
+        pub struct $name { $(pub $field: $ty),* }
+
+        impl Message for $name {
+            type Result = Result<$out, RecordError>;
+        }
+
+        impl Handler<$name> for DatabaseActor {
+            type Result = ResponseFuture<Result<$out, RecordError>>;
+
+            fn handle(&mut self, $msg: $name, ctx: &mut Context<Self>) -> Self::Result {
+                let $env = self.records.clone();
+                let hub = $env.realtime.clone();
+                let job: TxJob<($out, Vec<RecordEvent>), RecordError> =
+                    Box::new(move |$txn| Box::pin(async move { $body.await }));
+                let run = self.transaction(ctx, TxMode::Write, job);
+                Box::pin(async move {
+                    let (out, changes) = run.await?;
+                    for change in changes {
+                        hub.publish(change);
+                    }
+                    Ok(out)
+                })
+            }
+        }
+    };
+}
+
+records_write!(
     /// Creates a record and answers with it as the requester sees it.
-    Write CreateRecord { collection: String, body: Map<String, Value>, expand: String, fields: String, requester: Requester } -> Value,
+    CreateRecord { collection: String, body: Map<String, Value>, expand: String, fields: String, requester: Requester } -> Value,
     |txn, env, msg| async move {
         let record = write::create(txn, &env, &msg.requester, &msg.collection, msg.body).await?;
+        let change = RecordEvent::new(Action::Create, &record);
         let mut shown = read::present(txn, &env, &msg.requester, &[record], &msg.expand, &msg.fields).await?;
-        Ok(shown.remove(0))
+        Ok((shown.remove(0), vec![change]))
     }
 );
 
-records_message!(
+records_write!(
     /// Updates a record and answers with it as the requester sees it.
-    Write UpdateRecord { collection: String, id: String, body: Map<String, Value>, expand: String, fields: String, requester: Requester } -> Value,
+    UpdateRecord { collection: String, id: String, body: Map<String, Value>, expand: String, fields: String, requester: Requester } -> Value,
     |txn, env, msg| async move {
         let record = write::update(txn, &env, &msg.requester, &msg.collection, &msg.id, msg.body).await?;
+        let change = RecordEvent::new(Action::Update, &record);
         let mut shown = read::present(txn, &env, &msg.requester, &[record], &msg.expand, &msg.fields).await?;
-        Ok(shown.remove(0))
+        Ok((shown.remove(0), vec![change]))
     }
 );
 
-records_message!(
+records_write!(
     /// Deletes a record (and cascades).
-    Write DeleteRecord { collection: String, id: String, requester: Requester } -> (),
+    DeleteRecord { collection: String, id: String, requester: Requester } -> (),
     |txn, env, msg| async move {
-        write::delete(txn, &env, &msg.requester, &msg.collection, &msg.id).await.map(|_| ())
+        write::delete(txn, &env, &msg.requester, &msg.collection, &msg.id).await.map(|changes| ((), changes))
     }
 );
 

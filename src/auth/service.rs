@@ -26,6 +26,7 @@ use crate::config::{AuthSettings, UnverifiedLogin};
 use crate::domain::ids::{format_time, new_record_id, random_alphanumeric};
 use crate::domain::password::Password;
 use crate::mail::{self, MailContext, OutgoingMail};
+use crate::realtime::{Action, RecordEvent};
 use crate::records::batch::{self, BatchError, BatchItem};
 use crate::records::{read, write, RecordsEnv, Requester};
 
@@ -489,17 +490,19 @@ impl AuthService {
             self.limit(Bucket::RegisterPerIp, &client.ip).await?;
         }
         let env = self.records.clone();
+        let hub = env.realtime.clone();
         let verify = self
             .settings
             .verify_email_on_register
             .then(|| self.mails.clone());
-        let (shown, queued) = self
+        let (shown, queued, change) = self
             .db
             .transact(move |txn| {
                 Box::pin(async move {
                     let (expand, fields) = shape;
                     let record =
                         write::create(txn, &env, &requester, &collection.name, body).await?;
+                    let change = RecordEvent::new(Action::Create, &record);
                     // The verification mail is written with the account, or not at all.
                     let mut queued = false;
                     if let Some(mails) = verify.filter(|_| !record.bool("verified")) {
@@ -513,10 +516,11 @@ impl AuthService {
                     }
                     let mut shown =
                         read::present(txn, &env, &requester, &[record], &expand, &fields).await?;
-                    Ok::<_, AuthError>((shown.remove(0), queued))
+                    Ok::<_, AuthError>((shown.remove(0), queued, change))
                 })
             })
             .await?;
+        hub.publish(change);
         if queued {
             self.mailer.wake();
         }
@@ -544,11 +548,12 @@ impl AuthService {
             }
         }
         let env = self.records.clone();
+        let hub = env.realtime.clone();
         let verify = self
             .settings
             .verify_email_on_register
             .then(|| self.mails.clone());
-        let (answers, queued) = self
+        let (answers, changes, queued) = self
             .db
             .transact(move |txn| {
                 Box::pin(async move {
@@ -567,10 +572,13 @@ impl AuthService {
                             queued = true;
                         }
                     }
-                    Ok::<_, BatchError>((outcome.answers, queued))
+                    Ok::<_, BatchError>((outcome.answers, outcome.changes, queued))
                 })
             })
             .await?;
+        for change in changes {
+            hub.publish(change);
+        }
         if queued {
             self.mailer.wake();
         }

@@ -211,7 +211,12 @@ pub struct SessionGuard {
     revoked: moka::sync::Cache<String, ()>,
     /// In a cluster, revocations are told to the other instances too.
     bus: std::sync::OnceLock<ClusterBus>,
+    /// Told of every revocation seen here (realtime clients drop that auth).
+    on_revoke: std::sync::OnceLock<RevocationListener>,
 }
+
+/// Runs for the session ids of every revocation this instance learns of.
+pub type RevocationListener = Box<dyn Fn(&[String]) + Send + Sync>;
 
 impl SessionGuard {
     pub fn new(capacity: u64, ttl: Duration) -> Self {
@@ -225,7 +230,13 @@ impl SessionGuard {
                 .time_to_live((ttl * 2).max(Duration::from_secs(60)))
                 .build(),
             bus: std::sync::OnceLock::new(),
+            on_revoke: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Calls `listener` for every revocation from now on.
+    pub fn on_revoke(&self, listener: RevocationListener) {
+        let _ = self.on_revoke.set(listener);
     }
 
     /// Tells other instances about revocations from now on.
@@ -270,6 +281,9 @@ impl SessionGuard {
         for sid in sids {
             self.revoked.insert(sid.clone(), ());
             self.valid.invalidate(sid);
+        }
+        if let (Some(listener), false) = (self.on_revoke.get(), sids.is_empty()) {
+            listener(sids);
         }
     }
 }

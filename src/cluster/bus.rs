@@ -22,6 +22,8 @@ pub enum BusMessage {
     SessionsRevoked { sids: Vec<String> },
     /// Collection definitions changed: reload them from the database.
     CollectionsChanged,
+    /// A record changed (committed): tell this instance's realtime subscribers.
+    RecordChanged(Box<crate::realtime::RecordEvent>),
 }
 
 #[derive(Debug, Serialize, Deserialize)]

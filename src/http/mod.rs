@@ -18,6 +18,7 @@ pub mod openapi;
 pub mod proxy;
 pub mod proxy_cache;
 pub mod proxy_tunnel;
+pub mod realtime;
 pub mod records;
 pub mod static_files;
 
@@ -75,6 +76,8 @@ pub struct AppState {
     pub trusted_proxies: TrustedProxies,
     pub balancer: Addr<BalancerActor>,
     pub cache_actor: Addr<CacheActor>,
+    /// Realtime clients: connecting and subscribing touch only this.
+    pub realtime: Arc<crate::realtime::Hub>,
 }
 
 /// The HTTPS listener and its rustls configuration.
@@ -172,6 +175,8 @@ pub fn server(
                 .route("/health", web::get().to(health::api_health))
                 .route("/openapi.json", web::get().to(openapi::serve))
                 .route("/batch", web::post().to(batch::batch))
+                .route("/realtime", web::get().to(realtime::connect))
+                .route("/realtime", web::post().to(realtime::set_subscriptions))
                 .service(
                     web::scope("/newsletter")
                         .route("/subscribe", web::post().to(newsletter::subscribe))
@@ -257,6 +262,10 @@ pub fn server(
     .keep_alive(settings.server.keep_alive)
     .client_request_timeout(settings.server.request_head_timeout)
     .shutdown_timeout(settings.server.shutdown_timeout.as_secs())
+    // A client that closes its side is gone: without this, a response still streaming
+    // (a realtime event stream waiting for its next event) would only notice at its
+    // next write, and hold its memory until then.
+    .h1_allow_half_closed(false)
     // Applies to the TLS listener too: actix-http sets it on the TCP stream under TLS.
     .tcp_nodelay(true)
     .listen(listener)?;

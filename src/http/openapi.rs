@@ -4,7 +4,8 @@ use actix_web::{web, HttpResponse};
 use utoipa::OpenApi;
 
 use super::{
-    admin, admin_campaigns, admin_outbox, auth, batch, health, newsletter, records, AppState,
+    admin, admin_campaigns, admin_outbox, auth, batch, health, newsletter, realtime, records,
+    AppState,
 };
 
 #[derive(OpenApi)]
@@ -27,6 +28,7 @@ use super::{
         newsletter::subscribe, newsletter::confirm, newsletter::unsubscribe_page, newsletter::unsubscribe,
         admin_outbox::list, admin_outbox::retry,
         admin_campaigns::create, admin_campaigns::show, admin_campaigns::send,
+        realtime::connect, realtime::set_subscriptions,
     ),
     components(schemas(
         crate::error::ErrorBody, health::ApiHealth, auth::PasswordLogin, auth::EmailRequest,
@@ -39,7 +41,7 @@ use super::{
         newsletter::SubscribeRequest, newsletter::NewsletterMessage,
         crate::mail::outbox::OutboxPage, crate::mail::outbox::OutboxEntry,
         admin_campaigns::CampaignRequest, crate::mail::campaigns::Campaign,
-        crate::mail::outbox::DeliveryCounts,
+        crate::mail::outbox::DeliveryCounts, realtime::SetSubscriptions,
     )),
     tags(
         (name = "auth", description = "PocketBase-compatible auth collections, plus revocable sessions"),
@@ -47,6 +49,7 @@ use super::{
         (name = "collections", description = "PocketBase-compatible collections (superusers only)"),
         (name = "admin", description = "Gatehouse's admin API (superusers only): instance status, upstream health, cache purges"),
         (name = "health", description = "PocketBase-compatible health check"),
+        (name = "realtime", description = "PocketBase-compatible server-sent events of record changes"),
         (name = "operations", description = "Liveness, readiness, metrics and this document"),
         (name = "newsletter", description = "Public newsletter subscription with double opt-in and one-click unsubscribe"),
         (name = "mail", description = "The mail outbox and newsletter campaigns (superusers only)"),

@@ -17,6 +17,7 @@ use crate::collections::definition::Errors;
 use crate::collections::record::Record;
 use crate::collections::validate::FieldError;
 use crate::collections::{store, Registry};
+use crate::realtime::{Action, RecordEvent};
 
 /// The submitted batch: `{"requests": [{method, url, headers, body}, …]}`.
 #[derive(Debug, Default, Deserialize)]
@@ -91,6 +92,8 @@ pub enum BatchError {
 pub struct BatchOutcome {
     pub answers: Vec<Value>,
     pub created: Vec<Record>,
+    /// The record changes, for realtime subscribers once the batch committed.
+    pub changes: Vec<RecordEvent>,
 }
 
 impl BatchInput {
@@ -210,7 +213,7 @@ pub async fn run(
                 item.query.clone(),
                 item_headers,
             );
-            let answer = run_item(txn, env, &requester, item, &mut outcome.created)
+            let answer = run_item(txn, env, &requester, item, &mut outcome)
                 .await
                 .map_err(|failure| BatchError::Item { index, failure })?;
             outcome.answers.push(answer);
@@ -227,7 +230,7 @@ async fn run_item(
     env: &RecordsEnv,
     requester: &Requester,
     item: BatchItem,
-    created: &mut Vec<Record>,
+    outcome: &mut BatchOutcome,
 ) -> Result<Value, ItemFailure> {
     let (collection, operation) = item.target.ok_or(ItemFailure::Unsupported)?;
     let operation = match operation {
@@ -250,14 +253,22 @@ async fn run_item(
     let record = match operation {
         Operation::Create => {
             let record = write::create(txn, env, requester, &collection, item.body).await?;
-            created.push(record.clone());
+            outcome
+                .changes
+                .push(RecordEvent::new(Action::Create, &record));
+            outcome.created.push(record.clone());
             record
         }
         Operation::Update(id) => {
-            write::update(txn, env, requester, &collection, &id, item.body).await?
+            let record = write::update(txn, env, requester, &collection, &id, item.body).await?;
+            outcome
+                .changes
+                .push(RecordEvent::new(Action::Update, &record));
+            record
         }
         Operation::Delete(id) => {
-            write::delete(txn, env, requester, &collection, &id).await?;
+            let changes = write::delete(txn, env, requester, &collection, &id).await?;
+            outcome.changes.extend(changes);
             return Ok(json!({"status": 204, "body": null}));
         }
         Operation::Upsert => unreachable!("an upsert was resolved above"),

@@ -28,6 +28,7 @@ use crate::collections::definition::Errors;
 use crate::collections::record::{Record, Viewer};
 use crate::collections::{Collection, Registry};
 use crate::domain::filter::{Compiler, Dialect, Filter, FilterError, RequestContext};
+use crate::realtime::Hub;
 
 /// What record operations share: the collection registry, the password hasher (for
 /// auth collections) and the session guard (a password change ends sessions).
@@ -40,6 +41,8 @@ pub struct RecordsEnv {
     pub schema_lock: tokio::sync::Mutex<()>,
     /// In a cluster, collection changes are told to the other instances.
     pub bus: Option<ClusterBus>,
+    /// Committed record changes go to realtime subscribers through it.
+    pub realtime: Arc<Hub>,
 }
 
 impl RecordsEnv {
@@ -48,6 +51,7 @@ impl RecordsEnv {
         hasher: Addr<PasswordHasher>,
         sessions: Arc<SessionGuard>,
         bus: Option<ClusterBus>,
+        realtime: Arc<Hub>,
     ) -> Self {
         Self {
             registry,
@@ -55,6 +59,7 @@ impl RecordsEnv {
             sessions,
             schema_lock: tokio::sync::Mutex::new(()),
             bus,
+            realtime,
         }
     }
 }

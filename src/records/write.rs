@@ -23,6 +23,7 @@ use crate::collections::{store, Collection, FieldKind};
 use crate::domain::filter::candidate_row;
 use crate::domain::ids::{new_record_id, now, random_alphanumeric};
 use crate::domain::password::Password;
+use crate::realtime::{Action, RecordEvent};
 
 /// A password to hash and store, from a create or update of an auth record.
 struct NewPassword(Password);
@@ -477,14 +478,16 @@ pub async fn update(
 }
 
 /// Deletes a record the delete rule lets the requester remove, cascading to records
-/// whose relation asks for it and clearing the references of the others.
+/// whose relation asks for it and clearing the references of the others. Answers
+/// with every change made: the deletes, and the updates of records that pointed at
+/// a deleted one.
 pub async fn delete(
     txn: &DatabaseTransaction,
     env: &RecordsEnv,
     requester: &Requester,
     collection: &str,
     id: &str,
-) -> Result<Record, RecordError> {
+) -> Result<Vec<RecordEvent>, RecordError> {
     let collection = env.collection(collection)?;
     let record = find_visible(
         txn,
@@ -497,22 +500,26 @@ pub async fn delete(
     )
     .await?;
     let mut visited = HashSet::new();
-    remove(txn, env, &record, &mut visited).await?;
-    Ok(record)
+    let mut changes = Vec::new();
+    remove(txn, env, &record, &mut visited, &mut changes).await?;
+    Ok(changes)
 }
 
-/// Deletes `record` and handles what points at it; `visited` stops relation cycles.
+/// Deletes `record` and handles what points at it, noting each change in `changes`;
+/// `visited` stops relation cycles.
 fn remove<'a>(
     txn: &'a DatabaseTransaction,
     env: &'a RecordsEnv,
     record: &'a Record,
     visited: &'a mut HashSet<(String, String)>,
+    changes: &'a mut Vec<RecordEvent>,
 ) -> Pin<Box<dyn Future<Output = Result<(), RecordError>> + Send + 'a>> {
     Box::pin(async move {
         let collection = record.collection.clone();
         if !visited.insert((collection.id.clone(), record.id().to_string())) {
             return Ok(());
         }
+        changes.push(RecordEvent::new(Action::Delete, record));
         let dialect = dialect(txn);
         for source in env.registry.all() {
             for field in &source.fields {
@@ -538,7 +545,7 @@ fn remove<'a>(
                 ));
                 for mut other in fetch(txn, &source, &select).await? {
                     if *cascade_delete {
-                        remove(txn, env, &other, visited).await?;
+                        remove(txn, env, &other, visited, changes).await?;
                         continue;
                     }
                     let remaining = match other.values.get(&field.name) {
@@ -557,6 +564,7 @@ fn remove<'a>(
                     }
                     other.set(&field.name, remaining);
                     store::update(txn, &other).await?;
+                    changes.push(RecordEvent::new(Action::Update, &other));
                 }
             }
         }

@@ -586,3 +586,135 @@ async fn sigkill_of_an_instance_while_it_delivers_loses_no_mail_and_sends_none_t
     let received = sink.settle(Duration::from_millis(1500)).await;
     assert_each_reader_got_one(&received, 100);
 }
+
+/// Reads SSE frames (without their closing blank line) from a `GET /api/realtime`.
+struct EventReader {
+    body: futures_util::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    buffer: Vec<u8>,
+}
+
+impl EventReader {
+    async fn open(server: &Server) -> (Self, String) {
+        use futures_util::StreamExt;
+        let response = get(server, "/api/realtime", None).await;
+        assert_eq!(response.status(), 200);
+        let mut reader = Self {
+            body: response.bytes_stream().boxed(),
+            buffer: Vec::new(),
+        };
+        let connect = reader.next().await;
+        let client_id = connect
+            .strip_prefix("id:")
+            .and_then(|rest| rest.split('\n').next())
+            .expect("PB_CONNECT carries the client id")
+            .to_string();
+        (reader, client_id)
+    }
+
+    async fn next(&mut self) -> String {
+        use futures_util::StreamExt;
+        loop {
+            if let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
+                let frame = String::from_utf8(self.buffer[..end].to_vec()).unwrap();
+                self.buffer.drain(..end + 2);
+                return frame;
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(30), self.body.next())
+                .await
+                .expect("an event within 30 s")
+                .expect("the stream is open")
+                .unwrap();
+            self.buffer.extend_from_slice(&chunk);
+        }
+    }
+
+    /// The `(event name, data)` of the next event.
+    async fn next_event(&mut self) -> (String, Value) {
+        let frame = self.next().await;
+        let mut lines = frame.lines().skip(1);
+        let name = lines.next().unwrap().strip_prefix("event:").unwrap();
+        let data = lines.next().unwrap().strip_prefix("data:").unwrap();
+        (name.to_string(), serde_json::from_str(data).unwrap())
+    }
+}
+
+#[tokio::test]
+async fn realtime_events_cross_instances_once() {
+    let Some(env) = cluster_env("realtime_events_cross_instances_once") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let a = Server::start(instance(dir.path(), &env, &env.redis)).await;
+    let b = Server::start(instance(dir.path(), &env, &env.redis)).await;
+    let upsert = run(instance(dir.path(), &env, &env.redis).args([
+        "superuser",
+        "upsert",
+        "ops@example.com",
+        "ops-password-1",
+    ]));
+    assert!(upsert.status.success(), "{}", stderr(&upsert));
+    let admin: Value = post(
+        &a,
+        "/api/collections/_superusers/auth-with-password",
+        None,
+        &json!({"identity": "ops@example.com", "password": "ops-password-1"}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let admin = admin["token"].as_str().unwrap().to_string();
+    let created = post(
+        &a,
+        "/api/collections",
+        Some(&admin),
+        &json!({"name": "feed", "listRule": "", "createRule": "",
+                "fields": [{"name": "text", "type": "text"}]}),
+    )
+    .await;
+    assert_eq!(created.status(), 200);
+    eventually("B serving the new collection", || async {
+        get(&b, "/api/collections/feed/records", None)
+            .await
+            .status()
+            == 200
+    })
+    .await;
+
+    let mut readers = Vec::new();
+    for server in [&a, &b] {
+        let (reader, client_id) = EventReader::open(server).await;
+        let subscribed = post(
+            server,
+            "/api/realtime",
+            None,
+            &json!({"clientId": client_id, "subscriptions": ["feed/*"]}),
+        )
+        .await;
+        assert_eq!(subscribed.status(), 204);
+        readers.push(reader);
+    }
+
+    // Two records changed on A: each subscriber, on A and on B, gets each once, in order.
+    let mut records = Vec::new();
+    for text in ["first", "second"] {
+        let record: Value = post(
+            &a,
+            "/api/collections/feed/records",
+            None,
+            &json!({ "text": text }),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+        records.push(record);
+    }
+    for reader in &mut readers {
+        for record in &records {
+            let (name, data) = reader.next_event().await;
+            assert_eq!(name, "feed/*");
+            assert_eq!(data, json!({"record": record, "action": "create"}));
+        }
+    }
+}

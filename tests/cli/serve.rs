@@ -74,3 +74,31 @@ async fn sigterm_finishes_in_flight_requests_then_exits() {
     let status = server.wait_exit(Duration::from_secs(20)).await;
     assert!(status.success(), "{status:?}");
 }
+
+/// SIGTERM ends realtime event streams at once, so they do not hold the graceful stop
+/// open until its timeout.
+#[tokio::test]
+async fn sigterm_ends_realtime_streams_then_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("public")).unwrap();
+    let mut command = gatehouse(dir.path());
+    command.env("GATEHOUSE__SERVER__SHUTDOWN_TIMEOUT", "10m");
+    command.env(
+        "GATEHOUSE__DATABASE__URL",
+        format!("sqlite://{}/g.db?mode=rwc", dir.path().display()),
+    );
+    let mut server = Server::start(command).await;
+    let response = reqwest::get(server.url("/api/realtime")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.bytes_stream();
+    let connect = body.next().await.unwrap().unwrap();
+    assert!(connect.starts_with(b"id:"));
+
+    server.signal(libc::SIGTERM);
+    assert!(
+        body.next().await.is_none(),
+        "the stream ends without another event"
+    );
+    let status = server.wait_exit(Duration::from_secs(30)).await;
+    assert!(status.success(), "{status:?}");
+}
