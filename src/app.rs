@@ -21,6 +21,7 @@ use crate::auth::service::AuthService;
 use crate::auth::sessions::SessionGuard;
 use crate::auth::tokens::TokenSigner;
 use crate::cluster::bus::{BusHandler, BusListener, BusMessage, ClusterBus};
+use crate::cluster::cache_tier::RedisTier;
 use crate::cluster::limiter::RedisLimiter;
 use crate::cluster::Redis;
 use crate::collections::{store, Registry};
@@ -71,10 +72,19 @@ fn cluster_handlers(
     sessions: &Arc<SessionGuard>,
     registry: &Arc<Registry>,
     conn: &DatabaseConnection,
+    cache: &ResponseCache,
+    metrics: &Arc<Metrics>,
 ) -> Vec<BusHandler> {
     let sessions = sessions.clone();
     let (registry, conn) = (registry.clone(), conn.clone());
+    let (cache, metrics) = (cache.clone(), metrics.clone());
     vec![
+        Arc::new(move |message: &BusMessage| {
+            if let BusMessage::CachePurged { targets, host } = message {
+                metrics.cache_invalidations_received.inc();
+                cache.invalidate(targets, host.as_deref());
+            }
+        }),
         Arc::new(move |message: &BusMessage| {
             if let BusMessage::SessionsRevoked { sids } = message {
                 sessions.forget_here(sids);
@@ -191,10 +201,18 @@ impl Application {
             .transpose()
             .map_err(|err| StartError::Redis(err.to_string()))?;
         let bus = redis.clone().map(ClusterBus::new);
+        let mut cache = ResponseCache::new(
+            settings.cache.max_bytes,
+            settings.cache.max_object_bytes,
+            metrics.clone(),
+        );
+        if let Some(redis) = redis.as_ref().filter(|_| settings.cache.redis.enabled) {
+            cache = cache.with_redis(RedisTier::new(redis.clone(), &settings.cache.redis));
+        }
         let mut cluster_arbiters = Vec::new();
         if let Some(bus) = &bus {
             sessions.attach_bus(bus.clone());
-            let handlers = cluster_handlers(&sessions, &registry, &conn);
+            let handlers = cluster_handlers(&sessions, &registry, &conn, &cache, &metrics);
             let (bus, metrics) = (bus.clone(), metrics.clone());
             let arbiter = Arbiter::new();
             Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
@@ -209,7 +227,12 @@ impl Application {
             )),
             None => Arc::new(InProcessLimiter::new(&settings.auth.rate_limits)),
         };
-        let records = Arc::new(RecordsEnv::new(registry.clone(), hasher, sessions, bus));
+        let records = Arc::new(RecordsEnv::new(
+            registry.clone(),
+            hasher,
+            sessions,
+            bus.clone(),
+        ));
 
         let (db, db_arbiters) = ActorPool::start(settings.database_actors(), {
             let conn = conn.clone();
@@ -229,8 +252,7 @@ impl Application {
         });
 
         let (balancer, balancer_arbiter) = BalancerActor::start(upstreams.clone(), metrics.clone());
-        let cache = ResponseCache::new(settings.cache.max_bytes, settings.cache.max_object_bytes);
-        let (cache_actor, cache_arbiter) = CacheActor::start(cache.clone(), metrics.clone());
+        let (cache_actor, cache_arbiter) = CacheActor::start(cache.clone(), bus, metrics.clone());
 
         let addr = listener.local_addr()?;
 

@@ -304,6 +304,32 @@ pub struct CacheSettings {
     pub static_max_bytes: u64,
     /// Static files up to this size are kept in memory.
     pub static_max_file_bytes: u64,
+    /// The shared tier in Redis behind the memory (used when `redis.url` is set).
+    pub redis: CacheRedisSettings,
+    /// Collections whose public record lists and views are cached, by name.
+    #[serde(default)]
+    pub collections: BTreeMap<String, CollectionCacheSettings>,
+}
+
+/// The response cache's Redis tier, shared by the instances of a cluster.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheRedisSettings {
+    pub enabled: bool,
+    /// No entry stays in Redis longer than this, whatever its freshness.
+    #[serde(with = "humantime_serde")]
+    pub max_ttl: Duration,
+    /// Larger responses stay in memory only.
+    pub max_entry_bytes: usize,
+}
+
+/// How a collection's public record answers are cached.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectionCacheSettings {
+    /// How long an answer is served without asking the database (writes drop it sooner).
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
 }
 
 /// HTTPS listener and certificates.
@@ -919,6 +945,17 @@ impl Settings {
         }
         if self.redis.key_prefix.is_empty() || self.redis.key_prefix.contains(char::is_whitespace) {
             return Err(invalid("redis.key_prefix", "must be a non-empty word"));
+        }
+        if self.cache.redis.max_ttl.is_zero() {
+            return Err(invalid("cache.redis.max_ttl", "must be longer than 0s"));
+        }
+        for (name, collection) in &self.cache.collections {
+            if collection.ttl.is_zero() {
+                return Err(invalid(
+                    &format!("cache.collections.{name}.ttl"),
+                    "must be longer than 0s",
+                ));
+            }
         }
         for origin in &self.api.cors_origins {
             let canonical = url::Url::parse(origin).map(|url| url.origin().ascii_serialization());
