@@ -45,7 +45,10 @@ async fn view(client: &reqwest::Client, url: &str) -> (String, bool) {
         .get("x-cache")
         .is_some_and(|value| value == "HIT");
     let record: Value = response.json().await.unwrap();
-    (record["title"].as_str().unwrap_or_default().to_string(), hit)
+    (
+        record["title"].as_str().unwrap_or_default().to_string(),
+        hit,
+    )
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
