@@ -15,6 +15,7 @@
 //! the others wait for it ([`ResponseCache::begin_fetch`]) and then read the cache.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -240,6 +241,9 @@ pub struct ResponseCache {
     entries: Cache<CacheKey, Slot>,
     tier: Option<RedisTier>,
     metrics: Arc<Metrics>,
+    /// Counts purges and invalidations, so that an answer computed before one of them
+    /// is not stored after it.
+    generation: Arc<AtomicU64>,
     /// Fetches in progress, by primary key: followers wait for the sender to drop.
     in_flight: Arc<Mutex<HashMap<CacheKey, watch::Receiver<()>>>>,
     /// Keys being refreshed in the background, so that only one refresh runs.
@@ -306,6 +310,7 @@ impl ResponseCache {
             entries,
             tier: None,
             metrics,
+            generation: Arc::default(),
             in_flight: Arc::default(),
             refreshing: Arc::default(),
             max_object_bytes,
@@ -316,6 +321,30 @@ impl ResponseCache {
     pub fn with_redis(mut self, tier: RedisTier) -> Self {
         self.tier = Some(tier);
         self
+    }
+
+    /// Changes with every purge and invalidation here (and those announced by other
+    /// instances): take it before computing an answer, and store the answer only if
+    /// [`ResponseCache::insert_unless_invalidated`] still sees the same value.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// [`ResponseCache::insert`], unless something was purged or invalidated since
+    /// `generation` was taken (the answer may predate that change); says whether it
+    /// stored.
+    pub fn insert_unless_invalidated(
+        &self,
+        generation: u64,
+        primary: &CacheKey,
+        request: &HeaderMap,
+        response: CachedResponse,
+    ) -> bool {
+        let current = self.generation() == generation;
+        if current {
+            self.insert(primary, request, response);
+        }
+        current
     }
 
     /// Counts an answer of a caching route (`X-Cache` label and where the copy was).
@@ -448,6 +477,7 @@ impl ResponseCache {
     /// Removes the entries whose path is `key` (exactly) or starts with `prefix`, on
     /// `host` or every host, from memory; returns how many were removed.
     fn purge(&self, target: &PurgeTarget, host: Option<&str>) -> u64 {
+        self.generation.fetch_add(1, Ordering::SeqCst);
         let doomed: Vec<Arc<CacheKey>> = self
             .entries
             .iter()
@@ -464,6 +494,7 @@ impl ResponseCache {
     /// Drops the entries matching any of `targets` from memory at once (later lookups
     /// no longer see them; the memory is reclaimed by housekeeping).
     pub fn invalidate(&self, targets: &[PurgeTarget], host: Option<&str>) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
         let targets = targets.to_vec();
         let host = host.map(str::to_string);
         let registered = self.entries.invalidate_entries_if(move |key, _| {
@@ -738,6 +769,20 @@ mod tests {
         let path = "/api/collections/posts/records?page=1";
         cache.insert(&CacheKey::primary("h", path), &empty, response(path, &[]));
         assert!(present(path));
+        // An answer computed before an invalidation is not stored after it.
+        let before = cache.generation();
+        cache.invalidate(&[PurgeTarget::Key("/unrelated".into())], None);
+        let late = "/api/collections/posts/records?page=2";
+        let key = CacheKey::primary("h", late);
+        assert!(!cache.insert_unless_invalidated(before, &key, &empty, response(late, &[])));
+        assert!(!present(late));
+        assert!(cache.insert_unless_invalidated(
+            cache.generation(),
+            &key,
+            &empty,
+            response(late, &[])
+        ));
+        assert!(present(late));
     }
 
     #[test]

@@ -36,6 +36,8 @@ pub enum Access {
 pub struct Cacheable {
     key: CacheKey,
     ttl: Duration,
+    /// The cache's generation before the answer was computed.
+    generation: u64,
 }
 
 /// `Some` when the answer to `req` on `collection` is public and its collection is
@@ -68,6 +70,7 @@ pub fn cacheable(
     (public && guest && !definition.is_auth() && !shaped_by_request).then(|| Cacheable {
         key: request_key(req),
         ttl: settings.ttl,
+        generation: state.cache.generation(),
     })
 }
 
@@ -85,7 +88,8 @@ pub async fn lookup(
     Some(from_cache(req, &cached, "HIT"))
 }
 
-/// Answers with `body` as JSON, storing it for later guests.
+/// Answers with `body` as JSON, storing it for later guests unless records changed
+/// while it was read (it might predate the change).
 pub fn store(
     state: &AppState,
     req: &HttpRequest,
@@ -104,7 +108,8 @@ pub fn store(
         stale_if_error: Duration::ZERO,
         vary: Vec::new(),
     };
-    state.cache.insert(
+    state.cache.insert_unless_invalidated(
+        cacheable.generation,
         &cacheable.key,
         req.headers(),
         CachedResponse::new(StatusCode::OK, headers, body.clone(), policy),
