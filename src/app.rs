@@ -22,6 +22,7 @@ use crate::auth::service::AuthService;
 use crate::auth::sessions::SessionGuard;
 use crate::auth::tokens::TokenSigner;
 use crate::cluster::bus::{BusHandler, BusListener, BusMessage, ClusterBus};
+use crate::cluster::cache_tier::RedisTier;
 use crate::cluster::limiter::RedisLimiter;
 use crate::cluster::Redis;
 use crate::collections::{store, Registry};
@@ -74,14 +75,23 @@ fn cluster_handlers(
     registry: &Arc<Registry>,
     conn: &DatabaseConnection,
     realtime: &Arc<Hub>,
+    cache: &ResponseCache,
+    metrics: &Arc<Metrics>,
 ) -> Vec<BusHandler> {
     let sessions = sessions.clone();
     let (registry, conn) = (registry.clone(), conn.clone());
     let realtime = realtime.clone();
+    let (cache, metrics) = (cache.clone(), metrics.clone());
     vec![
         Arc::new(move |message: &BusMessage| {
             if let BusMessage::RecordChanged(event) = message {
                 realtime.publish_here(event.as_ref().clone());
+            }
+        }),
+        Arc::new(move |message: &BusMessage| {
+            if let BusMessage::CachePurged { targets, host } = message {
+                metrics.cache_invalidations_received.inc();
+                cache.invalidate(targets, host.as_deref());
             }
         }),
         Arc::new(move |message: &BusMessage| {
@@ -224,10 +234,19 @@ impl Application {
             move |sids| realtime.sessions_revoked(sids)
         }));
         close_streams_on_signal(realtime.clone())?;
+        let mut cache = ResponseCache::new(
+            settings.cache.max_bytes,
+            settings.cache.max_object_bytes,
+            metrics.clone(),
+        );
+        if let Some(redis) = redis.as_ref().filter(|_| settings.cache.redis.enabled) {
+            cache = cache.with_redis(RedisTier::new(redis.clone(), &settings.cache.redis));
+        }
         let mut cluster_arbiters = Vec::new();
         if let Some(bus) = &bus {
             sessions.attach_bus(bus.clone());
-            let handlers = cluster_handlers(&sessions, &registry, &conn, &realtime);
+            let handlers =
+                cluster_handlers(&sessions, &registry, &conn, &realtime, &cache, &metrics);
             let (bus, metrics) = (bus.clone(), metrics.clone());
             let arbiter = Arbiter::new();
             Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
@@ -246,7 +265,7 @@ impl Application {
             registry.clone(),
             hasher,
             sessions,
-            bus,
+            bus.clone(),
             realtime.clone(),
         ));
 
@@ -288,8 +307,7 @@ impl Application {
         });
 
         let (balancer, balancer_arbiter) = BalancerActor::start(upstreams.clone(), metrics.clone());
-        let cache = ResponseCache::new(settings.cache.max_bytes, settings.cache.max_object_bytes);
-        let (cache_actor, cache_arbiter) = CacheActor::start(cache.clone(), metrics.clone());
+        let (cache_actor, cache_arbiter) = CacheActor::start(cache.clone(), bus, metrics.clone());
 
         let addr = listener.local_addr()?;
 

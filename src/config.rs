@@ -332,6 +332,32 @@ pub struct CacheSettings {
     pub static_max_bytes: u64,
     /// Static files up to this size are kept in memory.
     pub static_max_file_bytes: u64,
+    /// The shared tier in Redis behind the memory (used when `redis.url` is set).
+    pub redis: CacheRedisSettings,
+    /// Collections whose public record lists and views are cached, by name.
+    #[serde(default)]
+    pub collections: BTreeMap<String, CollectionCacheSettings>,
+}
+
+/// The response cache's Redis tier, shared by the instances of a cluster.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheRedisSettings {
+    pub enabled: bool,
+    /// No entry stays in Redis longer than this, whatever its freshness.
+    #[serde(with = "humantime_serde")]
+    pub max_ttl: Duration,
+    /// Larger responses stay in memory only.
+    pub max_entry_bytes: usize,
+}
+
+/// How a collection's public record answers are cached.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectionCacheSettings {
+    /// How long an answer is served without asking the database (writes drop it sooner).
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
 }
 
 /// HTTPS listener and certificates.
@@ -953,6 +979,17 @@ impl Settings {
         }
         if self.realtime.idle_timeout.is_zero() {
             return Err(invalid("realtime.idle_timeout", "must be above zero"));
+        }
+        if self.cache.redis.max_ttl.is_zero() {
+            return Err(invalid("cache.redis.max_ttl", "must be longer than 0s"));
+        }
+        for (name, collection) in &self.cache.collections {
+            if collection.ttl.is_zero() {
+                return Err(invalid(
+                    &format!("cache.collections.{name}.ttl"),
+                    "must be longer than 0s",
+                ));
+            }
         }
         for origin in &self.api.cors_origins {
             let canonical = url::Url::parse(origin).map(|url| url.origin().ascii_serialization());

@@ -1,7 +1,8 @@
 //! Logging (tracing) and the Prometheus metrics registry of one Gatehouse instance.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -32,6 +33,24 @@ pub struct Metrics {
     pub realtime_clients: prometheus::IntGauge,
     /// Realtime clients disconnected for falling behind.
     pub realtime_dropped: prometheus::IntCounter,
+    /// Proxied requests by upstream pool and the status the upstream answered
+    /// (`error` when none answered).
+    pub proxy_requests: IntCounterVec,
+    /// Time from sending a request to an upstream server to its response head.
+    pub proxy_upstream_duration: HistogramVec,
+    /// Attempts sent to another server after one failed.
+    pub proxy_retries: IntCounterVec,
+    /// Answers of caching routes by `X-Cache` result and the tier that held the copy.
+    pub cache_responses: IntCounterVec,
+    /// Lookups per tier: `hit`, `miss`, `garbled` (unreadable value), `error` (tier down).
+    pub cache_lookups: IntCounterVec,
+    /// Bytes and entries held in memory (updated by the cache's housekeeping).
+    pub cache_bytes: IntGauge,
+    pub cache_entries: IntGauge,
+    /// Entries evicted from memory to stay within `cache.max_bytes`.
+    pub cache_evictions: IntCounter,
+    /// Purges other instances announced on the cluster bus.
+    pub cache_invalidations_received: IntCounter,
 }
 
 impl Metrics {
@@ -76,6 +95,61 @@ impl Metrics {
             "Realtime clients disconnected because their queue was full",
         )
         .expect("valid metric");
+        let proxy_requests = IntCounterVec::new(
+            Opts::new(
+                "proxy_requests_total",
+                "Proxied requests by upstream pool and upstream status",
+            ),
+            &["upstream", "status"],
+        )
+        .expect("valid metric");
+        let proxy_upstream_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "proxy_upstream_duration_seconds",
+                "Time from sending to an upstream server to its response head",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0,
+            ]),
+            &["upstream"],
+        )
+        .expect("valid metric");
+        let proxy_retries = IntCounterVec::new(
+            Opts::new(
+                "proxy_retries_total",
+                "Requests sent again to another server of the pool",
+            ),
+            &["upstream"],
+        )
+        .expect("valid metric");
+        let cache_responses = IntCounterVec::new(
+            Opts::new(
+                "cache_responses_total",
+                "Answers of caching routes by X-Cache result and tier",
+            ),
+            &["result", "tier"],
+        )
+        .expect("valid metric");
+        let cache_lookups = IntCounterVec::new(
+            Opts::new("cache_lookups_total", "Cache lookups by tier and outcome"),
+            &["tier", "outcome"],
+        )
+        .expect("valid metric");
+        let cache_bytes =
+            IntGauge::new("cache_bytes", "Bytes of cached responses in memory").expect("valid");
+        let cache_entries =
+            IntGauge::new("cache_entries", "Cached responses in memory").expect("valid metric");
+        let cache_evictions = IntCounter::new(
+            "cache_evictions_total",
+            "Responses evicted from memory by the byte bound",
+        )
+        .expect("valid metric");
+        let cache_invalidations_received = IntCounter::new(
+            "cache_invalidations_received_total",
+            "Cache purges announced by other instances",
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_duration.clone()),
@@ -83,6 +157,15 @@ impl Metrics {
             Box::new(maintenance_runs.clone()),
             Box::new(realtime_clients.clone()),
             Box::new(realtime_dropped.clone()),
+            Box::new(proxy_requests.clone()),
+            Box::new(proxy_upstream_duration.clone()),
+            Box::new(proxy_retries.clone()),
+            Box::new(cache_responses.clone()),
+            Box::new(cache_lookups.clone()),
+            Box::new(cache_bytes.clone()),
+            Box::new(cache_entries.clone()),
+            Box::new(cache_evictions.clone()),
+            Box::new(cache_invalidations_received.clone()),
         ] {
             registry
                 .register(collector)
@@ -96,6 +179,15 @@ impl Metrics {
             maintenance_runs,
             realtime_clients,
             realtime_dropped,
+            proxy_requests,
+            proxy_upstream_duration,
+            proxy_retries,
+            cache_responses,
+            cache_lookups,
+            cache_bytes,
+            cache_entries,
+            cache_evictions,
+            cache_invalidations_received,
         }
     }
 

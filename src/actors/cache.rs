@@ -4,28 +4,37 @@
 //! Lookups never pass through the actor's mailbox: every worker holds a clone of
 //! [`ResponseCache`] (shared internals) and reads it lock-free. The actor handles the
 //! rare, whole-cache operations — purge by key or prefix, periodic eviction work —
-//! so they run on one thread away from request handling. A Redis tier can later sit
-//! behind the same interface.
+//! so they run on one thread away from request handling.
+//!
+//! In a cluster a Redis tier sits behind the memory ([`RedisTier`]): a memory miss
+//! looks there and a hit fills memory; stores go to both. Purges delete in both and are
+//! announced on the cluster bus so that every instance drops its memory copy. Redis
+//! trouble only costs hits: lookups fall back to memory, never to errors.
 //!
 //! Concurrent misses of one key are coalesced: the first becomes the leader and fetches;
 //! the others wait for it ([`ResponseCache::begin_fetch`]) and then read the cache.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::{
-    Actor, ActorContext, Addr, Arbiter, AsyncContext, Context, Handler, Message, Supervised,
-    Supervisor,
+    Actor, ActorContext, Addr, Arbiter, AsyncContext, Context, Handler, Message, ResponseFuture,
+    Supervised, Supervisor,
 };
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use bytes::Bytes;
+use moka::notification::RemovalCause;
 use moka::sync::Cache;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::supervisor::Crashed;
 use crate::cache_policy::StoragePolicy;
+use crate::cluster::bus::{BusMessage, ClusterBus};
+use crate::cluster::cache_tier::{RedisTier, TierError};
 use crate::telemetry::Metrics;
 
 const NAME: &str = "cache";
@@ -52,7 +61,22 @@ impl CacheKey {
         }
     }
 
-    fn variant(&self, names: &[HeaderName], request: &HeaderMap) -> Self {
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The path with its query.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The request header values that select this variant; empty for a primary key.
+    pub fn variant_id(&self) -> &str {
+        &self.variant
+    }
+
+    /// The key of the variant that `request` selects among responses varying on `names`.
+    pub fn variant(&self, names: &[HeaderName], request: &HeaderMap) -> Self {
         let mut variant = String::new();
         for name in names {
             variant.push_str(name.as_str());
@@ -103,6 +127,29 @@ impl CachedResponse {
             received: Instant::now(),
             policy,
         }
+    }
+
+    /// A copy received `age` ago (read back from the Redis tier).
+    pub fn aged(
+        status: StatusCode,
+        headers: HeaderMap,
+        body: Bytes,
+        policy: StoragePolicy,
+        age: Duration,
+    ) -> Self {
+        let now = Instant::now();
+        Self {
+            status,
+            headers,
+            body,
+            received: now.checked_sub(age).unwrap_or(now),
+            policy,
+        }
+    }
+
+    /// How it may be used.
+    pub fn policy(&self) -> &StoragePolicy {
+        &self.policy
     }
 
     /// Seconds since it was received, for the `Age` header.
@@ -169,10 +216,34 @@ enum Slot {
     Vary(Arc<[HeaderName]>),
 }
 
+/// Where a cached copy was found, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    Memory,
+    Redis,
+    /// Not from the cache (fetched, or not cacheable).
+    None,
+}
+
+impl Tier {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Redis => "redis",
+            Self::None => "none",
+        }
+    }
+}
+
 /// The shared, concurrent response store. Cloning is cheap; clones share everything.
 #[derive(Clone)]
 pub struct ResponseCache {
     entries: Cache<CacheKey, Slot>,
+    tier: Option<RedisTier>,
+    metrics: Arc<Metrics>,
+    /// Counts purges and invalidations, so that an answer computed before one of them
+    /// is not stored after it.
+    generation: Arc<AtomicU64>,
     /// Fetches in progress, by primary key: followers wait for the sender to drop.
     in_flight: Arc<Mutex<HashMap<CacheKey, watch::Receiver<()>>>>,
     /// Keys being refreshed in the background, so that only one refresh runs.
@@ -220,19 +291,109 @@ impl Drop for RefreshGuard {
 }
 
 impl ResponseCache {
-    pub fn new(max_bytes: u64, max_object_bytes: usize) -> Self {
+    pub fn new(max_bytes: u64, max_object_bytes: usize, metrics: Arc<Metrics>) -> Self {
+        let evictions = metrics.cache_evictions.clone();
         let entries = Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|key: &CacheKey, slot: &Slot| match slot {
                 Slot::Response(response) => response.weight(key),
                 Slot::Vary(names) => 64 + names.len() as u32 * 32,
             })
+            .eviction_listener(move |_, _, cause| {
+                if cause == RemovalCause::Size {
+                    evictions.inc();
+                }
+            })
+            .support_invalidation_closures()
             .build();
         Self {
             entries,
+            tier: None,
+            metrics,
+            generation: Arc::default(),
             in_flight: Arc::default(),
             refreshing: Arc::default(),
             max_object_bytes,
+        }
+    }
+
+    /// The same cache with a Redis tier behind the memory.
+    pub fn with_redis(mut self, tier: RedisTier) -> Self {
+        self.tier = Some(tier);
+        self
+    }
+
+    /// Changes with every purge and invalidation here (and those announced by other
+    /// instances): take it before computing an answer, and store the answer only if
+    /// [`ResponseCache::insert_unless_invalidated`] still sees the same value.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// [`ResponseCache::insert`], unless something was purged or invalidated since
+    /// `generation` was taken (the answer may predate that change); says whether it
+    /// stored.
+    pub fn insert_unless_invalidated(
+        &self,
+        generation: u64,
+        primary: &CacheKey,
+        request: &HeaderMap,
+        response: CachedResponse,
+    ) -> bool {
+        let current = self.generation() == generation;
+        if current {
+            self.insert(primary, request, response);
+        }
+        current
+    }
+
+    /// Counts an answer of a caching route (`X-Cache` label and where the copy was).
+    pub fn count_response(&self, label: &str, tier: Tier) {
+        self.metrics
+            .cache_responses
+            .with_label_values(&[label, tier.label()])
+            .inc();
+    }
+
+    /// The stored response for a request to `primary`: from memory, else from the
+    /// Redis tier (which then fills memory). Redis errors and unreadable values are
+    /// logged and counted, and answer as a miss.
+    pub async fn lookup(
+        &self,
+        primary: &CacheKey,
+        request: &HeaderMap,
+    ) -> Option<(Arc<CachedResponse>, Tier)> {
+        let lookups = &self.metrics.cache_lookups;
+        if let Some(found) = self.get(primary, request) {
+            lookups.with_label_values(&["memory", "hit"]).inc();
+            return Some((found, Tier::Memory));
+        }
+        lookups.with_label_values(&["memory", "miss"]).inc();
+        let tier = self.tier.as_ref()?;
+        match tier.get(primary, request).await {
+            Ok(Some(response)) => {
+                lookups.with_label_values(&["redis", "hit"]).inc();
+                Some((self.fill_memory(primary, request, response), Tier::Redis))
+            }
+            Ok(None) => {
+                lookups.with_label_values(&["redis", "miss"]).inc();
+                None
+            }
+            Err(TierError::Garbled(reason)) => {
+                lookups.with_label_values(&["redis", "garbled"]).inc();
+                tracing::warn!(
+                    host = primary.host(),
+                    path = primary.path(),
+                    reason,
+                    "ignoring an unreadable cache entry in Redis"
+                );
+                None
+            }
+            Err(err) => {
+                lookups.with_label_values(&["redis", "error"]).inc();
+                tracing::debug!(%err, "the cache's Redis tier is unavailable");
+                None
+            }
         }
     }
 
@@ -253,10 +414,25 @@ impl ResponseCache {
         }
     }
 
-    /// Stores `response` for requests like `request` to `primary`.
+    /// Stores `response` for requests like `request` to `primary`, in memory and (in
+    /// the background) in the Redis tier.
     pub fn insert(&self, primary: &CacheKey, request: &HeaderMap, response: CachedResponse) {
+        if let Some(tier) = &self.tier {
+            tier.store(primary, request, &response);
+        }
+        self.fill_memory(primary, request, response);
+    }
+
+    /// Stores `response` in memory only; returns it as stored.
+    fn fill_memory(
+        &self,
+        primary: &CacheKey,
+        request: &HeaderMap,
+        response: CachedResponse,
+    ) -> Arc<CachedResponse> {
         let vary = response.policy.vary.clone();
-        let response = Slot::Response(Arc::new(response));
+        let stored = Arc::new(response);
+        let response = Slot::Response(stored.clone());
         if vary.is_empty() {
             self.entries.insert(primary.clone(), response);
         } else {
@@ -265,6 +441,7 @@ impl ResponseCache {
                 .insert(primary.clone(), Slot::Vary(vary.into()));
             self.entries.insert(key, response);
         }
+        stored
     }
 
     /// Starts fetching `primary`, or joins the fetch already under way.
@@ -298,22 +475,63 @@ impl ResponseCache {
     }
 
     /// Removes the entries whose path is `key` (exactly) or starts with `prefix`, on
-    /// `host` or every host; returns how many were removed.
+    /// `host` or every host, from memory; returns how many were removed.
     fn purge(&self, target: &PurgeTarget, host: Option<&str>) -> u64 {
+        self.generation.fetch_add(1, Ordering::SeqCst);
         let doomed: Vec<Arc<CacheKey>> = self
             .entries
             .iter()
             .map(|(key, _)| key)
             .filter(|key| host.is_none_or(|host| host.eq_ignore_ascii_case(&key.host)))
-            .filter(|key| match target {
-                PurgeTarget::Key(path) => *key.path == **path,
-                PurgeTarget::Prefix(prefix) => key.path.starts_with(prefix.as_str()),
-            })
+            .filter(|key| target.matches(&key.path))
             .collect();
         for key in &doomed {
             self.entries.invalidate(key.as_ref());
         }
         doomed.iter().filter(|key| key.variant.is_empty()).count() as u64
+    }
+
+    /// Drops the entries matching any of `targets` from memory at once (later lookups
+    /// no longer see them; the memory is reclaimed by housekeeping).
+    pub fn invalidate(&self, targets: &[PurgeTarget], host: Option<&str>) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        let targets = targets.to_vec();
+        let host = host.map(str::to_string);
+        let registered = self.entries.invalidate_entries_if(move |key, _| {
+            host.as_deref()
+                .is_none_or(|host| host.eq_ignore_ascii_case(&key.host))
+                && targets.iter().any(|target| target.matches(&key.path))
+        });
+        if let Err(err) = registered {
+            // Only possible without support_invalidation_closures, which new() sets.
+            tracing::error!(%err, "cache invalidation not registered");
+        }
+    }
+
+    /// Deletes the entries matching `targets` from the Redis tier, then tells the other
+    /// instances to drop their memory copies (in that order, so that none refills its
+    /// memory from Redis with what was just purged). Answers with the URLs removed from
+    /// Redis.
+    async fn purge_shared(
+        &self,
+        bus: Option<&ClusterBus>,
+        targets: Vec<PurgeTarget>,
+        host: Option<String>,
+    ) -> u64 {
+        let removed = match &self.tier {
+            Some(tier) => match tier.purge(&targets, host.as_deref()).await {
+                Ok(removed) => removed,
+                Err(err) => {
+                    tracing::warn!(%err, "could not purge the cache's Redis tier");
+                    0
+                }
+            },
+            None => 0,
+        };
+        if let Some(bus) = bus {
+            bus.publish(BusMessage::CachePurged { targets, host });
+        }
+        removed
     }
 
     /// Entries and bytes held, after pending housekeeping.
@@ -323,17 +541,27 @@ impl ResponseCache {
     }
 }
 
-/// The cache actor: maintains the shared [`ResponseCache`].
+/// The cache actor: maintains the shared [`ResponseCache`] and announces purges on the
+/// cluster bus.
 pub struct CacheActor {
     cache: ResponseCache,
+    bus: Option<ClusterBus>,
     metrics: Arc<Metrics>,
 }
 
 impl CacheActor {
     /// Starts the supervised actor on its own arbiter.
-    pub fn start(cache: ResponseCache, metrics: Arc<Metrics>) -> (Addr<Self>, Arbiter) {
+    pub fn start(
+        cache: ResponseCache,
+        bus: Option<ClusterBus>,
+        metrics: Arc<Metrics>,
+    ) -> (Addr<Self>, Arbiter) {
         let arbiter = Arbiter::new();
-        let actor = Self { cache, metrics };
+        let actor = Self {
+            cache,
+            bus,
+            metrics,
+        };
         let addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| actor);
         (addr, arbiter)
     }
@@ -344,7 +572,9 @@ impl Actor for CacheActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(HOUSEKEEPING_INTERVAL, |act, _| {
-            act.cache.entries.run_pending_tasks()
+            let (entries, bytes) = act.cache.usage();
+            act.metrics.cache_entries.set(entries as i64);
+            act.metrics.cache_bytes.set(bytes as i64);
         });
     }
 }
@@ -365,13 +595,25 @@ impl Handler<Crashed> for CacheActor {
 }
 
 /// What to purge: one path (with its query) or every path under a prefix.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub enum PurgeTarget {
     Key(String),
     Prefix(String),
 }
 
-/// Removes cached responses; answers with the number of URLs removed.
+impl PurgeTarget {
+    /// Whether a cached path (with its query) is purged.
+    pub fn matches(&self, path: &str) -> bool {
+        match self {
+            Self::Key(key) => path == key,
+            Self::Prefix(prefix) => path.starts_with(prefix.as_str()),
+        }
+    }
+}
+
+/// Removes cached responses here, in Redis and on every other instance; answers with
+/// the number of URLs removed.
 #[derive(Message)]
 #[rtype(result = "PurgeResult")]
 pub struct Purge {
@@ -380,26 +622,55 @@ pub struct Purge {
     pub host: Option<String>,
 }
 
-/// URLs removed and what the cache holds afterwards.
+/// URLs removed (from this instance's memory and from Redis) and what this instance's
+/// memory holds afterwards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PurgeResult {
     pub purged: u64,
+    pub redis_purged: u64,
     pub entries: u64,
     pub bytes: u64,
 }
 
 impl Handler<Purge> for CacheActor {
-    type Result = actix::MessageResult<Purge>;
+    type Result = ResponseFuture<PurgeResult>;
 
     fn handle(&mut self, msg: Purge, _: &mut Context<Self>) -> Self::Result {
         let purged = self.cache.purge(&msg.target, msg.host.as_deref());
         let (entries, bytes) = self.cache.usage();
-        tracing::info!(target = ?msg.target, host = ?msg.host, purged, "cache purged");
-        actix::MessageResult(PurgeResult {
-            purged,
-            entries,
-            bytes,
+        let (cache, bus) = (self.cache.clone(), self.bus.clone());
+        Box::pin(async move {
+            let redis_purged = cache
+                .purge_shared(bus.as_ref(), vec![msg.target.clone()], msg.host.clone())
+                .await;
+            tracing::info!(target = ?msg.target, host = ?msg.host, purged, redis_purged, "cache purged");
+            PurgeResult {
+                purged,
+                redis_purged,
+                entries,
+                bytes,
+            }
         })
+    }
+}
+
+/// Data behind cached answers changed (records written): drops the entries matching
+/// `targets` on every host, here at once, then in Redis and on the other instances.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Invalidate {
+    pub targets: Vec<PurgeTarget>,
+}
+
+impl Handler<Invalidate> for CacheActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Invalidate, ctx: &mut Context<Self>) {
+        self.cache.invalidate(&msg.targets, None);
+        let (cache, bus) = (self.cache.clone(), self.bus.clone());
+        ctx.spawn(actix::fut::wrap_future(async move {
+            cache.purge_shared(bus.as_ref(), msg.targets, None).await;
+        }));
     }
 }
 
@@ -407,6 +678,10 @@ impl Handler<Purge> for CacheActor {
 mod tests {
     use super::*;
     use actix_web::http::header;
+
+    fn store(max_bytes: u64) -> ResponseCache {
+        ResponseCache::new(max_bytes, max_bytes as usize, Arc::new(Metrics::new()))
+    }
 
     fn response(body: &str, vary: &[&'static str]) -> CachedResponse {
         CachedResponse::new(
@@ -432,7 +707,7 @@ mod tests {
 
     #[test]
     fn variants_are_chosen_by_the_vary_headers() {
-        let cache = ResponseCache::new(1 << 20, 1 << 20);
+        let cache = store(1 << 20);
         let key = CacheKey::primary("h", "/x");
         let en = request(&[(header::ACCEPT_LANGUAGE, "en")]);
         let de = request(&[(header::ACCEPT_LANGUAGE, "de")]);
@@ -445,7 +720,7 @@ mod tests {
 
     #[test]
     fn purge_by_key_and_prefix_and_host() {
-        let cache = ResponseCache::new(1 << 20, 1 << 20);
+        let cache = store(1 << 20);
         let empty = HeaderMap::new();
         for (host, path) in [
             ("a", "/img/1"),
@@ -469,8 +744,50 @@ mod tests {
     }
 
     #[test]
+    fn invalidated_entries_are_gone_at_once() {
+        let cache = store(1 << 20);
+        let empty = HeaderMap::new();
+        for path in [
+            "/api/collections/posts/records?page=1",
+            "/api/collections/postsx/records",
+            "/other",
+        ] {
+            cache.insert(&CacheKey::primary("h", path), &empty, response(path, &[]));
+        }
+        cache.invalidate(
+            &[
+                PurgeTarget::Prefix("/api/collections/posts/".into()),
+                PurgeTarget::Key("/other".into()),
+            ],
+            None,
+        );
+        let present = |path| cache.get(&CacheKey::primary("h", path), &empty).is_some();
+        assert!(!present("/api/collections/posts/records?page=1"));
+        assert!(!present("/other"));
+        assert!(present("/api/collections/postsx/records"));
+        // Entries stored afterwards are not affected.
+        let path = "/api/collections/posts/records?page=1";
+        cache.insert(&CacheKey::primary("h", path), &empty, response(path, &[]));
+        assert!(present(path));
+        // An answer computed before an invalidation is not stored after it.
+        let before = cache.generation();
+        cache.invalidate(&[PurgeTarget::Key("/unrelated".into())], None);
+        let late = "/api/collections/posts/records?page=2";
+        let key = CacheKey::primary("h", late);
+        assert!(!cache.insert_unless_invalidated(before, &key, &empty, response(late, &[])));
+        assert!(!present(late));
+        assert!(cache.insert_unless_invalidated(
+            cache.generation(),
+            &key,
+            &empty,
+            response(late, &[])
+        ));
+        assert!(present(late));
+    }
+
+    #[test]
     fn the_byte_bound_evicts() {
-        let cache = ResponseCache::new(4096, 4096);
+        let cache = store(4096);
         let empty = HeaderMap::new();
         for i in 0..20 {
             let key = CacheKey::primary("h", &format!("/{i}"));
@@ -482,7 +799,7 @@ mod tests {
 
     #[test]
     fn only_one_fetch_leads_and_followers_wake_when_it_ends() {
-        let cache = ResponseCache::new(1 << 20, 1 << 20);
+        let cache = store(1 << 20);
         let key = CacheKey::primary("h", "/x");
         let Fetch::Leader(guard) = cache.begin_fetch(&key) else {
             panic!("first fetch leads");

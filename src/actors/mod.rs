@@ -5,7 +5,7 @@
 //! | database | `Ping`, `Transact<T, E>` | foundation |
 //! | auth | login, sessions, tokens | accounts issue |
 //! | mailer | `Wake`, `Drain` (outbox delivery) | mailer issue |
-//! | cache | `Purge` (lookups read the shared store directly) | front of house |
+//! | cache | `Purge`, `Invalidate` (lookups read the shared store and its Redis tier directly) | front of house, cluster cache |
 //! | balancer | `UpstreamStatus` (selection reads published snapshots) | front of house |
 //! | realtime | none: record changes arrive through the realtime hub's queue | realtime |
 

@@ -1,5 +1,5 @@
 //! The cluster bus: instances tell each other what changed (sessions revoked,
-//! collections changed) over Redis pub/sub. Delivery is best effort — what a bus
+//! collections changed, cached responses purged) over Redis pub/sub. Delivery is best effort — what a bus
 //! message invalidates also expires on its own — so a lost message costs freshness
 //! for a bounded time, never correctness of stored data.
 
@@ -11,6 +11,7 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::Redis;
+use crate::actors::cache::PurgeTarget;
 use crate::actors::supervisor::Crashed;
 use crate::telemetry::Metrics;
 
@@ -24,6 +25,12 @@ pub enum BusMessage {
     CollectionsChanged,
     /// A record changed (committed): tell this instance's realtime subscribers.
     RecordChanged(Box<crate::realtime::RecordEvent>),
+    /// Cached responses were purged (already deleted from Redis): drop the memory
+    /// copies of these paths, on `host` or every host.
+    CachePurged {
+        targets: Vec<PurgeTarget>,
+        host: Option<String>,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -7,6 +7,7 @@
 //! own) instead of failing requests.
 
 pub mod bus;
+pub mod cache_tier;
 pub mod limiter;
 pub mod lock;
 

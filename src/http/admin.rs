@@ -84,16 +84,20 @@ pub struct PurgeRequest {
     pub host: Option<String>,
 }
 
-/// What a purge removed and what the cache holds now.
+/// What a purge removed and what this instance's memory holds now. Other instances
+/// drop their copies when the purge reaches them on the cluster bus.
 #[derive(Serialize, ToSchema)]
 pub struct PurgeBody {
-    /// URLs removed (with every variant of each).
+    /// URLs removed from this instance's memory (with every variant of each).
     pub purged: u64,
+    /// URLs removed from the shared Redis tier (0 without one).
+    #[serde(rename = "redisPurged")]
+    pub redis_purged: u64,
     pub entries: u64,
     pub bytes: u64,
 }
 
-/// Removes cached responses by key or prefix.
+/// Removes cached responses by key or prefix, here, in Redis and on every instance.
 #[utoipa::path(post, path = "/api/admin/cache/purge", tag = "admin",
     request_body = PurgeRequest,
     responses(
@@ -128,6 +132,7 @@ pub async fn purge_cache(
         .map_err(|_| ApiError::unavailable("The cache is restarting."))?;
     Ok(HttpResponse::Ok().json(PurgeBody {
         purged: result.purged,
+        redis_purged: result.redis_purged,
         entries: result.entries,
         bytes: result.bytes,
     }))

@@ -7,6 +7,9 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::{Stream, StreamExt};
 
+use std::collections::BTreeSet;
+
+use super::api_cache;
 use super::auth::{client_info, Authenticated};
 use super::records::rule_headers;
 use super::AppState;
@@ -100,6 +103,10 @@ pub async fn batch(
     };
     let input: BatchInput = serde_json::from_slice(&body).map_err(|_| unreadable())?;
     let items = input.into_items(settings.max_requests)?;
+    let written: BTreeSet<String> = items
+        .iter()
+        .filter_map(|item| item.collection().map(str::to_string))
+        .collect();
     let answers = state
         .auth
         .pick()
@@ -112,5 +119,8 @@ pub async fn batch(
         })
         .await
         .map_err(|_| ApiError::unavailable("The auth service is restarting; try again."))??;
+    for collection in &written {
+        api_cache::records_changed(&state, collection).await;
+    }
     Ok(HttpResponse::Ok().json(answers))
 }

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod admin_campaigns;
 pub mod admin_outbox;
+pub mod api_cache;
 pub mod auth;
 pub mod auth_pages;
 pub mod batch;
@@ -116,6 +117,7 @@ pub fn server(
             state.upstreams.clone(),
             state.cache.clone(),
             state.trusted_proxies.clone(),
+            state.metrics.clone(),
         );
         let routes = state.routes.clone();
         let mut app = App::new()

@@ -34,6 +34,7 @@ use crate::actors::cache::ResponseCache;
 use crate::config::Settings;
 use crate::error::{ApiError, REQUEST_ID};
 use crate::routing::{strip_path_prefix, Route};
+use crate::telemetry::Metrics;
 
 /// What one HTTP worker needs to proxy: its own pooled upstream client (awc is
 /// single-threaded) and handles to the shared pools and cache.
@@ -45,6 +46,7 @@ pub struct Proxy {
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub body_read_timeout: Duration,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Proxy {
@@ -54,6 +56,7 @@ impl Proxy {
         upstreams: Arc<Upstreams>,
         cache: ResponseCache,
         trusted: TrustedProxies,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let proxy = &settings.proxy;
         let connector = awc::Connector::new()
@@ -74,6 +77,7 @@ impl Proxy {
             connect_timeout: proxy.connect_timeout,
             read_timeout: proxy.read_timeout,
             body_read_timeout: settings.limits.body_read_timeout,
+            metrics,
         }
     }
 }
@@ -420,6 +424,13 @@ pub async fn send(
         return Err(ProxyError::NoHealthyUpstream(pool.name.clone()));
     }
     let started = Instant::now();
+    let metrics = &proxy.metrics;
+    let count = |status: &str| {
+        metrics
+            .proxy_requests
+            .with_label_values(&[pool.name.as_str(), status])
+            .inc();
+    };
     let idempotent = is_idempotent(&request.method);
     let tries = (pool.settings.tries as usize).min(candidates.len());
     let mut last_error = ProxyError::Unreachable(pool.name.clone());
@@ -427,6 +438,13 @@ pub async fn send(
         if attempt > 0 && started.elapsed() >= pool.settings.retry_timeout {
             break;
         }
+        if attempt > 0 {
+            metrics
+                .proxy_retries
+                .with_label_values(&[pool.name.as_str()])
+                .inc();
+        }
+        let sent = Instant::now();
         let is_last = attempt + 1 == tries;
         let in_flight = pool.start_request(index);
         let member = pool.member(index);
@@ -450,9 +468,14 @@ pub async fn send(
             return Err(violation);
         }
         let body_spent = body.is_some_and(RequestBody::is_spent);
+        metrics
+            .proxy_upstream_duration
+            .with_label_values(&[pool.name.as_str()])
+            .observe(sent.elapsed().as_secs_f64());
         match result {
             Ok(response) => {
                 let status = response.status();
+                count(status.as_str());
                 let failed = matches!(
                     status,
                     StatusCode::BAD_GATEWAY
@@ -474,6 +497,7 @@ pub async fn send(
                 });
             }
             Err(err) => {
+                count("error");
                 pool.record_failure(index);
                 tracing::warn!(pool = %pool.name, server = %member.url, %err, "upstream request failed");
                 let (error, retryable) = match err {
@@ -622,6 +646,9 @@ pub async fn forward(
             super::proxy_cache::X_CACHE,
             HeaderValue::from_static("BYPASS"),
         );
+        proxy
+            .cache
+            .count_response("BYPASS", crate::actors::cache::Tier::None);
     }
     Ok(response)
 }

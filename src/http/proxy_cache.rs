@@ -17,12 +17,23 @@ use bytes::{Bytes, BytesMut};
 
 use super::proxy::{self, end_to_end_headers, BodyTee, Proxy, UpstreamRequest};
 use crate::actors::balancer::Pool;
-use crate::actors::cache::{CacheKey, CachedResponse, Fetch, FetchGuard, Freshness, ResponseCache};
+use crate::actors::cache::{
+    CacheKey, CachedResponse, Fetch, FetchGuard, Freshness, ResponseCache, Tier,
+};
 use crate::cache_policy::{storage_policy, StoragePolicy};
 use crate::error::ApiError;
 use crate::routing::{request_host, Route};
 
 pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+
+/// The cache key of a request: the URL as clients ask for it (what an operator purges).
+pub fn request_key(req: &HttpRequest) -> CacheKey {
+    let path_and_query = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    CacheKey::primary(
+        &request_host(req.head()).to_ascii_lowercase(),
+        path_and_query,
+    )
+}
 
 /// Answers a GET or HEAD on a caching proxy route.
 pub async fn forward_cached(
@@ -32,13 +43,39 @@ pub async fn forward_cached(
     strip_prefix: bool,
     proxy: &web::Data<Proxy>,
 ) -> Result<HttpResponse, ApiError> {
-    // Keyed by the URL as clients ask for it (what an operator purges).
-    let path_and_query = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    let key = CacheKey::primary(
-        &request_host(req.head()).to_ascii_lowercase(),
-        path_and_query,
-    );
-    let cached = proxy.cache.get(&key, req.headers());
+    let key = request_key(req);
+    let found = proxy.cache.lookup(&key, req.headers()).await;
+    let tier = found.as_ref().map_or(Tier::Memory, |(_, tier)| *tier);
+    let response = answer(
+        req,
+        pool,
+        route,
+        strip_prefix,
+        proxy,
+        key,
+        found.map(|(c, _)| c),
+    )
+    .await?;
+    let label = response
+        .headers()
+        .get(X_CACHE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("MISS");
+    let tier = if label == "MISS" { Tier::None } else { tier };
+    proxy.cache.count_response(label, tier);
+    Ok(response)
+}
+
+/// The answer from the cached copy, when there is a usable one, or from the upstream.
+async fn answer(
+    req: &HttpRequest,
+    pool: &Arc<Pool>,
+    route: &Route,
+    strip_prefix: bool,
+    proxy: &web::Data<Proxy>,
+    key: CacheKey,
+    cached: Option<Arc<CachedResponse>>,
+) -> Result<HttpResponse, ApiError> {
     if let Some(cached) = &cached {
         if cached.freshness() == Freshness::Fresh {
             return Ok(from_cache(req, cached, "HIT"));
@@ -303,7 +340,7 @@ fn no_reuse() -> StoragePolicy {
 }
 
 /// The client's answer from a cached copy: 304 when the client's own validators match.
-fn from_cache(req: &HttpRequest, cached: &CachedResponse, label: &'static str) -> HttpResponse {
+pub fn from_cache(req: &HttpRequest, cached: &CachedResponse, label: &'static str) -> HttpResponse {
     let age = HeaderValue::from(cached.age().as_secs());
     if client_copy_is_current(req.headers(), &cached.headers) {
         let mut builder = HttpResponse::NotModified();

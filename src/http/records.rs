@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
+use super::api_cache::{self, Access};
 use super::auth::{client_info, Authenticated, RequireSuperuser};
 use super::AppState;
 use crate::actors::auth::Register;
@@ -100,6 +101,12 @@ pub async fn list(
     params: web::Query<HashMap<String, String>>,
     caller: Authenticated,
 ) -> Result<HttpResponse, ApiError> {
+    let cacheable = api_cache::cacheable(&state, &req, &caller, &collection, Access::List);
+    if let Some(cacheable) = &cacheable {
+        if let Some(hit) = api_cache::lookup(&state, &req, cacheable).await {
+            return Ok(hit);
+        }
+    }
     let page = ask(
         &state,
         ListRecords {
@@ -109,7 +116,10 @@ pub async fn list(
         },
     )
     .await??;
-    Ok(HttpResponse::Ok().json(page))
+    match cacheable {
+        Some(cacheable) => api_cache::store(&state, &req, cacheable, &page),
+        None => Ok(HttpResponse::Ok().json(page)),
+    }
 }
 
 /// One record the view rule lets the caller see.
@@ -132,6 +142,12 @@ pub async fn view(
     caller: Authenticated,
 ) -> Result<HttpResponse, ApiError> {
     let (collection, id) = path.into_inner();
+    let cacheable = api_cache::cacheable(&state, &req, &caller, &collection, Access::View);
+    if let Some(cacheable) = &cacheable {
+        if let Some(hit) = api_cache::lookup(&state, &req, cacheable).await {
+            return Ok(hit);
+        }
+    }
     let shape = shape.into_inner();
     let record = ask(
         &state,
@@ -144,7 +160,10 @@ pub async fn view(
         },
     )
     .await??;
-    Ok(HttpResponse::Ok().json(record))
+    match cacheable {
+        Some(cacheable) => api_cache::store(&state, &req, cacheable, &record),
+        None => Ok(HttpResponse::Ok().json(record)),
+    }
 }
 
 /// Creates a record; on an auth collection this is registration (`email`,
@@ -173,7 +192,7 @@ pub async fn create(
             .auth
             .pick()
             .send(Register {
-                collection,
+                collection: collection.clone(),
                 body: body.into_inner(),
                 client: client_info(&req),
                 requester: requester(&req, caller),
@@ -186,7 +205,7 @@ pub async fn create(
         ask(
             &state,
             CreateRecord {
-                collection,
+                collection: collection.clone(),
                 body: body.into_inner(),
                 expand: shape.expand,
                 fields: shape.fields,
@@ -195,6 +214,7 @@ pub async fn create(
         )
         .await??
     };
+    api_cache::records_changed(&state, &collection).await;
     Ok(HttpResponse::Ok().json(record))
 }
 
@@ -223,7 +243,7 @@ pub async fn update(
     let record = ask(
         &state,
         UpdateRecord {
-            collection,
+            collection: collection.clone(),
             id,
             body: body.into_inner(),
             expand: shape.expand,
@@ -232,6 +252,7 @@ pub async fn update(
         },
     )
     .await??;
+    api_cache::records_changed(&state, &collection).await;
     Ok(HttpResponse::Ok().json(record))
 }
 
@@ -256,12 +277,13 @@ pub async fn delete(
     ask(
         &state,
         DeleteRecord {
-            collection,
+            collection: collection.clone(),
             id,
             requester: requester(&req, caller),
         },
     )
     .await??;
+    api_cache::records_changed(&state, &collection).await;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -324,14 +346,18 @@ pub async fn update_collection(
     _: RequireSuperuser,
     input: web::Json<CollectionInput>,
 ) -> Result<HttpResponse, ApiError> {
+    let collection = collection.into_inner();
+    let previous = state.registry.get(&collection);
     let saved = ask(
         &state,
         SaveCollection {
-            current: Some(collection.into_inner()),
+            current: Some(collection.clone()),
             input: input.into_inner(),
         },
     )
     .await??;
+    let previous_name = previous.as_ref().map_or("", |c| c.name.as_str());
+    api_cache::collections_changed(&state, &[&collection, previous_name]).await;
     Ok(HttpResponse::Ok().json(saved))
 }
 
@@ -344,13 +370,17 @@ pub async fn delete_collection(
     collection: web::Path<String>,
     _: RequireSuperuser,
 ) -> Result<HttpResponse, ApiError> {
+    let collection = collection.into_inner();
+    let previous = state.registry.get(&collection);
     ask(
         &state,
         DeleteCollection {
-            id_or_name: collection.into_inner(),
+            id_or_name: collection.clone(),
         },
     )
     .await??;
+    let previous_name = previous.as_ref().map_or("", |c| c.name.as_str());
+    api_cache::collections_changed(&state, &[&collection, previous_name]).await;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -363,13 +393,15 @@ pub async fn truncate_collection(
     collection: web::Path<String>,
     _: RequireSuperuser,
 ) -> Result<HttpResponse, ApiError> {
+    let collection = collection.into_inner();
     ask(
         &state,
         TruncateCollection {
-            id_or_name: collection.into_inner(),
+            id_or_name: collection.clone(),
         },
     )
     .await??;
+    api_cache::records_changed(&state, &collection).await;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -401,5 +433,6 @@ pub async fn import_collections(
         },
     )
     .await??;
+    api_cache::all_collections_changed(&state).await;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -127,6 +127,13 @@ impl BatchInput {
 }
 
 impl BatchItem {
+    /// The collection the item writes to, when it is a record write.
+    pub fn collection(&self) -> Option<&str> {
+        self.target
+            .as_ref()
+            .map(|(collection, _)| collection.as_str())
+    }
+
     /// Whether the item may create a record of an auth collection (an account).
     pub fn may_register(&self, registry: &Registry) -> bool {
         matches!(

@@ -281,3 +281,449 @@ async fn purge_removes_entries_by_key_and_by_prefix() {
         .unwrap();
     assert_eq!(bad.status(), 400);
 }
+
+// ---- The Redis tier (REDIS_URL) ----
+
+/// The Redis server named by REDIS_URL and a key prefix of the test's own.
+fn redis_env(test: &str) -> Option<(String, String)> {
+    match std::env::var("REDIS_URL") {
+        Ok(url) if url.starts_with("redis") => {
+            Some((url, format!("test-{}", uuid::Uuid::new_v4().simple())))
+        }
+        _ => {
+            crate::support::skip(test, "REDIS_URL is not set (.ci/run sets it)");
+            None
+        }
+    }
+}
+
+/// A caching proxy instance with the Redis tier under `prefix`, once Redis is connected.
+async fn redis_cached_app(upstream: &Upstream, redis: &(String, String)) -> TestApp {
+    let (url, prefix) = redis.clone();
+    let app = spawn_front(move |s| {
+        proxy_route(s, "/", "app", &[upstream.url()], |_| {}, |r| r.cache = true);
+        s.redis.url = gatehouse::config::ConnectionUrl::new(url);
+        s.redis.key_prefix = prefix;
+    })
+    .await;
+    eventually("the instance reaching Redis", || async {
+        app.get("/readyz").await.status() == 200
+    })
+    .await;
+    app
+}
+
+async fn redis_connection(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// The cache keys under `prefix` in Redis.
+async fn redis_keys(url: &str, prefix: &str) -> Vec<String> {
+    let mut conn = redis_connection(url).await;
+    let mut keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:cache:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    keys.sort();
+    keys
+}
+
+/// The value of one sample of `name` with these labels in `/metrics`.
+async fn metric(app: &TestApp, name: &str, labels: &str) -> f64 {
+    let text = app.get("/metrics").await.text().await.unwrap();
+    let wanted = if labels.is_empty() {
+        format!("{name} ")
+    } else {
+        format!("{name}{{{labels}}} ")
+    };
+    text.lines()
+        .find_map(|line| line.strip_prefix(&wanted))
+        .map_or(0.0, |value| value.parse().unwrap())
+}
+
+#[actix_web::test]
+async fn a_restarted_instance_answers_from_the_redis_tier() {
+    let Some(redis) = redis_env("a_restarted_instance_answers_from_the_redis_tier") else {
+        return;
+    };
+    let upstream = Upstream::start("a").await;
+    let path = "/cached?cc=max-age=60&etag=v1";
+    let first = redis_cached_app(&upstream, &redis).await;
+    assert_eq!(fetch(&first, path).await, ("MISS".into(), "a:1".into()));
+    eventually("the response stored in Redis", || async {
+        redis_keys(&redis.0, &redis.1).await.len() == 1
+    })
+    .await;
+    first.shut_down().await;
+
+    // A new instance has nothing in memory: the copy comes from Redis, with its age,
+    // headers and body, and the upstream is not asked again.
+    let second = redis_cached_app(&upstream, &redis).await;
+    let response = second.get(path).await;
+    assert_eq!(response.headers()["x-cache"], "HIT");
+    assert_eq!(response.headers()["etag"], "\"v1\"");
+    assert!(response.headers().contains_key(header::AGE));
+    assert_eq!(response.text().await.unwrap(), "a:1");
+    assert_eq!(upstream.hits(), 1);
+    assert_eq!(
+        metric(
+            &second,
+            "gatehouse_cache_lookups_total",
+            "outcome=\"hit\",tier=\"redis\""
+        )
+        .await,
+        1.0
+    );
+    // Now it is in memory as well.
+    assert_eq!(fetch(&second, path).await, ("HIT".into(), "a:1".into()));
+    assert_eq!(
+        metric(
+            &second,
+            "gatehouse_cache_lookups_total",
+            "outcome=\"hit\",tier=\"memory\""
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &second,
+            "gatehouse_cache_responses_total",
+            "result=\"HIT\",tier=\"redis\""
+        )
+        .await,
+        1.0
+    );
+}
+
+#[actix_web::test]
+async fn memory_evictions_fall_back_to_the_redis_tier() {
+    let Some(redis) = redis_env("memory_evictions_fall_back_to_the_redis_tier") else {
+        return;
+    };
+    let upstream = Upstream::start("a").await;
+    let (url, prefix) = redis.clone();
+    let upstream_url = upstream.url();
+    // Room in memory for about one 2 KB response.
+    let app = spawn_front(move |s| {
+        proxy_route(s, "/", "app", &[upstream_url], |_| {}, |r| r.cache = true);
+        s.redis.url = gatehouse::config::ConnectionUrl::new(url);
+        s.redis.key_prefix = prefix;
+        s.cache.max_bytes = 3000;
+    })
+    .await;
+    eventually("the instance reaching Redis", || async {
+        app.get("/readyz").await.status() == 200
+    })
+    .await;
+    let big = "/cached?cc=max-age=60&pad=2000";
+    let other = "/cached?cc=max-age=60&pad=2000&n=2";
+    assert_eq!(fetch(&app, big).await.0, "MISS");
+    assert_eq!(fetch(&app, other).await.0, "MISS");
+    eventually("both responses in Redis", || async {
+        redis_keys(&redis.0, &redis.1).await.len() == 2
+    })
+    .await;
+    // Both do not fit in memory: one of them was evicted (or not admitted).
+    eventually("an eviction", || async {
+        metric(&app, "gatehouse_cache_evictions_total", "").await >= 1.0
+    })
+    .await;
+    let hits = upstream.hits();
+    for path in [big, other] {
+        assert_eq!(fetch(&app, path).await.0, "HIT", "{path}");
+    }
+    assert_eq!(upstream.hits(), hits, "both answered without the upstream");
+}
+
+#[actix_web::test]
+async fn garbled_and_wrong_type_redis_values_are_misses() {
+    let Some(redis) = redis_env("garbled_and_wrong_type_redis_values_are_misses") else {
+        return;
+    };
+    let upstream = Upstream::start("a").await;
+    let app = redis_cached_app(&upstream, &redis).await;
+    let host = app.addr.ip().to_string();
+    let mut conn = redis_connection(&redis.0).await;
+    let garbled = format!("{}:cache:{host} /cached?cc=max-age=60&k=garbled ", redis.1);
+    let wrong_type = format!("{}:cache:{host} /cached?cc=max-age=60&k=list ", redis.1);
+    let _: () = redis::cmd("SET")
+        .arg(&garbled)
+        .arg(b"GHC1\x00\xff\x01 not really".as_slice())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("RPUSH")
+        .arg(&wrong_type)
+        .arg("x")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        fetch(&app, "/cached?cc=max-age=60&k=garbled").await,
+        ("MISS".into(), "a:1".into())
+    );
+    assert_eq!(
+        fetch(&app, "/cached?cc=max-age=60&k=list").await,
+        ("MISS".into(), "a:2".into())
+    );
+    assert_eq!(
+        metric(
+            &app,
+            "gatehouse_cache_lookups_total",
+            "outcome=\"garbled\",tier=\"redis\""
+        )
+        .await,
+        2.0
+    );
+    // The answers were stored in memory all the same (and the garbled value replaced).
+    assert_eq!(
+        fetch(&app, "/cached?cc=max-age=60&k=garbled").await.0,
+        "HIT"
+    );
+    assert_eq!(fetch(&app, "/cached?cc=max-age=60&k=list").await.0, "HIT");
+}
+
+#[actix_web::test]
+async fn a_purge_empties_redis_and_the_other_instances_memory() {
+    let Some(redis) = redis_env("a_purge_empties_redis_and_the_other_instances_memory") else {
+        return;
+    };
+    let upstream = Upstream::start("a").await;
+    let a = redis_cached_app(&upstream, &redis).await;
+    let b = redis_cached_app(&upstream, &redis).await;
+    let keep = "/cached?cc=max-age=60&k=keep";
+    let img1 = "/cached?cc=max-age=60&k=img1";
+    for path in [img1, "/cached?cc=max-age=60&k=img2", keep] {
+        fetch(&a, path).await;
+    }
+    eventually("the responses in Redis", || async {
+        redis_keys(&redis.0, &redis.1).await.len() == 3
+    })
+    .await;
+    // B answers from Redis and keeps the copies in its memory.
+    for path in [img1, "/cached?cc=max-age=60&k=img2", keep] {
+        assert_eq!(fetch(&b, path).await.0, "HIT", "{path}");
+    }
+    let hits = upstream.hits();
+
+    let token = a.superuser_token("root@example.com").await;
+    let result: serde_json::Value = a
+        .with_token(reqwest::Method::POST, "/api/admin/cache/purge", &token)
+        .json(&serde_json::json!({ "prefix": "/cached?cc=max-age=60&k=img" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(result["purged"], 2);
+    assert_eq!(result["redisPurged"], 2);
+    assert_eq!(redis_keys(&redis.0, &redis.1).await.len(), 1);
+    eventually("B dropping its copies", || async {
+        metric(&b, "gatehouse_cache_invalidations_received_total", "").await == 1.0
+    })
+    .await;
+    assert_eq!(fetch(&b, img1).await.0, "MISS");
+    assert_eq!(fetch(&b, keep).await.0, "HIT");
+    assert_eq!(upstream.hits(), hits + 1);
+    // A does not act on its own announcement.
+    assert_eq!(
+        metric(&a, "gatehouse_cache_invalidations_received_total", "").await,
+        0.0
+    );
+}
+
+#[actix_web::test]
+async fn without_redis_the_cache_keeps_serving_from_memory() {
+    let upstream = Upstream::start("a").await;
+    // Nothing listens on this port: the tier is unavailable from the start.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let upstream_url = upstream.url();
+    let app = spawn_front(move |s| {
+        proxy_route(s, "/", "app", &[upstream_url], |_| {}, |r| r.cache = true);
+        s.redis.url = gatehouse::config::ConnectionUrl::new(format!("redis://127.0.0.1:{port}"));
+    })
+    .await;
+    let path = "/cached?cc=max-age=60";
+    assert_eq!(fetch(&app, path).await, ("MISS".into(), "a:1".into()));
+    assert_eq!(fetch(&app, path).await, ("HIT".into(), "a:1".into()));
+    assert_eq!(fetch(&app, "/cached?cc=max-age=60&k=2").await.0, "MISS");
+    assert!(
+        metric(
+            &app,
+            "gatehouse_cache_lookups_total",
+            "outcome=\"error\",tier=\"redis\""
+        )
+        .await
+            >= 2.0
+    );
+}
+
+// ---- Cacheable API routes ----
+
+/// An instance caching the `posts` collection's public answers for a minute.
+async fn api_cached_app() -> (TestApp, String) {
+    let app = spawn_front(|s| {
+        s.cache.collections.insert(
+            "posts".into(),
+            gatehouse::config::CollectionCacheSettings {
+                ttl: std::time::Duration::from_secs(60),
+            },
+        );
+    })
+    .await;
+    let admin = app.superuser_token("root@example.com").await;
+    app.create_collection(
+        &admin,
+        serde_json::json!({
+            "name": "posts", "listRule": "", "viewRule": "",
+            "createRule": "", "updateRule": "", "deleteRule": "",
+            "fields": [{"name": "title", "type": "text"}]
+        }),
+    )
+    .await;
+    app.create_collection(
+        &admin,
+        serde_json::json!({
+            "name": "drafts", "listRule": "", "viewRule": "",
+            "fields": [{"name": "title", "type": "text"}]
+        }),
+    )
+    .await;
+    (app, admin)
+}
+
+async fn api_fetch(app: &TestApp, path: &str, token: Option<&str>) -> (String, serde_json::Value) {
+    let response = app.send(reqwest::Method::GET, path, token, None).await;
+    assert_eq!(response.status(), 200, "{path}");
+    let label = response
+        .headers()
+        .get("x-cache")
+        .map_or("-".to_string(), |v| v.to_str().unwrap().to_string());
+    (label, response.json().await.unwrap())
+}
+
+fn titles(page: &serde_json::Value) -> Vec<String> {
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["title"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[actix_web::test]
+async fn public_record_answers_are_cached_and_dropped_when_records_change() {
+    let (app, admin) = api_cached_app().await;
+    let list = "/api/collections/posts/records?sort=title";
+    let first = app
+        .create_record("posts", None, serde_json::json!({"title": "one"}))
+        .await;
+    let (label, page) = api_fetch(&app, list, None).await;
+    assert_eq!(
+        (label.as_str(), titles(&page)),
+        ("MISS", vec!["one".to_string()])
+    );
+    let (label, cached) = api_fetch(&app, list, None).await;
+    assert_eq!(label, "HIT");
+    assert_eq!(cached, page);
+
+    // Superusers and other callers with a token are answered by the database.
+    assert_eq!(api_fetch(&app, list, Some(&admin)).await.0, "-");
+
+    // Each write drops the collection's answers at once.
+    app.create_record("posts", None, serde_json::json!({"title": "two"}))
+        .await;
+    let (label, page) = api_fetch(&app, list, None).await;
+    assert_eq!(
+        (label.as_str(), titles(&page)),
+        ("MISS", vec!["one".into(), "two".into()])
+    );
+
+    let id = first["id"].as_str().unwrap();
+    let view = format!("/api/collections/posts/records/{id}");
+    assert_eq!(api_fetch(&app, &view, None).await.0, "MISS");
+    assert_eq!(api_fetch(&app, &view, None).await.0, "HIT");
+    let updated = app
+        .send(
+            reqwest::Method::PATCH,
+            &view,
+            None,
+            Some(&serde_json::json!({"title": "uno"})),
+        )
+        .await;
+    assert_eq!(updated.status(), 200);
+    let (label, record) = api_fetch(&app, &view, None).await;
+    assert_eq!(
+        (label.as_str(), record["title"].as_str()),
+        ("MISS", Some("uno"))
+    );
+    assert_eq!(titles(&api_fetch(&app, list, None).await.1), ["two", "uno"]);
+
+    let deleted = app.send(reqwest::Method::DELETE, &view, None, None).await;
+    assert_eq!(deleted.status(), 204);
+    assert_eq!(titles(&api_fetch(&app, list, None).await.1), ["two"]);
+    let gone = app.send(reqwest::Method::GET, &view, None, None).await;
+    assert_eq!(gone.status(), 404);
+
+    // So does a batch that wrote to the collection.
+    assert_eq!(api_fetch(&app, list, None).await.0, "HIT");
+    let batch = app
+        .send(
+            reqwest::Method::POST,
+            "/api/batch",
+            None,
+            Some(&serde_json::json!({"requests": [
+                {"method": "POST", "url": "/api/collections/posts/records", "body": {"title": "three"}}
+            ]})),
+        )
+        .await;
+    assert_eq!(batch.status(), 200);
+    let (label, page) = api_fetch(&app, list, None).await;
+    assert_eq!(
+        (label.as_str(), titles(&page)),
+        ("MISS", vec!["three".to_string(), "two".to_string()])
+    );
+}
+
+#[actix_web::test]
+async fn only_collections_declared_cacheable_and_public_answers_are_cached() {
+    let (app, admin) = api_cached_app().await;
+    app.create_record("drafts", Some(&admin), serde_json::json!({"title": "d"}))
+        .await;
+    // `drafts` is not in cache.collections.
+    let drafts = "/api/collections/drafts/records";
+    api_fetch(&app, drafts, None).await;
+    assert_eq!(api_fetch(&app, drafts, None).await.0, "-");
+    // ?expand= shows other collections' records: not cached.
+    let expanded = "/api/collections/posts/records?expand=author";
+    let response = app.send(reqwest::Method::GET, expanded, None, None).await;
+    assert!(!response.headers().contains_key("x-cache"));
+
+    // A rule that stops guests (superusers only) is not public: never stored, and the
+    // answer cached before the change is dropped with it.
+    let list = "/api/collections/posts/records";
+    api_fetch(&app, list, None).await;
+    assert_eq!(api_fetch(&app, list, None).await.0, "HIT");
+    let changed = app
+        .send(
+            reqwest::Method::PATCH,
+            "/api/collections/posts",
+            Some(&admin),
+            Some(&serde_json::json!({"listRule": null})),
+        )
+        .await;
+    assert_eq!(changed.status(), 200);
+    let refused = app.send(reqwest::Method::GET, list, None, None).await;
+    assert_eq!(refused.status(), 403);
+}

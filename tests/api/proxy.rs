@@ -389,3 +389,52 @@ async fn head_requests_get_the_upstream_headers_without_a_body() {
     assert_eq!(app.get("/x").await.text().await.unwrap(), "abc");
     assert_eq!(upstream.seen()[0].method, "HEAD");
 }
+
+/// The value of one sample in `/metrics` (0 when absent).
+async fn metric(app: &crate::support::TestApp, sample: &str) -> f64 {
+    let text = app.get("/metrics").await.text().await.unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
+        .map_or(0.0, |value| value.parse().unwrap())
+}
+
+#[actix_web::test]
+async fn metrics_count_upstream_answers_failures_and_retries() {
+    let live = Upstream::start("a").await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let servers = [format!("http://{dead}"), live.url()];
+    let app =
+        spawn_front(|s| proxy_route(s, "/", "app", &servers, |p| p.max_fails = 0, |_| {})).await;
+    for _ in 0..4 {
+        assert_eq!(app.get("/x").await.status(), 200);
+    }
+    let ok = metric(
+        &app,
+        "gatehouse_proxy_requests_total{status=\"200\",upstream=\"app\"}",
+    )
+    .await;
+    let failed = metric(
+        &app,
+        "gatehouse_proxy_requests_total{status=\"error\",upstream=\"app\"}",
+    )
+    .await;
+    let retries = metric(&app, "gatehouse_proxy_retries_total{upstream=\"app\"}").await;
+    let timed = metric(
+        &app,
+        "gatehouse_proxy_upstream_duration_seconds_count{upstream=\"app\"}",
+    )
+    .await;
+    assert_eq!(ok, 4.0);
+    assert!(
+        failed >= 1.0,
+        "round robin sent some requests to the dead server first"
+    );
+    assert_eq!(
+        retries, failed,
+        "each failure was retried on the live server"
+    );
+    assert_eq!(timed, ok + failed);
+}

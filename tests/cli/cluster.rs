@@ -718,3 +718,117 @@ async fn realtime_events_cross_instances_once() {
         }
     }
 }
+
+/// X-Cache of an answer and its JSON.
+async fn cached_get(server: &Server, path: &str) -> (String, Value) {
+    let response = get(server, path, None).await;
+    assert_eq!(response.status(), 200, "{path}");
+    let label = response
+        .headers()
+        .get("x-cache")
+        .map_or("-".to_string(), |v| v.to_str().unwrap().to_string());
+    (label, response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn cache_invalidation_crosses_instances() {
+    let Some(env) = cluster_env("cache_invalidation_crosses_instances") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cached = |mut command: Command| {
+        command.env("GATEHOUSE__CACHE__COLLECTIONS__POSTS__TTL", "1h");
+        command
+    };
+    let a = Server::start(cached(instance(dir.path(), &env, &env.redis))).await;
+    let b = Server::start(cached(instance(dir.path(), &env, &env.redis))).await;
+    let upsert = run(instance(dir.path(), &env, &env.redis).args([
+        "superuser",
+        "upsert",
+        "ops@example.com",
+        "ops-password-1",
+    ]));
+    assert!(upsert.status.success(), "{}", stderr(&upsert));
+    let admin: Value = post(
+        &a,
+        "/api/collections/_superusers/auth-with-password",
+        None,
+        &json!({"identity": "ops@example.com", "password": "ops-password-1"}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let admin = admin["token"].as_str().unwrap().to_string();
+    let created = post(
+        &a,
+        "/api/collections",
+        Some(&admin),
+        &json!({"name": "posts", "listRule": "", "viewRule": "", "createRule": "", "updateRule": "",
+                "fields": [{"name": "title", "type": "text"}]}),
+    )
+    .await;
+    assert_eq!(created.status(), 200);
+    let record: Value = post(
+        &a,
+        "/api/collections/posts/records",
+        None,
+        &json!({"title": "v1"}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let id = record["id"].as_str().unwrap().to_string();
+    let list = "/api/collections/posts/records";
+    eventually("B serving the new collection", || async {
+        get(&b, list, None).await.status() == 200
+    })
+    .await;
+
+    // B caches the list; A's write drops it there (and in Redis): B's next answer is new.
+    let (_, first) = cached_get(&b, list).await;
+    assert_eq!(first["items"][0]["title"], "v1");
+    assert_eq!(cached_get(&b, list).await.0, "HIT");
+    let updated = reqwest::Client::new()
+        .patch(a.url(&format!("/api/collections/posts/records/{id}")))
+        .json(&json!({"title": "v2"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(updated.status(), 200);
+    eventually("B answering with A's change", || async {
+        cached_get(&b, list).await.1["items"][0]["title"] == "v2"
+    })
+    .await;
+    // A (whose memory never held the list) now answers B's fresh copy from Redis.
+    assert_eq!(cached_get(&b, list).await.0, "HIT");
+    let (label, on_a) = cached_get(&a, list).await;
+    assert_eq!(
+        (label.as_str(), &on_a["items"][0]["title"]),
+        ("HIT", &json!("v2"))
+    );
+
+    // An admin purge on A empties B's memory too.
+    let purge = post(
+        &a,
+        "/api/admin/cache/purge",
+        Some(&admin),
+        &json!({"prefix": "/api/collections/posts/"}),
+    )
+    .await;
+    assert_eq!(purge.status(), 200);
+    let purged: Value = purge.json().await.unwrap();
+    assert_eq!(purged["redisPurged"], 1);
+    eventually("B missing after the purge", || async {
+        cached_get(&b, list).await.0 == "MISS"
+    })
+    .await;
+    let metrics = get(&b, "/metrics", None).await.text().await.unwrap();
+    let received = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("gatehouse_cache_invalidations_received_total "))
+        .and_then(|value| value.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(received >= 2.0, "{received}");
+}

@@ -258,7 +258,7 @@ async fn slow(
     HttpResponse::Ok().body(state.name.clone())
 }
 
-/// `/cached?cc=..&etag=..&vary=..&expires=..&status=..&header=name:value`: a response
+/// `/cached?cc=..&etag=..&vary=..&expires=..&status=..&header=name:value&pad=N`: a response
 /// with those caching headers whose body is `<name>:<hit number>`, so a test can tell
 /// a stored copy from a new fetch. Answers 304 to a matching `If-None-Match`.
 async fn cached(
@@ -313,9 +313,13 @@ async fn cached(
         .and_then(|v| v.to_str().ok())
         .map(|lang| format!(":{lang}"))
         .unwrap_or_default();
-    response
-        .content_type("text/plain")
-        .body(format!("{}:{hit}{variant}", state.name))
+    // `pad=N` adds N dots, for responses of a known size.
+    let pad = query.get("pad").and_then(|n| n.parse().ok()).unwrap_or(0);
+    response.content_type("text/plain").body(format!(
+        "{}:{hit}{variant}{}",
+        state.name,
+        ".".repeat(pad)
+    ))
 }
 
 /// A WebSocket server that echoes every message, prefixed with `echo:`.
