@@ -96,6 +96,19 @@ pub enum Outcome {
     Permanent(String),
 }
 
+/// What a round did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RoundReport {
+    pub claimed: usize,
+    pub sent: usize,
+    pub retrying: usize,
+    pub failed: usize,
+    /// Claimed but handed back undelivered because the worker is stopping.
+    pub released: usize,
+    /// Claims lost to another sender after a lease expired.
+    pub lost: usize,
+}
+
 /// A row claimed from a queue table: the columns the queue needs, beside the table's own.
 pub trait QueueRow: FromQueryResult + Send {
     fn id(&self) -> &str;
@@ -217,6 +230,21 @@ impl Queue {
         outcome: &Outcome,
         now: i64,
     ) -> Result<Option<Status>, DbErr> {
+        self.record_not_before(conn, claim, row, outcome, None, now)
+            .await
+    }
+
+    /// [`Queue::record`], where a retry after a transient failure waits at least until
+    /// `not_before` (e.g. what the other side's `Retry-After` asked for).
+    pub async fn record_not_before<R: QueueRow, C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        claim: &Claim,
+        row: &R,
+        outcome: &Outcome,
+        not_before: Option<i64>,
+        now: i64,
+    ) -> Result<Option<Status>, DbErr> {
         let (status, error, next_attempt_at) = match outcome {
             Outcome::Done => (Status::Sent, None, None),
             Outcome::Permanent(error) => (Status::Failed, Some(error.clone()), None),
@@ -228,7 +256,10 @@ impl Queue {
                 (
                     Status::Pending,
                     Some(error.clone()),
-                    Some(now.saturating_add(to_millis(delay))),
+                    Some(
+                        now.saturating_add(to_millis(delay))
+                            .max(not_before.unwrap_or(i64::MIN)),
+                    ),
                 )
             }
         };

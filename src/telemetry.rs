@@ -28,6 +28,7 @@ pub struct Metrics {
     pub http_duration: HistogramVec,
     pub actor_restarts: IntCounterVec,
     pub maintenance_runs: prometheus::IntCounter,
+    pub webhook_attempts: IntCounterVec,
 }
 
 impl Metrics {
@@ -64,11 +65,20 @@ impl Metrics {
             "Cleanup rounds this instance ran",
         )
         .expect("valid metric");
+        let webhook_attempts = IntCounterVec::new(
+            Opts::new(
+                "webhook_attempts_total",
+                "Webhook delivery attempts by outcome (delivered, retrying, failed)",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_duration.clone()),
             Box::new(actor_restarts.clone()),
             Box::new(maintenance_runs.clone()),
+            Box::new(webhook_attempts.clone()),
         ] {
             registry
                 .register(collector)
@@ -80,6 +90,7 @@ impl Metrics {
             http_duration,
             actor_restarts,
             maintenance_runs,
+            webhook_attempts,
         }
     }
 

@@ -87,7 +87,11 @@ impl DatabaseActor {
         };
         Box::pin(async move {
             match contain(NAME, addr, conn.transaction(job)).await {
-                Ok(Ok(value)) => Ok(value),
+                Ok(Ok(value)) => {
+                    // Deliveries the transaction queued can go out now.
+                    crate::webhooks::committed();
+                    Ok(value)
+                }
                 Ok(Err(TransactionError::Transaction(err))) => Err(err),
                 Ok(Err(TransactionError::Connection(err))) => Err(DbError::Query(err).into()),
                 Err(panicked) => Err(DbError::Panicked(panicked).into()),

@@ -27,6 +27,7 @@ use crate::domain::ids::{format_time, new_record_id, random_alphanumeric};
 use crate::domain::password::Password;
 use crate::mail::{self, MailContext, OutgoingMail};
 use crate::records::{read, write, RecordsEnv, Requester};
+use crate::webhooks::{self, Event, EventKind};
 
 /// What an OAuth2 login request carries (`auth-with-oauth2`).
 #[derive(Debug, Clone, Default, serde::Deserialize, utoipa::ToSchema)]
@@ -499,6 +500,8 @@ impl AuthService {
                     let (expand, fields) = shape;
                     let record =
                         write::create(txn, &env, &requester, &collection.name, body).await?;
+                    webhooks::emit(txn, &Event::for_record(EventKind::UserRegistered, &record))
+                        .await?;
                     // The verification mail is written with the account, or not at all.
                     let mut queued = false;
                     if let Some(mails) = verify.filter(|_| !record.bool("verified")) {
@@ -693,7 +696,12 @@ impl AuthService {
         record.set("verified", true);
         self.db
             .transact(move |txn| {
-                Box::pin(async move { Ok::<_, AuthError>(store::update(txn, &record).await?) })
+                Box::pin(async move {
+                    store::update(txn, &record).await?;
+                    webhooks::emit(txn, &Event::for_record(EventKind::UserVerified, &record))
+                        .await?;
+                    Ok::<_, AuthError>(())
+                })
             })
             .await
     }
