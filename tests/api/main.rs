@@ -22,3 +22,4 @@ mod records;
 mod static_files;
 mod supervision;
 mod tls;
+mod webhooks;
