@@ -1,5 +1,6 @@
 //! Outbound webhooks delivered to a receiver on loopback, and inbound signed hooks.
 
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use base64::Engine;
@@ -11,7 +12,7 @@ use sha2::Sha256;
 use crate::on_both_backends;
 use crate::support::mail::{link_in, subscribe_confirmed};
 use crate::support::smtp_sink::SmtpSink;
-use crate::support::webhook_receiver::{status, verify_with_reference, Answer, Receiver};
+use crate::support::webhook_receiver::{status, Answer, Hit, Receiver};
 use crate::support::{spawn_app_with, use_smtp, Backend, TestApp};
 use gatehouse::config::{
     InboundHookSettings, InboundScheme, Secret, Settings, WebhookEndpointSettings,
@@ -747,4 +748,64 @@ async fn the_admin_api_checks_its_input_and_its_callers(backend: Backend) {
     ] {
         assert!(openapi["paths"].get(path).is_some(), "{path} is documented");
     }
+}
+
+/// Verifies `hits` against `secret` with the reference implementation of Standard
+/// Webhooks (the `standardwebhooks` package from PyPI), independent of Gatehouse's own
+/// code. `None` (after saying why) when Python or the package is missing.
+fn verify_with_reference(secret: &str, hits: &[Hit]) -> Option<Vec<bool>> {
+    const SCRIPT: &str = r#"
+import json, sys
+from standardwebhooks.webhooks import Webhook
+request = json.load(sys.stdin)
+hook = Webhook(request["secret"])
+results = []
+for message in request["messages"]:
+    try:
+        hook.verify(message["body"], message["headers"])
+        results.append(True)
+    except Exception:
+        results.append(False)
+print(json.dumps(results))
+"#;
+    let available = Command::new("python3")
+        .args(["-c", "import standardwebhooks"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !available {
+        crate::support::skip(
+            "signature check with the reference implementation",
+            "python3 with the standardwebhooks package is not installed (pip install standardwebhooks; .ci/run does)",
+        );
+        return None;
+    }
+    let request = json!({
+        "secret": secret,
+        "messages": hits.iter().map(|hit| json!({
+            "body": hit.body,
+            "headers": {
+                "webhook-id": hit.header("webhook-id"),
+                "webhook-timestamp": hit.header("webhook-timestamp"),
+                "webhook-signature": hit.header("webhook-signature"),
+            },
+        })).collect::<Vec<_>>(),
+    });
+    let mut child = Command::new("python3")
+        .args(["-c", SCRIPT])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 starts");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(request.to_string().as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "the verification script failed");
+    Some(serde_json::from_slice(&output.stdout).expect("a JSON list"))
 }

@@ -3,13 +3,12 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// One request the receiver got.
 #[derive(Debug, Clone)]
@@ -141,7 +140,6 @@ impl Receiver {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-
 }
 
 impl Drop for Receiver {
@@ -156,64 +154,4 @@ pub fn status(status: u16) -> Answer {
         status,
         headers: vec![],
     }
-}
-
-/// Verifies `hits` against `secret` with the reference implementation of Standard
-/// Webhooks (the `standardwebhooks` package from PyPI), independent of Gatehouse's own
-/// code. `None` (after saying why) when Python or the package is missing.
-pub fn verify_with_reference(secret: &str, hits: &[Hit]) -> Option<Vec<bool>> {
-    const SCRIPT: &str = r#"
-import json, sys
-from standardwebhooks.webhooks import Webhook
-request = json.load(sys.stdin)
-hook = Webhook(request["secret"])
-results = []
-for message in request["messages"]:
-    try:
-        hook.verify(message["body"], message["headers"])
-        results.append(True)
-    except Exception:
-        results.append(False)
-print(json.dumps(results))
-"#;
-    let available = Command::new("python3")
-        .args(["-c", "import standardwebhooks"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    if !available {
-        super::skip(
-            "signature check with the reference implementation",
-            "python3 with the standardwebhooks package is not installed (pip install standardwebhooks; .ci/run does)",
-        );
-        return None;
-    }
-    let request = json!({
-        "secret": secret,
-        "messages": hits.iter().map(|hit| json!({
-            "body": hit.body,
-            "headers": {
-                "webhook-id": hit.header("webhook-id"),
-                "webhook-timestamp": hit.header("webhook-timestamp"),
-                "webhook-signature": hit.header("webhook-signature"),
-            },
-        })).collect::<Vec<_>>(),
-    });
-    let mut child = Command::new("python3")
-        .args(["-c", SCRIPT])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3 starts");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(request.to_string().as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success(), "the verification script failed");
-    Some(serde_json::from_slice(&output.stdout).expect("a JSON list"))
 }
