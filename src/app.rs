@@ -6,6 +6,7 @@ use std::sync::Arc;
 use actix::{Arbiter, Supervisor};
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::web;
+use futures_util::StreamExt;
 use sea_orm::{DatabaseConnection, DbErr};
 
 use crate::actors::auth::AuthActor;
@@ -326,12 +327,10 @@ impl Application {
         }));
         webhooks_arbiter.spawn({
             let webhooks = webhooks.clone();
-            async move {
-                loop {
-                    crate::webhooks::deliveries_committed().await;
-                    webhooks.wake();
-                }
-            }
+            crate::webhooks::commits().for_each(move |()| {
+                webhooks.wake();
+                std::future::ready(())
+            })
         });
         let webhook_drain_timeout = hook_settings.timeout;
 

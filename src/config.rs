@@ -1303,6 +1303,51 @@ mod tests {
     }
 
     #[test]
+    fn webhook_settings_are_checked_and_secrets_redacted() {
+        let endpoint = WebhookEndpointSettings {
+            name: "crm".into(),
+            url: "https://crm.example.com/hooks".into(),
+            events: vec!["record.created:orders".into()],
+            secret: Secret::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+            description: String::new(),
+            enabled: true,
+        };
+        let mut settings = Settings::defaults();
+        settings.webhooks.endpoints = vec![endpoint.clone()];
+        settings.validate().unwrap();
+        let toml = settings.to_redacted_toml();
+        assert!(!toml.contains("MfKQ9r8G"), "{toml}");
+
+        let broken = |change: &dyn Fn(&mut WebhookEndpointSettings)| {
+            let mut settings = Settings::defaults();
+            let mut endpoint = endpoint.clone();
+            change(&mut endpoint);
+            settings.webhooks.endpoints = vec![endpoint];
+            settings.validate().unwrap_err().0
+        };
+        assert!(broken(&|e| e.url = "ftp://x".into()).contains("endpoints[0].url"));
+        assert!(broken(&|e| e.events = vec!["nope".into()]).contains("endpoints[0].events"));
+        assert!(broken(&|e| e.secret = Secret::new("plain")).contains("endpoints[0].secret"));
+
+        let mut settings = Settings::defaults();
+        settings.webhooks.inbound.hooks = vec![InboundHookSettings {
+            name: "bad name".into(),
+            scheme: InboundScheme::Github,
+            secret: Secret::new("s"),
+            collection: "c".into(),
+            data_pointer: String::new(),
+        }];
+        assert!(settings.validate().unwrap_err().0.contains("hooks[0].name"));
+        let mut settings = Settings::defaults();
+        settings.webhooks.timeout = Duration::from_secs(3600);
+        assert!(settings
+            .validate()
+            .unwrap_err()
+            .0
+            .contains("webhooks.lease"));
+    }
+
+    #[test]
     fn mail_settings_are_checked() {
         let mut settings = Settings::defaults();
         assert_eq!(settings.mail.transport, MailTransportKind::File);

@@ -16,11 +16,13 @@ pub mod sender;
 pub mod signing;
 pub mod ssrf;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::cell::Cell;
+use std::future::Future;
 use std::sync::LazyLock;
 
 use sea_orm::{ConnectionTrait, DbErr};
 use serde_json::{json, Value};
+use tokio::sync::watch;
 
 use crate::collections::record::{Record, Viewer};
 
@@ -120,26 +122,43 @@ pub async fn emit<C: ConnectionTrait>(conn: &C, event: &Event) -> Result<usize, 
         return Ok(0);
     }
     let queued = deliveries::enqueue(conn, event, &endpoints).await?;
-    QUEUED.store(true, Ordering::SeqCst);
+    // Outside a transaction of the database actor nobody is told; the webhook actor's
+    // poll (`webhooks.poll_interval`) finds the rows.
+    let _ = QUEUED_IN_TRANSACTION.try_with(|queued| queued.set(true));
     Ok(queued)
 }
 
-/// Set when a transaction queued deliveries; the next commit wakes the webhook actors.
-static QUEUED: AtomicBool = AtomicBool::new(false);
-
-/// Woken after a commit that followed queued deliveries.
-static COMMITTED: LazyLock<tokio::sync::Notify> = LazyLock::new(tokio::sync::Notify::new);
-
-/// Called by the database actor after each commit: wakes the webhook actors if
-/// deliveries were queued. A wake-up that comes before the queuing transaction commits
-/// finds nothing new; the actor's poll (`webhooks.poll_interval`) picks the rows up.
-pub fn committed() {
-    if QUEUED.swap(false, Ordering::SeqCst) {
-        COMMITTED.notify_waiters();
-    }
+tokio::task_local! {
+    /// Set when the running transaction queued deliveries.
+    static QUEUED_IN_TRANSACTION: Cell<bool>;
 }
 
-/// Resolves after the next commit that followed queued deliveries.
-pub async fn deliveries_committed() {
-    COMMITTED.notified().await;
+/// Counts commits that queued deliveries; each webhook actor watches it.
+static COMMITTED: LazyLock<watch::Sender<u64>> = LazyLock::new(|| watch::channel(0).0);
+
+/// Runs `transaction` (which commits when it returns `Ok`), and once it has committed
+/// deliveries it queued, wakes the webhook actors (the database actor runs every
+/// transaction through this).
+pub async fn waking_after_commit<T, E>(
+    transaction: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    let (result, queued) = QUEUED_IN_TRANSACTION
+        .scope(Cell::new(false), async {
+            let result = transaction.await;
+            (result, QUEUED_IN_TRANSACTION.with(Cell::get))
+        })
+        .await;
+    if queued && result.is_ok() {
+        COMMITTED.send_modify(|commits| *commits = commits.wrapping_add(1));
+    }
+    result
+}
+
+/// Resolves at every commit that queued deliveries (none is missed between two calls).
+pub fn commits() -> impl futures_util::Stream<Item = ()> {
+    let receiver = COMMITTED.subscribe();
+    futures_util::stream::unfold(receiver, |mut receiver| async move {
+        receiver.changed().await.ok()?;
+        Some(((), receiver))
+    })
 }

@@ -139,6 +139,15 @@ async fn wait_all(
     }
 }
 
+/// A loopback port bound but not listening: connections to it are refused, and no other
+/// socket can take it until the returned socket is dropped.
+fn reserve_port() -> (tokio::net::TcpSocket, std::net::SocketAddr) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap();
+    (socket, addr)
+}
+
 async fn create_post(app: &TestApp, admin: &str, title: &str) -> Value {
     app.create_record("posts", Some(admin), json!({"title": title}))
         .await
@@ -250,11 +259,8 @@ async fn a_receiver_that_is_down_gets_the_delivery_once_it_is_up(backend: Backen
     let Some((app, admin)) = app(backend, |_| {}).await else {
         return;
     };
-    // A port nothing listens on yet.
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // A port nothing listens on yet (held, so that no other test's server takes it).
+    let (reserved, addr) = reserve_port();
     let (endpoint, _) = register(
         &app,
         &admin,
@@ -281,6 +287,7 @@ async fn a_receiver_that_is_down_gets_the_delivery_once_it_is_up(backend: Backen
     );
     let id = pending["id"].as_str().unwrap().to_string();
 
+    drop(reserved);
     let receiver = Receiver::start_on(addr).await;
     let sent = wait_delivery(&app, &admin, &id, "sent").await;
     let hits = receiver.hits();
@@ -294,7 +301,10 @@ async fn a_receiver_that_is_down_gets_the_delivery_once_it_is_up(backend: Backen
 }
 
 async fn server_errors_are_retried_with_growing_delays_and_logged(backend: Backend) {
-    let Some((app, admin)) = app(backend, |_| {}).await else {
+    // Delays of 400, 800 and 1600 ms (±25%): far enough apart that their order shows
+    // through the scheduling noise of a busy machine.
+    let slower = |s: &mut Settings| s.webhooks.retry.initial_delay = Duration::from_millis(400);
+    let Some((app, admin)) = app(backend, slower).await else {
         return;
     };
     let receiver = Receiver::start().await;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use base64::Engine;
 
-use crate::support::{free_port, gatehouse, Server};
+use crate::support::{gatehouse, Server};
 use crate::webhook_receiver::Receiver;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -24,7 +24,10 @@ async fn sigkill_with_deliveries_pending_then_restart_delivers_them_all() {
     for database in [None, postgres].into_iter() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("public")).unwrap();
-        let port = free_port();
+        // Bound but not listening: refused connections, and no other server takes it.
+        let reserved = tokio::net::TcpSocket::new_v4().unwrap();
+        reserved.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let port = reserved.local_addr().unwrap().port();
         let secret = format!(
             "whsec_{}",
             base64::engine::general_purpose::STANDARD.encode([9u8; 32])
@@ -94,6 +97,7 @@ secret = "{secret}"
         server.signal(libc::SIGKILL);
         server.wait_exit(Duration::from_secs(5)).await;
 
+        drop(reserved);
         let receiver = Receiver::start_on(format!("127.0.0.1:{port}").parse().unwrap()).await;
         let restarted = Server::start(command()).await;
         let hits = receiver.wait_for(emails.len(), WAIT).await;
