@@ -90,9 +90,11 @@ impl RetryPolicy {
 pub enum Outcome {
     /// The work is done.
     Done,
-    /// Failed in a way that may pass (timeouts, refused connections, 4xx answers).
+    /// Failed in a way that may pass (timeouts, refused connections, SMTP 4xx or
+    /// HTTP 429/5xx answers).
     Transient(String),
-    /// Failed in a way that will not pass by trying again (5xx answers, bad data).
+    /// Failed in a way that will not pass by trying again (SMTP 5xx or other HTTP 4xx
+    /// answers, bad data).
     Permanent(String),
 }
 
