@@ -6,6 +6,7 @@ use std::sync::Arc;
 use actix::{Arbiter, Supervisor};
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::web;
+use futures_util::StreamExt;
 use sea_orm::{DatabaseConnection, DbErr};
 
 use crate::actors::auth::AuthActor;
@@ -16,6 +17,7 @@ use crate::actors::mailer::{Mailer, MailerActor};
 use crate::actors::maintenance::Maintenance;
 use crate::actors::realtime::RealtimeActor;
 use crate::actors::supervisor::{stop_arbiters, ActorPool};
+use crate::actors::webhooks::{WebhookActor, Webhooks};
 use crate::auth::passwords::PasswordHasher;
 use crate::auth::rate_limit::{InProcessLimiter, RateLimiter};
 use crate::auth::service::AuthService;
@@ -40,6 +42,9 @@ use crate::records::RecordsEnv;
 use crate::routing::{RouteAction, RouteTable};
 use crate::telemetry::Metrics;
 use crate::tls::{self, CertificateResolver, TlsError};
+use crate::webhooks::sender::{self, WebhookSender};
+use crate::webhooks::ssrf::AddressPolicy;
+use crate::webhooks::{deliveries, endpoints};
 
 /// Why an instance could not start.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +65,8 @@ pub enum StartError {
     Auth(String),
     #[error("redis: {0}")]
     Redis(String),
+    #[error("webhooks: {0}")]
+    Webhooks(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -138,6 +145,8 @@ pub struct Application {
     db: Db,
     mailer: Mailer,
     mail_drain_timeout: std::time::Duration,
+    webhooks: Webhooks,
+    webhook_drain_timeout: std::time::Duration,
     conn: DatabaseConnection,
     /// Backend actor threads, in the order they are stopped.
     arbiters: Vec<Arbiter>,
@@ -357,6 +366,51 @@ impl Application {
             move || AuthActor::new(auth_service.clone(), metrics.clone())
         });
 
+        let hook_settings = &settings.webhooks;
+        endpoints::sync_config(&conn, &hook_settings.endpoints).await?;
+        let webhook_queue = deliveries::queue(RetryPolicy {
+            max_attempts: hook_settings.retry.max_attempts,
+            initial_delay: hook_settings.retry.initial_delay,
+            max_delay: hook_settings.retry.max_delay,
+        });
+        let policy = Arc::new(AddressPolicy::new(&hook_settings.allow));
+        let client = sender::client(
+            policy.clone(),
+            hook_settings.connect_timeout,
+            hook_settings.timeout,
+            hook_settings.concurrency,
+        )
+        .map_err(|err| StartError::Webhooks(err.to_string()))?;
+        let webhook_sender = Arc::new(WebhookSender {
+            db: db.clone(),
+            queue: webhook_queue.clone(),
+            client,
+            policy,
+            batch_size: hook_settings.batch_size,
+            concurrency: hook_settings.concurrency,
+            lease: hook_settings.lease,
+            disable_after: hook_settings.disable_after,
+            max_retry_after: hook_settings.max_retry_after,
+            excerpt_bytes: hook_settings.response_excerpt_bytes,
+            metrics: metrics.clone(),
+            stopping: Default::default(),
+        });
+        // Like the mailer: one I/O-bound actor on its own thread, posting concurrently.
+        let webhooks_arbiter = Arbiter::new();
+        let webhooks = Webhooks::new(Supervisor::start_in_arbiter(&webhooks_arbiter.handle(), {
+            let poll_interval = hook_settings.poll_interval;
+            let metrics = metrics.clone();
+            move |_| WebhookActor::new(webhook_sender, poll_interval, metrics)
+        }));
+        webhooks_arbiter.spawn({
+            let webhooks = webhooks.clone();
+            crate::webhooks::commits().for_each(move |()| {
+                webhooks.wake();
+                std::future::ready(())
+            })
+        });
+        let webhook_drain_timeout = hook_settings.timeout;
+
         let mail_drain_timeout = mail_settings.smtp.timeout;
         let maintenance_arbiter = Arbiter::new();
         Supervisor::start_in_arbiter(&maintenance_arbiter.handle(), {
@@ -379,6 +433,8 @@ impl Application {
             mailer: mailer.clone(),
             mail,
             outbox: outbox_queue,
+            webhooks: webhooks.clone(),
+            webhook_queue,
             redis,
             metrics,
             static_site,
@@ -397,9 +453,11 @@ impl Application {
             .map(|tls| tls.listener.local_addr())
             .transpose()?;
         let server = http::server(&settings, listener, tls, state)?;
-        // Stopped in this order: the mailer (finishing its sends) before the actors and
-        // the database it records into; the front-of-house actors first among those.
-        let arbiters = std::iter::once(mailer_arbiter)
+        // Stopped in this order: the mailer and the webhook actor (finishing their sends)
+        // before the actors and the database they record into; the front-of-house actors
+        // first among those.
+        let arbiters = [mailer_arbiter, webhooks_arbiter]
+            .into_iter()
             .chain([realtime_arbiter, balancer_arbiter, cache_arbiter])
             .chain(auth_arbiters)
             .chain(cluster_arbiters)
@@ -414,6 +472,8 @@ impl Application {
             db,
             mailer,
             mail_drain_timeout,
+            webhooks,
+            webhook_drain_timeout,
             conn,
             arbiters,
         })
@@ -459,8 +519,13 @@ impl Application {
         tracing::info!("HTTP server stopped; stopping actors");
         // Sends in progress finish (each is bounded by the SMTP timeout); mail not yet
         // started stays queued for the next start or another instance.
-        self.mailer.drain(self.mail_drain_timeout).await;
+        // Both drain at once: neither waits for the other's sends.
+        futures_util::join!(
+            self.mailer.drain(self.mail_drain_timeout),
+            self.webhooks.drain(self.webhook_drain_timeout),
+        );
         drop(self.mailer);
+        drop(self.webhooks);
         drop(self.db);
         stop_arbiters(self.arbiters).await;
         if let Err(err) = self.conn.close().await {

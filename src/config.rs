@@ -45,6 +45,7 @@ pub struct Settings {
     pub maintenance: MaintenanceSettings,
     pub batch: BatchSettings,
     pub realtime: RealtimeSettings,
+    pub webhooks: WebhooksSettings,
 }
 
 /// `POST /api/batch`: many record writes in one transaction, all or nothing.
@@ -512,6 +513,101 @@ pub enum OAuth2Kind {
     Github,
     Google,
     Gitlab,
+}
+
+/// Outbound webhooks (delivery, retries, SSRF allow-list, endpoints declared here) and
+/// inbound signed hooks.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksSettings {
+    /// How often the webhook actor looks for due deliveries without being woken.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// Due deliveries claimed per round, and posted at the same time.
+    pub batch_size: u32,
+    pub concurrency: usize,
+    /// How long a claim holds a delivery before another instance may take it over.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Limit for one whole attempt (connect, send, answer).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// An endpoint whose every delivery failed for this long is disabled.
+    #[serde(with = "humantime_serde")]
+    pub disable_after: Duration,
+    /// The longest `Retry-After` honoured.
+    #[serde(with = "humantime_serde")]
+    pub max_retry_after: Duration,
+    /// How much of each answer's body the attempt log keeps.
+    pub response_excerpt_bytes: usize,
+    /// Host names, addresses or CIDR networks admitted although they are loopback,
+    /// private, link-local or otherwise not public.
+    pub allow: Vec<String>,
+    pub retry: RetrySettings,
+    /// Endpoints declared here rather than through the admin API.
+    pub endpoints: Vec<WebhookEndpointSettings>,
+    pub inbound: InboundSettings,
+}
+
+/// An endpoint declared in the config.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookEndpointSettings {
+    /// Unique among the declared endpoints.
+    pub name: String,
+    pub url: String,
+    /// `*`, event types (`user.registered`), or `record.created:posts`.
+    pub events: Vec<String>,
+    /// `whsec_<base64 key>`.
+    pub secret: Secret,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default = "enabled_by_default")]
+    pub enabled: bool,
+}
+
+fn enabled_by_default() -> bool {
+    true
+}
+
+/// Inbound signed hooks, `POST /api/hooks/{name}`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundSettings {
+    /// Larger bodies are refused with 413.
+    pub max_body_bytes: usize,
+    /// How far a Standard Webhooks timestamp may be from now.
+    #[serde(with = "humantime_serde")]
+    pub tolerance: Duration,
+    pub hooks: Vec<InboundHookSettings>,
+}
+
+/// One external service that may call `POST /api/hooks/{name}`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundHookSettings {
+    pub name: String,
+    pub scheme: InboundScheme,
+    /// `whsec_<base64 key>` for `standard`; the shared secret as it is for `github`.
+    pub secret: Secret,
+    /// The collection each event creates a record in.
+    pub collection: String,
+    /// JSON pointer to the object in the payload that becomes the record (e.g. `/data`);
+    /// empty for the whole payload.
+    #[serde(default)]
+    pub data_pointer: String,
+}
+
+/// How an inbound hook is signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InboundScheme {
+    /// Standard Webhooks: `webhook-id`, `webhook-timestamp`, `webhook-signature`.
+    Standard,
+    /// GitHub: `X-Hub-Signature-256`, the event id in `X-GitHub-Delivery`.
+    Github,
 }
 
 /// Outgoing mail: transport, sender, delivery and retry policy, templates, newsletters.
@@ -1000,7 +1096,88 @@ impl Settings {
                 ));
             }
         }
-        self.validate_mail()
+        self.validate_mail()?;
+        self.validate_webhooks()
+    }
+
+    fn validate_webhooks(&self) -> Result<(), ConfigError> {
+        let hooks = &self.webhooks;
+        if hooks.concurrency == 0 {
+            return Err(invalid("webhooks.concurrency", "must be at least 1"));
+        }
+        if hooks.batch_size == 0 {
+            return Err(invalid("webhooks.batch_size", "must be at least 1"));
+        }
+        if hooks.retry.max_attempts == 0 {
+            return Err(invalid("webhooks.retry.max_attempts", "must be at least 1"));
+        }
+        if hooks.retry.initial_delay > hooks.retry.max_delay {
+            return Err(invalid(
+                "webhooks.retry.initial_delay",
+                "must not exceed webhooks.retry.max_delay",
+            ));
+        }
+        // A claim must not expire while its batch is still being posted.
+        let concurrency = u32::try_from(hooks.concurrency).unwrap_or(u32::MAX);
+        let needed = hooks
+            .timeout
+            .saturating_mul(hooks.batch_size.div_ceil(concurrency));
+        if hooks.lease <= needed {
+            return Err(invalid(
+                "webhooks.lease",
+                &format!(
+                    "must be longer than webhooks.timeout × batch_size / concurrency ({needed:?})"
+                ),
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, endpoint) in hooks.endpoints.iter().enumerate() {
+            let key = |field: &str| format!("webhooks.endpoints[{i}].{field}");
+            if endpoint.name.is_empty() || !names.insert(endpoint.name.as_str()) {
+                return Err(invalid(&key("name"), "must be set and unique"));
+            }
+            crate::webhooks::endpoints::parse_url(&endpoint.url)
+                .map_err(|reason| invalid(&key("url"), &reason))?;
+            crate::webhooks::endpoints::parse_events(&endpoint.events)
+                .map_err(|reason| invalid(&key("events"), &reason))?;
+            crate::webhooks::signing::secret_key(endpoint.secret.expose())
+                .map_err(|reason| invalid(&key("secret"), &reason))?;
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, hook) in hooks.inbound.hooks.iter().enumerate() {
+            let key = |field: &str| format!("webhooks.inbound.hooks[{i}].{field}");
+            let url_safe = !hook.name.is_empty()
+                && hook
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !url_safe || !names.insert(hook.name.as_str()) {
+                return Err(invalid(
+                    &key("name"),
+                    "must be unique, of letters, digits, - and _",
+                ));
+            }
+            match hook.scheme {
+                InboundScheme::Standard => {
+                    crate::webhooks::signing::secret_key(hook.secret.expose())
+                        .map_err(|reason| invalid(&key("secret"), &reason))?;
+                }
+                InboundScheme::Github if hook.secret.is_empty() => {
+                    return Err(invalid(&key("secret"), "must be set"));
+                }
+                InboundScheme::Github => {}
+            }
+            if hook.collection.is_empty() {
+                return Err(invalid(&key("collection"), "must name a collection"));
+            }
+            if !hook.data_pointer.is_empty() && !hook.data_pointer.starts_with('/') {
+                return Err(invalid(
+                    &key("data_pointer"),
+                    "must be empty or a JSON pointer starting with /",
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn validate_mail(&self) -> Result<(), ConfigError> {
@@ -1194,6 +1371,51 @@ mod tests {
         assert!(!toml.contains("p4ssw0rd"), "{toml}");
         assert!(toml.contains("password = \"[redacted]\""), "{toml}");
         assert_eq!(settings.mail.smtp.password.expose(), "p4ssw0rd");
+    }
+
+    #[test]
+    fn webhook_settings_are_checked_and_secrets_redacted() {
+        let endpoint = WebhookEndpointSettings {
+            name: "crm".into(),
+            url: "https://crm.example.com/hooks".into(),
+            events: vec!["record.created:orders".into()],
+            secret: Secret::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+            description: String::new(),
+            enabled: true,
+        };
+        let mut settings = Settings::defaults();
+        settings.webhooks.endpoints = vec![endpoint.clone()];
+        settings.validate().unwrap();
+        let toml = settings.to_redacted_toml();
+        assert!(!toml.contains("MfKQ9r8G"), "{toml}");
+
+        let broken = |change: &dyn Fn(&mut WebhookEndpointSettings)| {
+            let mut settings = Settings::defaults();
+            let mut endpoint = endpoint.clone();
+            change(&mut endpoint);
+            settings.webhooks.endpoints = vec![endpoint];
+            settings.validate().unwrap_err().0
+        };
+        assert!(broken(&|e| e.url = "ftp://x".into()).contains("endpoints[0].url"));
+        assert!(broken(&|e| e.events = vec!["nope".into()]).contains("endpoints[0].events"));
+        assert!(broken(&|e| e.secret = Secret::new("plain")).contains("endpoints[0].secret"));
+
+        let mut settings = Settings::defaults();
+        settings.webhooks.inbound.hooks = vec![InboundHookSettings {
+            name: "bad name".into(),
+            scheme: InboundScheme::Github,
+            secret: Secret::new("s"),
+            collection: "c".into(),
+            data_pointer: String::new(),
+        }];
+        assert!(settings.validate().unwrap_err().0.contains("hooks[0].name"));
+        let mut settings = Settings::defaults();
+        settings.webhooks.timeout = Duration::from_secs(3600);
+        assert!(settings
+            .validate()
+            .unwrap_err()
+            .0
+            .contains("webhooks.lease"));
     }
 
     #[test]

@@ -20,3 +20,4 @@ pub mod records;
 pub mod routing;
 pub mod telemetry;
 pub mod tls;
+pub mod webhooks;

@@ -90,10 +90,25 @@ impl RetryPolicy {
 pub enum Outcome {
     /// The work is done.
     Done,
-    /// Failed in a way that may pass (timeouts, refused connections, 4xx answers).
+    /// Failed in a way that may pass (timeouts, refused connections, SMTP 4xx or
+    /// HTTP 429/5xx answers).
     Transient(String),
-    /// Failed in a way that will not pass by trying again (5xx answers, bad data).
+    /// Failed in a way that will not pass by trying again (SMTP 5xx or other HTTP 4xx
+    /// answers, bad data).
     Permanent(String),
+}
+
+/// What a round did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RoundReport {
+    pub claimed: usize,
+    pub sent: usize,
+    pub retrying: usize,
+    pub failed: usize,
+    /// Claimed but handed back undelivered because the worker is stopping.
+    pub released: usize,
+    /// Claims lost to another sender after a lease expired.
+    pub lost: usize,
 }
 
 /// A row claimed from a queue table: the columns the queue needs, beside the table's own.
@@ -217,6 +232,21 @@ impl Queue {
         outcome: &Outcome,
         now: i64,
     ) -> Result<Option<Status>, DbErr> {
+        self.record_not_before(conn, claim, row, outcome, None, now)
+            .await
+    }
+
+    /// [`Queue::record`], where a retry after a transient failure waits at least until
+    /// `not_before` (e.g. what the other side's `Retry-After` asked for).
+    pub async fn record_not_before<R: QueueRow, C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        claim: &Claim,
+        row: &R,
+        outcome: &Outcome,
+        not_before: Option<i64>,
+        now: i64,
+    ) -> Result<Option<Status>, DbErr> {
         let (status, error, next_attempt_at) = match outcome {
             Outcome::Done => (Status::Sent, None, None),
             Outcome::Permanent(error) => (Status::Failed, Some(error.clone()), None),
@@ -228,7 +258,10 @@ impl Queue {
                 (
                     Status::Pending,
                     Some(error.clone()),
-                    Some(now.saturating_add(to_millis(delay))),
+                    Some(
+                        now.saturating_add(to_millis(delay))
+                            .max(not_before.unwrap_or(i64::MIN)),
+                    ),
                 )
             }
         };

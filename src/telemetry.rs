@@ -51,6 +51,7 @@ pub struct Metrics {
     pub cache_evictions: IntCounter,
     /// Purges other instances announced on the cluster bus.
     pub cache_invalidations_received: IntCounter,
+    pub webhook_attempts: IntCounterVec,
 }
 
 impl Metrics {
@@ -150,6 +151,14 @@ impl Metrics {
             "Cache purges announced by other instances",
         )
         .expect("valid metric");
+        let webhook_attempts = IntCounterVec::new(
+            Opts::new(
+                "webhook_attempts_total",
+                "Webhook delivery attempts by outcome (delivered, retrying, failed)",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_duration.clone()),
@@ -166,6 +175,7 @@ impl Metrics {
             Box::new(cache_entries.clone()),
             Box::new(cache_evictions.clone()),
             Box::new(cache_invalidations_received.clone()),
+            Box::new(webhook_attempts.clone()),
         ] {
             registry
                 .register(collector)
@@ -188,6 +198,7 @@ impl Metrics {
             cache_entries,
             cache_evictions,
             cache_invalidations_received,
+            webhook_attempts,
         }
     }
 

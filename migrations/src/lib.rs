@@ -8,6 +8,7 @@ mod m20261125_000001_system_collections;
 mod m20261125_000002_auth_sessions;
 mod m20261125_100000_create_outbox;
 mod m20261125_100100_create_newsletter;
+mod m20261125_200000_create_webhooks;
 pub mod queue_columns;
 
 pub struct Migrator;
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000002_auth_sessions::Migration),
             Box::new(m20261125_100000_create_outbox::Migration),
             Box::new(m20261125_100100_create_newsletter::Migration),
+            Box::new(m20261125_200000_create_webhooks::Migration),
         ]
     }
 }

@@ -86,7 +86,9 @@ impl DatabaseActor {
             job
         };
         Box::pin(async move {
-            match contain(NAME, addr, conn.transaction(job)).await {
+            // Deliveries the transaction queued go out as soon as it has committed.
+            let transaction = crate::webhooks::waking_after_commit(conn.transaction(job));
+            match contain(NAME, addr, transaction).await {
                 Ok(Ok(value)) => Ok(value),
                 Ok(Err(TransactionError::Transaction(err))) => Err(err),
                 Ok(Err(TransactionError::Connection(err))) => Err(DbError::Query(err).into()),

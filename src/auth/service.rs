@@ -29,6 +29,7 @@ use crate::mail::{self, MailContext, OutgoingMail};
 use crate::realtime::{Action, RecordEvent};
 use crate::records::batch::{self, BatchError, BatchItem};
 use crate::records::{read, write, RecordsEnv, Requester};
+use crate::webhooks::{self, Event, EventKind};
 
 /// What an OAuth2 login request carries (`auth-with-oauth2`).
 #[derive(Debug, Clone, Default, serde::Deserialize, utoipa::ToSchema)]
@@ -503,6 +504,8 @@ impl AuthService {
                     let record =
                         write::create(txn, &env, &requester, &collection.name, body).await?;
                     let change = RecordEvent::new(Action::Create, &record);
+                    webhooks::emit(txn, &Event::for_record(EventKind::UserRegistered, &record))
+                        .await?;
                     // The verification mail is written with the account, or not at all.
                     let mut queued = false;
                     if let Some(mails) = verify.filter(|_| !record.bool("verified")) {
@@ -756,7 +759,12 @@ impl AuthService {
         record.set("verified", true);
         self.db
             .transact(move |txn| {
-                Box::pin(async move { Ok::<_, AuthError>(store::update(txn, &record).await?) })
+                Box::pin(async move {
+                    store::update(txn, &record).await?;
+                    webhooks::emit(txn, &Event::for_record(EventKind::UserVerified, &record))
+                        .await?;
+                    Ok::<_, AuthError>(())
+                })
             })
             .await
     }

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod admin_campaigns;
 pub mod admin_outbox;
+pub mod admin_webhooks;
 pub mod api_cache;
 pub mod auth;
 pub mod auth_pages;
@@ -13,6 +14,7 @@ pub mod edge;
 pub mod forwarded;
 pub mod front;
 pub mod health;
+pub mod hooks;
 pub mod middleware;
 pub mod newsletter;
 pub mod openapi;
@@ -38,6 +40,7 @@ use crate::actors::balancer::{BalancerActor, Upstreams};
 use crate::actors::cache::{CacheActor, ResponseCache};
 use crate::actors::database::{Db, DbError};
 use crate::actors::mailer::Mailer;
+use crate::actors::webhooks::Webhooks;
 use crate::collections::Registry;
 use crate::config::Settings;
 use crate::error::{json_error, query_error, ApiError};
@@ -64,6 +67,10 @@ pub struct AppState {
     pub mail: Arc<MailContext>,
     /// The outbox's delivery queue, for the admin API.
     pub outbox: Queue,
+    /// Wake it after making deliveries due.
+    pub webhooks: Webhooks,
+    /// The webhook deliveries' queue, for the admin API.
+    pub webhook_queue: Queue,
     /// The cluster's Redis, when configured (readiness checks it).
     pub redis: Option<crate::cluster::Redis>,
     pub metrics: Arc<Metrics>,
@@ -192,6 +199,31 @@ pub fn server(
                     "/admin/outbox/{id}/retry",
                     web::post().to(admin_outbox::retry),
                 )
+                // Deliveries before `{id}`: the first matching route wins.
+                .route(
+                    "/admin/webhooks/deliveries",
+                    web::get().to(admin_webhooks::list_deliveries),
+                )
+                .route(
+                    "/admin/webhooks/deliveries/{id}",
+                    web::get().to(admin_webhooks::view_delivery),
+                )
+                .route(
+                    "/admin/webhooks/deliveries/{id}/retry",
+                    web::post().to(admin_webhooks::retry_delivery),
+                )
+                .route("/admin/webhooks", web::get().to(admin_webhooks::list))
+                .route("/admin/webhooks", web::post().to(admin_webhooks::create))
+                .route("/admin/webhooks/{id}", web::get().to(admin_webhooks::view))
+                .route(
+                    "/admin/webhooks/{id}",
+                    web::patch().to(admin_webhooks::update),
+                )
+                .route(
+                    "/admin/webhooks/{id}",
+                    web::delete().to(admin_webhooks::delete),
+                )
+                .route("/hooks/{name}", web::post().to(hooks::receive))
                 .route("/admin/campaigns", web::post().to(admin_campaigns::create))
                 .route(
                     "/admin/campaigns/{id}",

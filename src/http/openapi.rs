@@ -4,8 +4,8 @@ use actix_web::{web, HttpResponse};
 use utoipa::OpenApi;
 
 use super::{
-    admin, admin_campaigns, admin_outbox, auth, batch, health, newsletter, realtime, records,
-    AppState,
+    admin, admin_campaigns, admin_outbox, admin_webhooks, auth, batch, health, hooks, newsletter,
+    realtime, records, AppState,
 };
 
 #[derive(OpenApi)]
@@ -29,6 +29,9 @@ use super::{
         admin_outbox::list, admin_outbox::retry,
         admin_campaigns::create, admin_campaigns::show, admin_campaigns::send,
         realtime::connect, realtime::set_subscriptions,
+        admin_webhooks::create, admin_webhooks::list, admin_webhooks::view, admin_webhooks::update,
+        admin_webhooks::delete, admin_webhooks::list_deliveries, admin_webhooks::view_delivery,
+        admin_webhooks::retry_delivery, hooks::receive,
     ),
     components(schemas(
         crate::error::ErrorBody, health::ApiHealth, auth::PasswordLogin, auth::EmailRequest,
@@ -42,6 +45,11 @@ use super::{
         crate::mail::outbox::OutboxPage, crate::mail::outbox::OutboxEntry,
         admin_campaigns::CampaignRequest, crate::mail::campaigns::Campaign,
         crate::mail::outbox::DeliveryCounts, realtime::SetSubscriptions,
+        crate::mail::outbox::DeliveryCounts,
+        admin_webhooks::EndpointRequest, admin_webhooks::EndpointPatch,
+        crate::webhooks::endpoints::EndpointView, crate::webhooks::deliveries::DeliveryView,
+        crate::webhooks::deliveries::DeliveryPage, crate::webhooks::deliveries::AttemptView,
+        hooks::HookReceipt,
     )),
     tags(
         (name = "auth", description = "PocketBase-compatible auth collections, plus revocable sessions"),
@@ -53,6 +61,7 @@ use super::{
         (name = "operations", description = "Liveness, readiness, metrics and this document"),
         (name = "newsletter", description = "Public newsletter subscription with double opt-in and one-click unsubscribe"),
         (name = "mail", description = "The mail outbox and newsletter campaigns (superusers only)"),
+        (name = "webhooks", description = "Signed outbound webhooks (endpoints and deliveries, superusers only) and signed inbound hooks"),
     )
 )]
 struct ApiDoc;

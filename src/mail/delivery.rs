@@ -12,20 +12,7 @@ use super::message;
 use super::outbox::OutboxMail;
 use super::transport::MailTransport;
 use crate::actors::database::{Db, DbError};
-use crate::queue::{now_millis, Claim, Outcome, Queue, Status};
-
-/// What a round did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RoundReport {
-    pub claimed: usize,
-    pub sent: usize,
-    pub retrying: usize,
-    pub failed: usize,
-    /// Claimed but handed back unsent because the mailer is stopping.
-    pub released: usize,
-    /// Claims lost to another sender after a lease expired.
-    pub lost: usize,
-}
+use crate::queue::{now_millis, Claim, Outcome, Queue, RoundReport, Status};
 
 /// Delivers outbox mail: the transport, the sender address and the queue's settings.
 pub struct Courier {

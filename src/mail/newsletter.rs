@@ -13,6 +13,7 @@ use crate::actors::database::DbError;
 use crate::config::NewsletterSettings;
 use crate::domain::email::Email;
 use crate::queue::to_millis;
+use crate::webhooks::{self, Event};
 
 /// Why a newsletter request failed.
 #[derive(Debug, thiserror::Error)]
@@ -188,6 +189,11 @@ pub async fn confirm<C: ConnectionTrait>(
     token: &str,
     now: i64,
 ) -> Result<(), NewsletterError> {
+    // Who the link belongs to, for the newsletter.subscribed event.
+    let subscriber = entity::Entity::find()
+        .filter(entity::Column::ConfirmTokenHash.eq(token_hash(token)))
+        .one(conn)
+        .await?;
     // One conditional update: the link is used up by whichever request changes the row.
     let confirmed = entity::Entity::update_many()
         .col_expr(entity::Column::Status, Expr::value(state::CONFIRMED))
@@ -207,6 +213,13 @@ pub async fn confirm<C: ConnectionTrait>(
         .exec(conn)
         .await?;
     if confirmed.rows_affected == 1 {
+        if let Some(subscriber) = subscriber {
+            webhooks::emit(
+                conn,
+                &Event::newsletter_subscribed(&subscriber.email, subscriber.name.as_deref()),
+            )
+            .await?;
+        }
         Ok(())
     } else {
         Err(NewsletterError::InvalidToken)

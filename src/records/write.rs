@@ -24,6 +24,7 @@ use crate::domain::filter::candidate_row;
 use crate::domain::ids::{new_record_id, now, random_alphanumeric};
 use crate::domain::password::Password;
 use crate::realtime::{Action, RecordEvent};
+use crate::webhooks::{self, Event, EventKind};
 
 /// A password to hash and store, from a create or update of an auth record.
 struct NewPassword(Password);
@@ -383,6 +384,7 @@ pub async fn create(
         record.set("password", hash(env, password).await?);
     }
     insert(txn, &record, MESSAGE).await?;
+    webhooks::emit(txn, &Event::for_record(EventKind::RecordCreated, &record)).await?;
     Ok(record)
 }
 
@@ -462,6 +464,7 @@ pub async fn update(
         }
         other => other?,
     }
+    webhooks::emit(txn, &Event::for_record(EventKind::RecordUpdated, &record)).await?;
     if password_changed {
         // A new password ends every other session of the account.
         let keep = requester
@@ -574,6 +577,7 @@ fn remove<'a>(
             .to_owned();
         txn.execute(txn.get_database_backend().build(&delete))
             .await?;
+        webhooks::emit(txn, &Event::for_record(EventKind::RecordDeleted, record)).await?;
         if collection.is_auth() {
             let revoked = sessions::revoke_all(txn, &collection.id, record.id(), None).await?;
             env.sessions.forget(&revoked);

@@ -24,3 +24,4 @@ mod records;
 mod static_files;
 mod supervision;
 mod tls;
+mod webhooks;

@@ -12,3 +12,7 @@ mod serve;
 #[path = "../api/support/smtp_sink.rs"]
 mod smtp_sink;
 mod support;
+#[allow(dead_code)]
+#[path = "../api/support/webhook_receiver.rs"]
+mod webhook_receiver;
+mod webhooks;

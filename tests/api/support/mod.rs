@@ -11,6 +11,7 @@ pub mod raw_http;
 pub mod smtp_sink;
 pub mod tcp_proxy;
 pub mod upstream;
+pub mod webhook_receiver;
 
 use std::io::Write;
 use std::net::SocketAddr;
