@@ -7,11 +7,13 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use base64::Engine;
 use serde_json::{json, Value};
 
 use crate::mail::{deliver_to, subscribe};
 use crate::smtp_sink::{Received, SmtpSink};
 use crate::support::{free_port, gatehouse, run, stderr, Server};
+use crate::webhook_receiver::Receiver;
 
 const SECRET: &str = "cluster-test-secret-0123456789abcdefghijklmnopqrstuvwxyz";
 
@@ -831,4 +833,86 @@ async fn cache_invalidation_crosses_instances() {
         .and_then(|value| value.parse::<f64>().ok())
         .unwrap_or(0.0);
     assert!(received >= 2.0, "{received}");
+}
+
+/// Two instances share PostgreSQL and a webhook endpoint declared in their config:
+/// accounts registered on either give one delivery each, sent once between them.
+#[actix_web::test]
+async fn webhook_deliveries_are_sent_once_with_two_instances_draining() {
+    let Some(env) = cluster_env("webhook_deliveries_are_sent_once_with_two_instances_draining")
+    else {
+        return;
+    };
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hooks.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[webhooks]
+allow = ["127.0.0.1"]
+poll_interval = "200ms"
+batch_size = 2
+
+[[webhooks.endpoints]]
+name = "receiver"
+url = "{}"
+events = ["user.registered"]
+secret = "whsec_{}"
+"#,
+            receiver.url("/hooks"),
+            base64::engine::general_purpose::STANDARD.encode([7u8; 32])
+        ),
+    )
+    .unwrap();
+    let mut instances = Vec::new();
+    for _ in 0..2 {
+        let mut command = instance(dir.path(), &env, &env.redis);
+        command
+            .env(
+                "GATEHOUSE__AUTH__RATE_LIMITS__REGISTER_PER_IP__REQUESTS",
+                "0",
+            )
+            .arg("--config")
+            .arg(&config);
+        instances.push(Server::start(command).await);
+    }
+    let emails: Vec<String> = (0..40).map(|i| format!("user{i}@example.com")).collect();
+    let registrations = emails.iter().enumerate().map(|(i, email)| {
+        let body =
+            json!({"email": email, "password": "password-123", "passwordConfirm": "password-123"});
+        let server = &instances[i % 2];
+        async move {
+            post(server, "/api/collections/users/records", None, &body)
+                .await
+                .status()
+        }
+    });
+    for status in futures_util::future::join_all(registrations).await {
+        assert_eq!(status, 200);
+    }
+
+    receiver
+        .wait_for(emails.len(), Duration::from_secs(30))
+        .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let hits = receiver.hits();
+    let mut ids: Vec<&str> = hits.iter().map(|hit| hit.header("webhook-id")).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut delivered: Vec<String> = hits
+        .iter()
+        .map(|hit| {
+            hit.json()["data"]["record"]["email"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    delivered.sort();
+    let mut expected = emails.clone();
+    expected.sort();
+    assert_eq!(delivered, expected, "each registration delivered once");
+    assert_eq!(ids.len(), emails.len(), "one webhook-id per event");
 }
