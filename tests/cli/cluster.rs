@@ -879,18 +879,18 @@ secret = "whsec_{}"
         instances.push(Server::start(command).await);
     }
     let emails: Vec<String> = (0..40).map(|i| format!("user{i}@example.com")).collect();
-    let registrations = emails.iter().enumerate().map(|(i, email)| {
+    for (i, email) in emails.iter().enumerate() {
         let body =
             json!({"email": email, "password": "password-123", "passwordConfirm": "password-123"});
-        let server = &instances[i % 2];
-        async move {
-            post(server, "/api/collections/users/records", None, &body)
-                .await
-                .status()
-        }
-    });
-    for status in futures_util::future::join_all(registrations).await {
-        assert_eq!(status, 200);
+        let response = post(
+            &instances[i % 2],
+            "/api/collections/users/records",
+            None,
+            &body,
+        )
+        .await;
+        let status = response.status();
+        assert_eq!(status, 200, "{}", response.text().await.unwrap());
     }
 
     receiver
