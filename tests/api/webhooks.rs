@@ -293,8 +293,10 @@ async fn a_receiver_that_is_down_gets_the_delivery_once_it_is_up(backend: Backen
     let hits = receiver.hits();
     assert_eq!(hits.len(), 1, "delivered once");
     assert_eq!(hits[0].header("webhook-id"), id);
+    // `attempts` counts claims, so the second may have been in flight when the receiver
+    // came up: at least one refused attempt, then the delivery.
     let log = sent["attemptLog"].as_array().unwrap();
-    assert!(log.len() >= 3, "{sent}");
+    assert!(log.len() >= 2, "{sent}");
     assert!(log[0]["statusCode"].is_null());
     assert!(log[0]["error"].as_str().unwrap().len() > 1);
     assert_eq!(log.last().unwrap()["statusCode"], 200);
