@@ -36,7 +36,7 @@ use crate::http::{self, openapi, AppState, TlsListener};
 use crate::mail::delivery::Courier;
 use crate::mail::transport::MailTransport;
 use crate::mail::{outbox, MailContext, MailTemplates};
-use crate::queue::RetryPolicy;
+use crate::queue::{RetryPolicy, Worker};
 use crate::realtime::Hub;
 use crate::records::RecordsEnv;
 use crate::routing::{RouteAction, RouteTable};
@@ -327,17 +327,18 @@ impl Application {
             max_delay: mail_settings.retry.max_delay,
         });
         let courier = Arc::new(Courier {
-            db: db.clone(),
+            worker: Worker::new(
+                db.clone(),
+                outbox_queue.clone(),
+                mail_settings.batch_size,
+                mail_settings.concurrency,
+                mail_settings.lease,
+            ),
             transport,
-            queue: outbox_queue.clone(),
             from: mail_settings
                 .from
                 .parse()
                 .map_err(|err| StartError::Mail(format!("mail.from: {err}")))?,
-            batch_size: mail_settings.batch_size,
-            concurrency: mail_settings.concurrency,
-            lease: mail_settings.lease,
-            stopping: Default::default(),
         });
         // The mailer is I/O-bound: one actor on its own thread is enough; its sends run
         // concurrently (mail.concurrency) and other instances share the outbox safely.
@@ -382,18 +383,19 @@ impl Application {
         )
         .map_err(|err| StartError::Webhooks(err.to_string()))?;
         let webhook_sender = Arc::new(WebhookSender {
-            db: db.clone(),
-            queue: webhook_queue.clone(),
+            worker: Worker::new(
+                db.clone(),
+                webhook_queue.clone(),
+                hook_settings.batch_size,
+                hook_settings.concurrency,
+                hook_settings.lease,
+            ),
             client,
             policy,
-            batch_size: hook_settings.batch_size,
-            concurrency: hook_settings.concurrency,
-            lease: hook_settings.lease,
             disable_after: hook_settings.disable_after,
             max_retry_after: hook_settings.max_retry_after,
             excerpt_bytes: hook_settings.response_excerpt_bytes,
             metrics: metrics.clone(),
-            stopping: Default::default(),
         });
         // Like the mailer: one I/O-bound actor on its own thread, posting concurrently.
         let webhooks_arbiter = Arbiter::new();

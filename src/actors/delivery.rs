@@ -12,7 +12,7 @@
 //! On shutdown ([`DeliveryHandle::drain`]) no new round starts, items claimed but not
 //! started are handed back, and the deliveries in progress finish.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use futures_util::future::{AbortHandle, Abortable, BoxFuture};
@@ -25,7 +25,7 @@ use tokio::sync::oneshot;
 
 use super::database::DbError;
 use super::supervisor::{contain, Crashed};
-use crate::queue::{now_millis, RoundReport};
+use crate::queue::{now_millis, RoundReport, Worker};
 use crate::telemetry::Metrics;
 
 /// One kind of queued work: how a round claims and delivers, and when the next is due.
@@ -36,14 +36,8 @@ pub trait DeliveryRounds: Send + Sync + 'static {
     /// Claims one batch of due items and delivers it.
     fn deliver_due(self: Arc<Self>) -> BoxFuture<'static, Result<RoundReport, DbError>>;
 
-    /// When the earliest pending item is due, if any is pending.
-    fn next_due(self: Arc<Self>) -> BoxFuture<'static, Result<Option<i64>, DbError>>;
-
-    /// Items claimed per round (a full batch starts the next round at once).
-    fn batch_size(&self) -> u32;
-
-    /// Set when the instance shuts down: items not yet started are handed back.
-    fn stopping(&self) -> &AtomicBool;
+    /// The queue's worker: batch size, stop flag, when the next item is due.
+    fn worker(&self) -> &Worker;
 }
 
 pub struct DeliveryActor<R: DeliveryRounds> {
@@ -80,7 +74,7 @@ impl<R: DeliveryRounds> DeliveryActor<R> {
     fn draining(&self) -> bool {
         self.courier
             .as_ref()
-            .is_none_or(|courier| courier.stopping().load(Ordering::SeqCst))
+            .is_none_or(|courier| courier.worker().is_stopping())
     }
 }
 
@@ -135,7 +129,7 @@ impl<R: DeliveryRounds> Handler<Wake> for DeliveryActor<R> {
         Box::pin(async move {
             let round = async {
                 let report = courier.clone().deliver_due().await?;
-                let next_due = courier.clone().next_due().await?;
+                let next_due = courier.worker().next_due().await?;
                 Ok::<_, DbError>((report, next_due))
             };
             let Ok(outcome) =
@@ -150,7 +144,7 @@ impl<R: DeliveryRounds> Handler<Wake> for DeliveryActor<R> {
                         tracing::debug!(actor = R::NAME, ?report, "delivery round finished");
                     }
                     RoundFinished {
-                        full_batch: report.claimed >= courier.batch_size() as usize,
+                        full_batch: report.claimed >= courier.worker().batch_size as usize,
                         next_due,
                         report,
                     }
@@ -211,7 +205,7 @@ impl<R: DeliveryRounds> Handler<Drain> for DeliveryActor<R> {
 
     fn handle(&mut self, _: Drain, _: &mut Context<Self>) -> Self::Result {
         if let Some(courier) = &self.courier {
-            courier.stopping().store(true, Ordering::SeqCst);
+            courier.worker().stopping.store(true, Ordering::SeqCst);
         }
         if !self.round_running {
             self.courier = None;

@@ -1,6 +1,5 @@
 //! The mailer: the delivery actor ([`super::delivery`]) working through the outbox.
 
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
@@ -9,7 +8,7 @@ use futures_util::FutureExt;
 use super::database::DbError;
 use super::delivery::{DeliveryActor, DeliveryHandle, DeliveryRounds};
 use crate::mail::delivery::Courier;
-use crate::queue::RoundReport;
+use crate::queue::{RoundReport, Worker};
 
 impl DeliveryRounds for Courier {
     const NAME: &'static str = "mailer";
@@ -18,16 +17,8 @@ impl DeliveryRounds for Courier {
         async move { Courier::deliver_due(&self).await }.boxed()
     }
 
-    fn next_due(self: Arc<Self>) -> BoxFuture<'static, Result<Option<i64>, DbError>> {
-        async move { Courier::next_due(&self).await }.boxed()
-    }
-
-    fn batch_size(&self) -> u32 {
-        self.batch_size
-    }
-
-    fn stopping(&self) -> &AtomicBool {
-        &self.stopping
+    fn worker(&self) -> &Worker {
+        &self.worker
     }
 }
 

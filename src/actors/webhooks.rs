@@ -1,7 +1,6 @@
 //! The webhook actor: the delivery actor ([`super::delivery`]) working through the
 //! webhook deliveries.
 
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use actix::{Context, Handler, Message, ResponseFuture};
@@ -11,7 +10,7 @@ use serde_json::{Map, Value};
 
 use super::database::{DatabaseActor, DbError, TxJob, TxMode};
 use super::delivery::{DeliveryActor, DeliveryHandle, DeliveryRounds};
-use crate::queue::RoundReport;
+use crate::queue::{RoundReport, Worker};
 use crate::records::RecordError;
 use crate::webhooks::inbound::{self, Stored};
 use crate::webhooks::sender::WebhookSender;
@@ -23,16 +22,8 @@ impl DeliveryRounds for WebhookSender {
         async move { WebhookSender::deliver_due(&self).await }.boxed()
     }
 
-    fn next_due(self: Arc<Self>) -> BoxFuture<'static, Result<Option<i64>, DbError>> {
-        async move { WebhookSender::next_due(&self).await }.boxed()
-    }
-
-    fn batch_size(&self) -> u32 {
-        self.batch_size
-    }
-
-    fn stopping(&self) -> &AtomicBool {
-        &self.stopping
+    fn worker(&self) -> &Worker {
+        &self.worker
     }
 }
 

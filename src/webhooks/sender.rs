@@ -2,11 +2,9 @@
 //! log each attempt and record its outcome. The webhook actor runs rounds; this is the
 //! work itself.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::StatusCode;
 
@@ -14,19 +12,15 @@ use super::deliveries::{self, AttemptRecord, Delivery};
 use super::endpoints::{self, Endpoint};
 use super::signing;
 use super::ssrf::{AddressPolicy, GuardedResolver, Refused};
-use crate::actors::database::{Db, DbError};
-use crate::queue::{now_millis, to_millis, Claim, Outcome, Queue, RoundReport, Status};
+use crate::actors::database::DbError;
+use crate::queue::{now_millis, to_millis, Claim, Outcome, RoundReport, Status, Worker};
 use crate::telemetry::Metrics;
 
 /// Delivers webhook deliveries: the HTTP client, the SSRF policy and the queue's settings.
 pub struct WebhookSender {
-    pub db: Db,
-    pub queue: Queue,
+    pub worker: Worker,
     pub client: reqwest::Client,
     pub policy: Arc<AddressPolicy>,
-    pub batch_size: u32,
-    pub concurrency: usize,
-    pub lease: Duration,
     /// An endpoint whose deliveries all failed for this long is disabled.
     pub disable_after: Duration,
     /// The longest `Retry-After` honoured.
@@ -34,8 +28,6 @@ pub struct WebhookSender {
     /// How much of an answer's body the attempt log keeps.
     pub excerpt_bytes: usize,
     pub metrics: Arc<Metrics>,
-    /// Set when the instance shuts down: deliveries not yet started are handed back.
-    pub stopping: AtomicBool,
 }
 
 /// The pooled client webhooks are posted with: no redirects followed, no proxy from the
@@ -79,68 +71,25 @@ impl Attempt {
 
 impl WebhookSender {
     /// Claims one batch of due deliveries and delivers it.
-    pub async fn deliver_due(self: &Arc<Self>) -> Result<RoundReport, DbError> {
-        if self.stopping.load(Ordering::SeqCst) {
-            return Ok(RoundReport::default());
-        }
-        let (claim, due) = {
-            let queue = self.queue.clone();
-            let (limit, lease) = (self.batch_size, self.lease);
-            self.db
-                .transact::<_, DbError, _>(move |txn| {
-                    Box::pin(async move {
-                        Ok(queue
-                            .claim::<Delivery, _>(txn, limit, lease, now_millis())
-                            .await?)
-                    })
-                })
-                .await?
-        };
-        let mut report = RoundReport {
-            claimed: due.len(),
-            ..RoundReport::default()
-        };
-        let claim = Arc::new(claim);
-        let mut outcomes = futures_util::stream::iter(due)
-            .map(|delivery| {
-                let sender = self.clone();
-                let claim = claim.clone();
-                async move { sender.deliver_one(&claim, delivery).await }
-            })
-            .buffer_unordered(self.concurrency);
-        while let Some(result) = outcomes.next().await {
-            match result? {
-                Some(Status::Sent) => report.sent += 1,
-                Some(Status::Pending) => report.retrying += 1,
-                Some(Status::Sending) => report.released += 1,
-                Some(_) => report.failed += 1,
-                None => report.lost += 1,
-            }
-        }
-        Ok(report)
+    pub async fn deliver_due(&self) -> Result<RoundReport, DbError> {
+        self.worker
+            .round(
+                |claim, delivery: Delivery| async move { self.deliver_one(&claim, delivery).await },
+            )
+            .await
     }
 
-    /// Delivers one claimed row; answers its new status (`Sending` when handed back
-    /// because the instance is stopping), or `None` when the claim was lost meanwhile.
+    /// Delivers one claimed row; answers its new status, or `None` when the claim was
+    /// lost meanwhile.
     async fn deliver_one(
         &self,
         claim: &Claim,
         delivery: Delivery,
     ) -> Result<Option<Status>, DbError> {
-        let (queue, claim) = (self.queue.clone(), claim.clone());
-        if self.stopping.load(Ordering::SeqCst) {
-            return self
-                .db
-                .transact::<_, DbError, _>(move |txn| {
-                    Box::pin(async move {
-                        queue.release(txn, &claim, &delivery, now_millis()).await?;
-                        Ok(Some(Status::Sending))
-                    })
-                })
-                .await;
-        }
+        let (queue, claim) = (self.worker.queue.clone(), claim.clone());
         let endpoint_id = delivery.endpoint_id.clone();
         let endpoint = self
+            .worker
             .db
             .read::<_, DbError, _>(move |txn| {
                 Box::pin(async move { Ok(endpoints::find(txn, &endpoint_id).await?) })
@@ -187,6 +136,7 @@ impl WebhookSender {
         let (outcome, not_before) = (attempt.outcome, attempt.not_before);
         let endpoint_known = endpoint.is_some_and(|endpoint| endpoint.enabled);
         let recorded = self
+            .worker
             .db
             .transact::<_, DbError, _>(move |txn| {
                 Box::pin(async move {
@@ -304,16 +254,6 @@ impl WebhookSender {
             excerpt,
             not_before,
         }
-    }
-
-    /// When the earliest pending delivery is due, if any is pending.
-    pub async fn next_due(&self) -> Result<Option<i64>, DbError> {
-        let queue = self.queue.clone();
-        self.db
-            .read::<_, DbError, _>(move |txn| {
-                Box::pin(async move { Ok(queue.next_due(txn).await?) })
-            })
-            .await
     }
 }
 
