@@ -18,7 +18,10 @@
 use std::time::Duration;
 
 use rand::Rng;
-use sea_orm::{ConnectionTrait, DbBackend, DbErr, FromQueryResult, Statement};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, FromQueryResult, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, Select, Statement,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -394,6 +397,51 @@ fn sql(backend: DbBackend, statement: &str) -> String {
     match backend {
         DbBackend::Postgres => statement.to_string(),
         _ => statement.replace('$', "?"),
+    }
+}
+
+/// Which page of a queue table an administrator asked for: newest first, optionally only
+/// rows in one state; `page` counts from 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listing {
+    pub status: Option<Status>,
+    pub page: u64,
+    pub per_page: u64,
+}
+
+impl Listing {
+    /// The total count of rows `query` selects, and the rows of the requested page,
+    /// newest first (`created`, then `id`, descending).
+    pub async fn fetch<E, C>(
+        &self,
+        conn: &C,
+        mut query: Select<E>,
+        status: E::Column,
+        created: E::Column,
+        id: E::Column,
+    ) -> Result<(u64, Vec<E::Model>), DbErr>
+    where
+        E: EntityTrait,
+        E::Model: Sync,
+        C: ConnectionTrait,
+    {
+        if let Some(wanted) = self.status {
+            query = query.filter(status.eq(wanted.as_str()));
+        }
+        let total = query.clone().count(conn).await?;
+        let rows = query
+            .order_by_desc(created)
+            .order_by_desc(id)
+            .offset((self.page - 1).saturating_mul(self.per_page))
+            .limit(self.per_page)
+            .all(conn)
+            .await?;
+        Ok((total, rows))
+    }
+
+    /// Pages needed for `total` rows.
+    pub fn total_pages(&self, total: u64) -> u64 {
+        total.div_ceil(self.per_page)
     }
 }
 

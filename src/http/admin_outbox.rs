@@ -10,10 +10,7 @@ use crate::error::ApiError;
 use crate::http::auth::RequireSuperuser;
 use crate::http::AppState;
 use crate::mail::outbox::{self, OutboxEntry, OutboxPage};
-use crate::queue::{now_millis, RetryRequest, Status};
-
-/// Largest page the list answers.
-const MAX_PER_PAGE: u64 = 500;
+use crate::queue::{now_millis, RetryRequest};
 
 /// Which outbox page to list.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -42,41 +39,16 @@ pub async fn list(
     _: RequireSuperuser,
     query: web::Query<OutboxQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let query = query.into_inner();
-    let mut error = ApiError::validation("Invalid outbox query.");
-    let status = match query.status.as_deref().filter(|s| !s.is_empty()) {
-        None => None,
-        Some(text) => match Status::parse(text) {
-            Some(status) => Some(status),
-            None => {
-                error = error.with_field(
-                    "status",
-                    "validation_invalid_value",
-                    "Must be one of pending, sending, sent, failed, cancelled.",
-                );
-                None
-            }
-        },
-    };
-    let page = query.page.unwrap_or(1);
-    if page == 0 {
-        error = error.with_field("page", "validation_min_number", "Must be at least 1.");
-    }
-    let per_page = query.per_page.unwrap_or(30);
-    if !(1..=MAX_PER_PAGE).contains(&per_page) {
-        error = error.with_field(
-            "perPage",
-            "validation_out_of_range",
-            &format!("Must be between 1 and {MAX_PER_PAGE}."),
-        );
-    }
-    if !error.data.is_empty() {
-        return Err(error);
-    }
+    let listing = super::queue_listing(
+        "Invalid outbox query.",
+        query.status.as_deref(),
+        query.page,
+        query.per_page,
+    )?;
     let page = state
         .db
         .transact::<_, DbError, _>(move |txn| {
-            Box::pin(async move { Ok(outbox::list(txn, status, page, per_page).await?) })
+            Box::pin(async move { Ok(outbox::list(txn, listing).await?) })
         })
         .await
         .map_err(|err| super::database_error(&err))?;

@@ -45,7 +45,7 @@ use crate::collections::Registry;
 use crate::config::Settings;
 use crate::error::{json_error, query_error, ApiError};
 use crate::mail::MailContext;
-use crate::queue::Queue;
+use crate::queue::{Listing, Queue, Status};
 use crate::routing::{request_host, RouteAction, RouteTable};
 use crate::telemetry::Metrics;
 use edge::EdgePolicy;
@@ -343,6 +343,48 @@ fn internal(err: &dyn std::error::Error) -> ApiError {
 }
 
 /// Database trouble: 503 when the database actor is gone (shutting down), else 500.
+/// Largest page the queue listings (outbox, webhook deliveries) answer.
+const MAX_QUEUE_PAGE: u64 = 500;
+
+/// Checks the `status`, `page` and `perPage` of a queue listing; every bad one is named
+/// in the error's `data`.
+fn queue_listing(
+    message: &str,
+    status: Option<&str>,
+    page: Option<u64>,
+    per_page: Option<u64>,
+) -> Result<Listing, ApiError> {
+    let mut error = ApiError::validation(message);
+    let parsed = status.filter(|s| !s.is_empty()).map(Status::parse);
+    if parsed == Some(None) {
+        error = error.with_field(
+            "status",
+            "validation_invalid_value",
+            "Must be one of pending, sending, sent, failed, cancelled.",
+        );
+    }
+    let page = page.unwrap_or(1);
+    if page == 0 {
+        error = error.with_field("page", "validation_min_number", "Must be at least 1.");
+    }
+    let per_page = per_page.unwrap_or(30);
+    if !(1..=MAX_QUEUE_PAGE).contains(&per_page) {
+        error = error.with_field(
+            "perPage",
+            "validation_out_of_range",
+            &format!("Must be between 1 and {MAX_QUEUE_PAGE}."),
+        );
+    }
+    if !error.data.is_empty() {
+        return Err(error);
+    }
+    Ok(Listing {
+        status: parsed.flatten(),
+        page,
+        per_page,
+    })
+}
+
 fn database_error(err: &DbError) -> ApiError {
     match err {
         DbError::ActorGone | DbError::NotReady(_) => {

@@ -2,14 +2,14 @@
 //! that causes them and delivered by the mailer actor through the shared [`Queue`].
 
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect,
+    Set,
 };
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::templates::{MailKind, RenderedMail};
-use crate::queue::{now_millis, Queue, QueueRow, RetryPolicy, Status};
+use crate::queue::{now_millis, Listing, Queue, QueueRow, RetryPolicy, Status};
 
 /// The outbox table's name, as the queue knows it.
 pub const TABLE: &str = "outbox";
@@ -224,31 +224,23 @@ pub struct OutboxPage {
     pub items: Vec<OutboxEntry>,
 }
 
-/// Lists the outbox, optionally only rows in `status`; `page` counts from 1.
-pub async fn list<C: ConnectionTrait>(
-    conn: &C,
-    status: Option<Status>,
-    page: u64,
-    per_page: u64,
-) -> Result<OutboxPage, DbErr> {
-    let mut query = entity::Entity::find();
-    if let Some(status) = status {
-        query = query.filter(entity::Column::Status.eq(status.as_str()));
-    }
-    let total_items = query.clone().count(conn).await?;
-    let items = query
-        .order_by_desc(entity::Column::CreatedAt)
-        .order_by_desc(entity::Column::Id)
-        .offset((page - 1).saturating_mul(per_page))
-        .limit(per_page)
-        .all(conn)
+/// Lists one page of the outbox.
+pub async fn list<C: ConnectionTrait>(conn: &C, listing: Listing) -> Result<OutboxPage, DbErr> {
+    let (total_items, rows) = listing
+        .fetch(
+            conn,
+            entity::Entity::find(),
+            entity::Column::Status,
+            entity::Column::CreatedAt,
+            entity::Column::Id,
+        )
         .await?;
     Ok(OutboxPage {
-        page,
-        per_page,
+        page: listing.page,
+        per_page: listing.per_page,
         total_items,
-        total_pages: total_items.div_ceil(per_page),
-        items: items.into_iter().map(OutboxEntry::from).collect(),
+        total_pages: listing.total_pages(total_items),
+        items: rows.into_iter().map(OutboxEntry::from).collect(),
     })
 }
 

@@ -2,8 +2,8 @@
 //! durable queue ([`crate::queue`]), and a log row per attempt.
 
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    Set,
 };
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use super::endpoints::Endpoint;
 use super::Event;
 use crate::mail::outbox::rfc3339;
-use crate::queue::{now_millis, Queue, QueueRow, RetryPolicy, Status};
+use crate::queue::{now_millis, Listing, Queue, QueueRow, RetryPolicy, Status};
 
 /// The deliveries table's name, as the queue knows it.
 pub const TABLE: &str = "webhook_deliveries";
@@ -221,35 +221,31 @@ pub struct DeliveryPage {
     pub items: Vec<DeliveryView>,
 }
 
-/// Lists deliveries, optionally of one endpoint and in one state; `page` counts from 1.
+/// Lists one page of deliveries, optionally only those to one endpoint.
 pub async fn list<C: ConnectionTrait>(
     conn: &C,
     endpoint_id: Option<String>,
-    status: Option<Status>,
-    page: u64,
-    per_page: u64,
+    listing: Listing,
 ) -> Result<DeliveryPage, DbErr> {
     let mut query = entity::Entity::find();
     if let Some(endpoint_id) = endpoint_id {
         query = query.filter(entity::Column::EndpointId.eq(endpoint_id));
     }
-    if let Some(status) = status {
-        query = query.filter(entity::Column::Status.eq(status.as_str()));
-    }
-    let total_items = query.clone().count(conn).await?;
-    let items = query
-        .order_by_desc(entity::Column::CreatedAt)
-        .order_by_desc(entity::Column::Id)
-        .offset((page - 1).saturating_mul(per_page))
-        .limit(per_page)
-        .all(conn)
+    let (total_items, rows) = listing
+        .fetch(
+            conn,
+            query,
+            entity::Column::Status,
+            entity::Column::CreatedAt,
+            entity::Column::Id,
+        )
         .await?;
     Ok(DeliveryPage {
-        page,
-        per_page,
+        page: listing.page,
+        per_page: listing.per_page,
         total_items,
-        total_pages: total_items.div_ceil(per_page),
-        items: items.into_iter().map(DeliveryView::from).collect(),
+        total_pages: listing.total_pages(total_items),
+        items: rows.into_iter().map(DeliveryView::from).collect(),
     })
 }
 
