@@ -83,6 +83,20 @@ impl Courier {
                 })
                 .await;
         }
+        // The mail may have waited in the batch behind slow sends: if it was withdrawn
+        // meanwhile (its recipient unsubscribed), it is not sent.
+        let still_held = {
+            let (queue, claim, id) = (self.queue.clone(), claim.clone(), mail.id.clone());
+            self.db
+                .read::<_, DbError, _>(move |txn| {
+                    Box::pin(async move { Ok(queue.holds(txn, &claim, &id).await?) })
+                })
+                .await?
+        };
+        if !still_held {
+            tracing::info!(id = %mail.id, kind = %mail.kind, "mail withdrawn (or taken over) before it was sent");
+            return Ok(Delivered::Lost);
+        }
         let outcome = match message::build(&mail, &self.from) {
             Ok(message) => self.transport.send(message).await,
             Err(reason) => Outcome::Permanent(reason),
