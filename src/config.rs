@@ -666,6 +666,9 @@ pub struct SmtpSettings {
     pub host: String,
     pub port: u16,
     pub security: SmtpSecurity,
+    /// PEM file of CA certificates trusted for the server besides the built-in
+    /// (Mozilla) roots, e.g. a company CA; empty for the built-in roots only.
+    pub ca_file: PathBuf,
     pub username: String,
     pub password: Secret,
     #[serde(with = "humantime_serde")]
@@ -1219,6 +1222,10 @@ impl Settings {
             if mail.smtp.pool_size == 0 {
                 return Err(invalid("mail.smtp.pool_size", "must be at least 1"));
             }
+            if !mail.smtp.ca_file.as_os_str().is_empty() {
+                crate::mail::transport::trusted_certificates(&mail.smtp.ca_file)
+                    .map_err(|reason| invalid("mail.smtp.ca_file", &reason))?;
+            }
             // A claim must not expire while its batch is still being sent, or another
             // sender would take over mails that are about to be delivered.
             let concurrency = u32::try_from(mail.concurrency).unwrap_or(u32::MAX);
@@ -1438,6 +1445,47 @@ mod tests {
         settings.mail.transport = MailTransportKind::Smtp;
         settings.mail.lease = Duration::from_secs(1);
         assert!(settings.validate().unwrap_err().0.contains("mail.lease"));
+    }
+
+    #[test]
+    fn an_smtp_ca_file_must_hold_a_usable_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let check = |contents: Option<&str>| {
+            let path = dir.path().join("ca.pem");
+            match contents {
+                Some(contents) => std::fs::write(&path, contents).unwrap(),
+                None => {
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+            let mut settings = Settings::defaults();
+            settings.mail.transport = MailTransportKind::Smtp;
+            settings.mail.smtp.ca_file = path;
+            settings.validate().map_err(|err| err.0)
+        };
+        let missing = check(None).unwrap_err();
+        assert!(missing.contains("mail.smtp.ca_file"), "{missing}");
+        assert!(missing.contains("cannot read"), "{missing}");
+
+        let key_only = rcgen::KeyPair::generate().unwrap().serialize_pem();
+        let no_certificate = check(Some(&key_only)).unwrap_err();
+        assert!(
+            no_certificate.contains("no PEM certificate"),
+            "{no_certificate}"
+        );
+
+        let garbage = "-----BEGIN CERTIFICATE-----\naGVsbG8=\n-----END CERTIFICATE-----\n";
+        let unusable = check(Some(garbage)).unwrap_err();
+        assert!(
+            unusable.contains("not a usable CA certificate"),
+            "{unusable}"
+        );
+
+        let ca = rcgen::CertificateParams::new(Vec::<String>::new())
+            .unwrap()
+            .self_signed(&rcgen::KeyPair::generate().unwrap())
+            .unwrap();
+        check(Some(&ca.pem())).unwrap();
     }
 
     #[test]

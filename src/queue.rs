@@ -113,7 +113,8 @@ pub struct RoundReport {
     pub failed: usize,
     /// Claimed but handed back undelivered because the worker is stopping.
     pub released: usize,
-    /// Claims lost to another sender after a lease expired.
+    /// Claims that no longer held their row: it was withdrawn meanwhile, or another
+    /// sender took it over after the lease expired.
     pub lost: usize,
 }
 
@@ -298,6 +299,34 @@ impl Queue {
             ))
             .await?;
         Ok((result.rows_affected() == 1).then_some(status))
+    }
+
+    /// Whether `claim` still holds the row `id`: false once the row was withdrawn (e.g.
+    /// `cancelled`) or taken over by another worker after the lease expired. Checked
+    /// right before the work starts, so that a row claimed in a batch but withdrawn while
+    /// it waited for its turn is not worked on.
+    pub async fn holds<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        claim: &Claim,
+        id: &str,
+    ) -> Result<bool, DbErr> {
+        let backend = conn.get_database_backend();
+        let table = self.table;
+        let found = conn
+            .query_one(Statement::from_sql_and_values(
+                backend,
+                sql(
+                    backend,
+                    &format!(
+                        "SELECT id FROM {table} \
+                         WHERE id = $1 AND status = 'sending' AND claimed_by = $2"
+                    ),
+                ),
+                [id.into(), claim.token.clone().into()],
+            ))
+            .await?;
+        Ok(found.is_some())
     }
 
     /// Gives a claimed row back untouched (its attempt not counted), for a worker that

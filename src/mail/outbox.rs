@@ -252,9 +252,9 @@ pub async fn find<C: ConnectionTrait>(conn: &C, id: &str) -> Result<Option<Outbo
         .map(OutboxEntry::from))
 }
 
-/// Withdraws the not yet sent campaign mails to `recipient`, including one being sent
-/// right now: if its attempt fails it is not retried, and if it succeeds its sender
-/// finds the row withdrawn and leaves it so.
+/// Withdraws the not yet sent campaign mails to `recipient`, including claimed ones: a
+/// claimed mail not yet handed to the server is not sent, and of one being sent right
+/// now, a failed attempt is not retried and a successful one leaves the row withdrawn.
 pub(crate) async fn cancel_campaign_mail_to<C: ConnectionTrait>(
     conn: &C,
     recipient: &str,

@@ -1,7 +1,9 @@
 //! The two ways mail leaves Gatehouse: an SMTP server, or `.eml` files in a folder.
 
+use std::path::Path;
+
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::transport::smtp::PoolConfig;
 use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
@@ -29,7 +31,15 @@ impl MailTransport {
             MailTransportKind::Smtp => {
                 let smtp = &settings.smtp;
                 let tls = || {
-                    TlsParameters::new(smtp.host.clone())
+                    let mut parameters = TlsParameters::builder(smtp.host.clone());
+                    if !smtp.ca_file.as_os_str().is_empty() {
+                        parameters = parameters.add_root_certificate(
+                            trusted_certificates(&smtp.ca_file)
+                                .map_err(|reason| format!("mail.smtp.ca_file: {reason}"))?,
+                        );
+                    }
+                    parameters
+                        .build()
                         .map_err(|err| format!("mail.smtp: TLS setup failed: {err}"))
                 };
                 let tls = match smtp.security {
@@ -74,6 +84,30 @@ impl MailTransport {
             },
         }
     }
+}
+
+/// The CA certificates in the PEM file `path`, each checked to be usable as a trust
+/// anchor, so that a wrong file is a configuration error rather than failed deliveries.
+pub fn trusted_certificates(path: &Path) -> Result<Certificate, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+
+    let pem =
+        std::fs::read(path).map_err(|err| format!("cannot read {}: {err}", path.display()))?;
+    let mut anchors = rustls::RootCertStore::empty();
+    for der in CertificateDer::pem_slice_iter(&pem) {
+        let der = der.map_err(|err| format!("{}: bad PEM: {err}", path.display()))?;
+        anchors
+            .add(der)
+            .map_err(|err| format!("{}: not a usable CA certificate: {err}", path.display()))?;
+    }
+    if anchors.is_empty() {
+        return Err(format!(
+            "{}: no PEM certificate (-----BEGIN CERTIFICATE-----) in it",
+            path.display()
+        ));
+    }
+    Certificate::from_pem(&pem).map_err(|err| format!("{}: {err}", path.display()))
 }
 
 /// The error with its causes, which carry the useful part (e.g. "Connection refused").

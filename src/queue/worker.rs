@@ -52,7 +52,9 @@ impl Worker {
     }
 
     /// Claims one batch of due rows and runs `deliver` on each, `concurrency` at a time.
-    /// `deliver` does the work and records its outcome under the claim.
+    /// `deliver` does the work and records its outcome under the claim. A row is checked
+    /// to be still held right before its turn: one claimed in the batch but withdrawn
+    /// while it waited behind slow deliveries (a recipient unsubscribed) is skipped.
     pub async fn round<R, F, Fut>(&self, deliver: F) -> Result<RoundReport, DbError>
     where
         R: QueueRow + Sync + 'static,
@@ -86,6 +88,12 @@ impl Worker {
                     if self.is_stopping() {
                         self.release(&claim, row).await?;
                         Ok(Handled::Released)
+                    } else if !self.holds(&claim, row.id()).await? {
+                        tracing::info!(
+                            id = row.id(),
+                            "withdrawn, or taken over by another worker, before it was sent"
+                        );
+                        Ok(Handled::Delivered(None))
                     } else {
                         Ok::<_, DbError>(Handled::Delivered(deliver(claim, row).await?))
                     }
@@ -102,6 +110,16 @@ impl Worker {
             }
         }
         Ok(report)
+    }
+
+    /// Whether `claim` still holds the row `id`.
+    async fn holds(&self, claim: &Claim, id: &str) -> Result<bool, DbError> {
+        let (queue, claim, id) = (self.queue.clone(), claim.clone(), id.to_owned());
+        self.db
+            .read::<_, DbError, _>(move |txn| {
+                Box::pin(async move { Ok(queue.holds(txn, &claim, &id).await?) })
+            })
+            .await
     }
 
     /// Gives a claimed row back untouched, for a round that stops before starting it.

@@ -1,13 +1,16 @@
 //! Campaigns: fan-out to confirmed subscribers through the outbox, delivery counts,
 //! and idempotent sending with an `Idempotency-Key`.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use gatehouse::actors::database::DbError;
+use gatehouse::mail::{newsletter, outbox, MailKind};
 use reqwest::Method;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::{json, Value};
 
 use crate::on_both_backends;
-use crate::support::mail::{count, subscribe_confirmed};
+use crate::support::mail::{count, outbox_row, queue, subscribe_confirmed, wait_status};
 use crate::support::smtp_sink::SmtpSink;
 use crate::support::{spawn_app_with, use_smtp, Backend, TestApp};
 
@@ -17,6 +20,7 @@ on_both_backends!(
     a_campaign_reaches_every_confirmed_subscriber_once,
     sending_is_idempotent_per_key,
     queued_campaign_mail_is_withdrawn_when_the_recipient_unsubscribes,
+    a_claimed_campaign_mail_still_waiting_for_its_turn_is_withdrawn,
     bad_campaigns_get_clear_errors,
 );
 
@@ -190,6 +194,49 @@ async fn sending_is_idempotent_per_key(backend: Backend) {
     );
 }
 
+/// The outbox id of the campaign mail to `email`.
+async fn campaign_mail_to(app: &TestApp, email: &'static str) -> String {
+    app.db
+        .read::<_, DbError, _>(move |txn| {
+            Box::pin(async move {
+                Ok(outbox::entity::Entity::find()
+                    .filter(outbox::entity::Column::Kind.eq("campaign"))
+                    .filter(outbox::entity::Column::Recipient.eq(email))
+                    .one(txn)
+                    .await?
+                    .expect("a campaign mail to this recipient")
+                    .id)
+            })
+        })
+        .await
+        .unwrap()
+}
+
+/// Follows the unsubscribe link of `email` (its token read from the database).
+async fn unsubscribe(app: &TestApp, email: &'static str) {
+    let token = app
+        .db
+        .read::<_, DbError, _>(move |txn| {
+            Box::pin(async move {
+                Ok(newsletter::entity::Entity::find()
+                    .filter(newsletter::entity::Column::Email.eq(email))
+                    .one(txn)
+                    .await?
+                    .expect("a subscriber")
+                    .unsubscribe_token)
+            })
+        })
+        .await
+        .unwrap();
+    let response = app
+        .client
+        .post(app.url(&format!("/api/newsletter/unsubscribe?token={token}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
 async fn queued_campaign_mail_is_withdrawn_when_the_recipient_unsubscribes(backend: Backend) {
     let mut sink = SmtpSink::start().await;
     let Some(app) = spawn_app_with(backend, |s| {
@@ -204,47 +251,105 @@ async fn queued_campaign_mail_is_withdrawn_when_the_recipient_unsubscribes(backe
     subscribe_confirmed(&app, &sink, "ann@example.com", 1).await;
     subscribe_confirmed(&app, &sink, "bob@example.com", 2).await;
 
-    // The mail server is down while the campaign is queued.
+    // The mail server is down while the campaign is queued: both mails are retried.
     sink.stop().await;
     let id = create_campaign(&app, &admin, "Delayed").await;
     send_campaign(&app, &admin, &id, "delayed").await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let token: String = {
-        let rows = app
-            .db
-            .transact::<_, gatehouse::actors::database::DbError, _>(|txn| {
-                Box::pin(async move {
-                    use sea_orm::ConnectionTrait;
-                    let row = txn
-                        .query_one(sea_orm::Statement::from_string(
-                            txn.get_database_backend(),
-                            "SELECT unsubscribe_token FROM newsletter_subscribers \
-                             WHERE email = 'ann@example.com'",
-                        ))
-                        .await?
-                        .unwrap();
-                    Ok(row.try_get::<String>("", "unsubscribe_token")?)
-                })
-            })
-            .await;
-        rows.unwrap()
-    };
-    let response = app
-        .client
-        .post(app.url(&format!("/api/newsletter/unsubscribe?token={token}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    let bob = campaign_mail_to(&app, "bob@example.com").await;
+    wait_attempts_above(&app, &bob, 1).await;
+    unsubscribe(&app, "ann@example.com").await;
+
+    // An attempt at Ann's mail may have been handed to the server just before she
+    // unsubscribed (a send in progress is not stopped). Rounds run one at a time and
+    // claim all due mail, so the next attempt at Bob's mail comes in a later round: once
+    // it is made, such an attempt is over, failed against the stopped server.
+    let (_, attempts, _) = outbox_row(&app, &bob).await;
+    wait_attempts_above(&app, &bob, attempts).await;
 
     sink.restart().await;
     sink.wait_for(3, WAIT).await;
+    wait_status(&app, &bob, "sent", WAIT).await;
     let received = sink.settle(Duration::from_millis(500)).await;
     assert_eq!(received.len(), 3);
     assert_eq!(received[2].to, ["bob@example.com"]);
     let status = campaign(&app, &admin, &id).await;
     assert_eq!(status["counts"]["cancelled"], 1);
     assert_eq!(status["counts"]["sent"], 1);
+}
+
+/// Waits until the outbox row `id` was attempted more than `attempts` times.
+async fn wait_attempts_above(app: &TestApp, id: &str, attempts: i32) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let row = outbox_row(app, id).await;
+        if row.1 > attempts {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{id} is {row:?} after {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Campaign mails claimed together are sent one after the other. A recipient who
+/// unsubscribes while their mail, already claimed, waits behind a slow send gets nothing.
+async fn a_claimed_campaign_mail_still_waiting_for_its_turn_is_withdrawn(backend: Backend) {
+    let sink = SmtpSink::start().await;
+    let Some(app) = spawn_app_with(backend, |s| {
+        use_smtp(s, sink.addr);
+        s.mail.concurrency = 1;
+        s.mail.batch_size = 2;
+        // The held answer below must not time out.
+        s.mail.smtp.timeout = Duration::from_secs(10);
+    })
+    .await
+    else {
+        return;
+    };
+    let admin = app.superuser_token("admin@example.com").await;
+    subscribe_confirmed(&app, &sink, "ann@example.com", 1).await;
+    subscribe_confirmed(&app, &sink, "bob@example.com", 2).await;
+
+    sink.hold();
+    let id = create_campaign(&app, &admin, "Slow").await;
+    send_campaign(&app, &admin, &id, "slow").await;
+    let deadline = Instant::now() + WAIT;
+    while sink.held() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no campaign mail reached the server"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // One mail is being sent, its answer held; the other is claimed and waits.
+    assert_eq!(
+        count(
+            &app,
+            "SELECT COUNT(*) AS n FROM outbox WHERE kind = 'campaign' AND status = 'sending'"
+        )
+        .await,
+        2
+    );
+    unsubscribe(&app, "ann@example.com").await;
+    unsubscribe(&app, "bob@example.com").await;
+    sink.release();
+
+    // Mail queued now goes out in a later round, after the claimed mails were dealt with.
+    queue(
+        &app,
+        MailKind::Verification,
+        "carol@example.com",
+        "https://x.test/v",
+    )
+    .await;
+    let received = sink.wait_for(4, WAIT).await;
+    assert_eq!(
+        received[3].to,
+        ["carol@example.com"],
+        "only the campaign mail in progress was sent"
+    );
+    let status = campaign(&app, &admin, &id).await;
+    assert_eq!(status["counts"]["cancelled"], 2);
+    assert_eq!(status["counts"]["sent"], 0);
 }
 
 async fn bad_campaigns_get_clear_errors(backend: Backend) {

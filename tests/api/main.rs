@@ -16,6 +16,7 @@ mod mail_campaigns;
 mod mail_delivery;
 mod mail_newsletter;
 mod mail_outbox_admin;
+mod mail_tls;
 mod maintenance;
 mod oauth;
 mod proxy;

@@ -148,6 +148,26 @@ fn values_serde_accepts_are_still_checked() {
 }
 
 #[test]
+fn an_smtp_ca_file_without_a_usable_certificate_is_rejected() {
+    let dir = config_dir();
+    fs::write(dir.path().join("not-a-ca.pem"), "just some text\n").unwrap();
+    for (file, reason) in [
+        ("missing.pem", "cannot read"),
+        ("not-a-ca.pem", "no PEM certificate"),
+    ] {
+        let output = run(gatehouse(dir.path())
+            .env("GATEHOUSE__MAIL__TRANSPORT", "smtp")
+            .env("GATEHOUSE__MAIL__SMTP__CA_FILE", file)
+            .arg("config"));
+        assert_eq!(output.status.code(), Some(2), "{file}");
+        let message = stderr(&output);
+        assert!(message.contains("mail.smtp.ca_file"), "{message}");
+        assert!(message.contains(file), "{message}");
+        assert!(message.contains(reason), "{message}");
+    }
+}
+
+#[test]
 fn a_missing_config_file_or_environment_is_an_error() {
     let dir = config_dir();
     let output = run(gatehouse(dir.path()).args(["--config", "nope.toml", "config"]));

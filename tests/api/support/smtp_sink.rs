@@ -1,7 +1,9 @@
 //! A real SMTP server on loopback for tests and the bench: speaks enough SMTP for
 //! lettre (EHLO/HELO, MAIL, RCPT, DATA, RSET, NOOP, QUIT), records every accepted
 //! message raw, and can be told to refuse connections or answer 4xx / 5xx, to answer
-//! slowly, or to hold every answer to a message's end until released.
+//! slowly, or to hold every answer to a message's end until released. It speaks plain
+//! SMTP, or TLS with a given certificate: from the first byte (SMTPS) or after
+//! `STARTTLS`, which it then offers in its EHLO answer.
 //!
 //! A message counts as accepted only once its end is answered: a client that hangs up
 //! while the sink is still deciding has sent nothing, as with a server that commits a
@@ -11,10 +13,22 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
+
+/// When the sink's connections turn to TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// TLS from the first byte (SMTPS).
+    Implicit,
+    /// Plain until the client sends `STARTTLS`, which the EHLO answer offers.
+    Starttls,
+}
 
 /// How the sink answers a recipient.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +46,8 @@ pub struct Received {
     pub from: String,
     pub to: Vec<String>,
     pub data: Vec<u8>,
+    /// Whether the message came over TLS.
+    pub encrypted: bool,
 }
 
 impl Received {
@@ -53,11 +69,12 @@ struct State {
 }
 
 /// Shared by the sink and its connections.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Shared {
     state: Arc<Mutex<State>>,
     /// While true, answers to a message's end wait.
     holding: watch::Sender<bool>,
+    tls: Option<(TlsMode, TlsAcceptor)>,
 }
 
 /// The sink; stops listening when dropped.
@@ -68,8 +85,26 @@ pub struct SmtpSink {
 }
 
 impl SmtpSink {
-    /// Listens on a free loopback port.
+    /// Listens on a free loopback port, speaking plain SMTP.
     pub async fn start() -> Self {
+        Self::listen(None).await
+    }
+
+    /// Listens on a free loopback port, speaking TLS as `mode` says with the
+    /// certificate `cert_der` and its PEM private key.
+    pub async fn start_tls(mode: TlsMode, cert_der: &[u8], key_pem: &str) -> Self {
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![CertificateDer::from(cert_der.to_vec())], key)
+            .unwrap();
+        Self::listen(Some((mode, TlsAcceptor::from(Arc::new(config))))).await
+    }
+
+    async fn listen(tls: Option<(TlsMode, TlsAcceptor)>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shared = Shared {
@@ -80,6 +115,7 @@ impl SmtpSink {
                 held: 0,
             })),
             holding: watch::Sender::new(false),
+            tls,
         };
         let server = Some(tokio::spawn(serve(listener, shared.clone())));
         Self {
@@ -179,13 +215,33 @@ async fn serve(listener: TcpListener, shared: Shared) {
     }
 }
 
+/// Either side of a connection, plain or TLS.
+trait Connection: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Connection for T {}
+
+type Lines = BufReader<Box<dyn Connection>>;
+
 async fn session(stream: TcpStream, shared: Shared) {
     let state = &shared.state;
-    let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read);
+    let mut encrypted = false;
+    let mut lines: Lines = match &shared.tls {
+        Some((TlsMode::Implicit, acceptor)) => match acceptor.accept(stream).await {
+            Ok(tls) => {
+                encrypted = true;
+                BufReader::new(Box::new(tls))
+            }
+            Err(_) => return,
+        },
+        _ => BufReader::new(Box::new(stream)),
+    };
+    let starttls = match &shared.tls {
+        Some((TlsMode::Starttls, acceptor)) => Some(acceptor.clone()),
+        _ => None,
+    };
     let mut from = String::new();
     let mut to = Vec::new();
-    if write.write_all(b"220 sink ESMTP ready\r\n").await.is_err() {
+    if send(&mut lines, b"220 sink ESMTP ready\r\n").await.is_err() {
         return;
     }
     let mut line = String::new();
@@ -198,7 +254,33 @@ async fn session(stream: TcpStream, shared: Shared) {
         let command = line.trim_end().to_string();
         let upper = command.to_ascii_uppercase();
         let reply: &[u8] = if upper.starts_with("EHLO") {
-            b"250-sink greets you\r\n250 8BITMIME\r\n"
+            if starttls.is_some() && !encrypted {
+                b"250-sink greets you\r\n250-STARTTLS\r\n250 8BITMIME\r\n"
+            } else {
+                b"250-sink greets you\r\n250 8BITMIME\r\n"
+            }
+        } else if upper == "STARTTLS" {
+            match starttls.as_ref().filter(|_| !encrypted) {
+                Some(acceptor) => {
+                    if send(&mut lines, b"220 2.0.0 Ready to start TLS\r\n")
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    // Whatever the client sent before the handshake is discarded, and
+                    // the session starts over: a client must greet again.
+                    let Ok(tls) = acceptor.accept(lines.into_inner()).await else {
+                        return;
+                    };
+                    lines = BufReader::new(Box::new(tls));
+                    encrypted = true;
+                    from.clear();
+                    to.clear();
+                    continue;
+                }
+                None => b"502 5.5.1 STARTTLS not offered\r\n",
+            }
         } else if upper.starts_with("HELO") || upper.starts_with("NOOP") {
             b"250 OK\r\n"
         } else if upper.starts_with("RSET") {
@@ -223,8 +305,7 @@ async fn session(stream: TcpStream, shared: Shared) {
             if to.is_empty() {
                 b"554 5.5.1 No valid recipients\r\n"
             } else {
-                if write
-                    .write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")
+                if send(&mut lines, b"354 End data with <CR><LF>.<CR><LF>\r\n")
                     .await
                     .is_err()
                 {
@@ -240,25 +321,33 @@ async fn session(stream: TcpStream, shared: Shared) {
                     from: std::mem::take(&mut from),
                     to: std::mem::take(&mut to),
                     data,
+                    encrypted,
                 });
                 b"250 2.0.0 OK queued\r\n"
             }
         } else if upper == "QUIT" {
-            let _ = write.write_all(b"221 2.0.0 Bye\r\n").await;
+            let _ = send(&mut lines, b"221 2.0.0 Bye\r\n").await;
             return;
         } else {
             b"502 5.5.2 Command not recognized\r\n"
         };
-        if write.write_all(reply).await.is_err() {
+        if send(&mut lines, reply).await.is_err() {
             return;
         }
     }
 }
 
+/// Writes `reply` and flushes it (a TLS stream holds written data until flushed).
+async fn send(lines: &mut Lines, reply: &[u8]) -> std::io::Result<()> {
+    let connection = lines.get_mut();
+    connection.write_all(reply).await?;
+    connection.flush().await
+}
+
 /// Waits out the reply delay and any hold before a message's end is answered. False
 /// when the client hangs up meanwhile (a client waits for this answer, so the
 /// connection carries nothing else until then).
-async fn decide(shared: &Shared, lines: &mut BufReader<tokio::net::tcp::OwnedReadHalf>) -> bool {
+async fn decide(shared: &Shared, lines: &mut Lines) -> bool {
     let delay = shared.state.lock().unwrap().reply_delay;
     let mut holding = shared.holding.subscribe();
     let wait = async {
@@ -295,7 +384,7 @@ impl Drop for Held<'_> {
 }
 
 /// Reads the message up to the lone "." line, undoing dot-stuffing.
-async fn read_data(lines: &mut BufReader<tokio::net::tcp::OwnedReadHalf>) -> Option<Vec<u8>> {
+async fn read_data(lines: &mut Lines) -> Option<Vec<u8>> {
     let mut data = Vec::new();
     let mut line = Vec::new();
     loop {
