@@ -205,6 +205,13 @@ impl From<DbError> for ApiError {
                 tracing::error!(%err, "database unavailable");
                 Self::unavailable("The database is unavailable; try again shortly.")
             }
+            err if err.is_overload() => {
+                tracing::warn!(%err, "database too busy");
+                Self {
+                    retry_after: Some(Duration::from_secs(1)),
+                    ..Self::unavailable("The database is too busy; try again shortly.")
+                }
+            }
             DbError::Query(_) | DbError::Panicked(_) => {
                 tracing::error!(%err, "database work failed");
                 Self::internal()

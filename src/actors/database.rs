@@ -16,8 +16,8 @@ use actix::{
     Actor, ActorContext, AsyncContext, Context, Handler, Message, ResponseFuture, Supervised,
 };
 use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, TransactionError,
-    TransactionTrait,
+    sqlx, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, RuntimeErr,
+    TransactionError, TransactionTrait,
 };
 
 use super::supervisor::{contain, ActorPool, Crashed, Panicked};
@@ -37,6 +37,33 @@ pub enum DbError {
     ActorGone,
     #[error("{0}")]
     NotReady(String),
+}
+
+impl DbError {
+    /// Whether the database was too busy to take the work, so that trying again shortly
+    /// may succeed: no pooled connection came free in time, SQLite's write lock stayed
+    /// taken past the busy timeout, or PostgreSQL gave up on a serialization conflict,
+    /// a deadlock or its connection limit.
+    pub fn is_overload(&self) -> bool {
+        let DbError::Query(err) = self else {
+            return false;
+        };
+        if matches!(err, DbErr::ConnectionAcquire(_)) {
+            return true;
+        }
+        let (DbErr::Exec(RuntimeErr::SqlxError(sqlx::Error::Database(db)))
+        | DbErr::Query(RuntimeErr::SqlxError(sqlx::Error::Database(db)))
+        | DbErr::Conn(RuntimeErr::SqlxError(sqlx::Error::Database(db)))) = err
+        else {
+            return false;
+        };
+        // SQLite: SQLITE_BUSY (5) and its extended codes, SQLITE_LOCKED (6);
+        // PostgreSQL: serialization_failure, deadlock_detected, too_many_connections.
+        matches!(
+            db.code().as_deref(),
+            Some("5" | "6" | "261" | "517" | "773" | "40001" | "40P01" | "53300")
+        )
+    }
 }
 
 /// The database actor instances, used in turn.
@@ -254,5 +281,90 @@ impl Db {
             .send(Transact { mode, job })
             .await
             .map_err(|_| E::from(DbError::ActorGone))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use actix_web::http::StatusCode;
+    use actix_web::ResponseError;
+    use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+    use sea_orm::{ConnectionTrait, SqlxSqliteConnector, TransactionTrait};
+
+    use super::DbError;
+    use crate::error::ApiError;
+
+    async fn sqlite(path: &std::path::Path, max: u32) -> sea_orm::DatabaseConnection {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .busy_timeout(Duration::ZERO);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max)
+            .acquire_timeout(Duration::from_millis(100))
+            .connect_with(options)
+            .await
+            .unwrap();
+        SqlxSqliteConnector::from_sqlx_sqlite_pool(pool)
+    }
+
+    fn answer(err: DbError) -> (StatusCode, Option<String>) {
+        let response = ApiError::from(err).error_response();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .map(|value| value.to_str().unwrap().to_owned());
+        (response.status(), retry_after)
+    }
+
+    #[actix_web::test]
+    async fn a_write_lock_held_elsewhere_is_overload_and_answers_503() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("busy.db");
+        let holder = sqlite(&path, 1).await;
+        holder
+            .execute_unprepared("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT UNIQUE)")
+            .await
+            .unwrap();
+        let other = sqlite(&path, 1).await;
+
+        let txn = holder.begin().await.unwrap();
+        txn.execute_unprepared("INSERT INTO t (v) VALUES ('held')")
+            .await
+            .unwrap();
+        let err = DbError::Query(
+            other
+                .execute_unprepared("INSERT INTO t (v) VALUES ('waiting')")
+                .await
+                .unwrap_err(),
+        );
+        assert!(err.is_overload(), "{err}");
+        assert_eq!(
+            answer(err),
+            (StatusCode::SERVICE_UNAVAILABLE, Some("1".into()))
+        );
+        txn.commit().await.unwrap();
+
+        let duplicate = DbError::Query(
+            other
+                .execute_unprepared("INSERT INTO t (v) VALUES ('held')")
+                .await
+                .unwrap_err(),
+        );
+        assert!(!duplicate.is_overload(), "{duplicate}");
+        assert_eq!(answer(duplicate).0, StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[actix_web::test]
+    async fn no_free_pooled_connection_is_overload() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = sqlite(&dir.path().join("pool.db"), 1).await;
+        let txn = conn.begin().await.unwrap();
+        let err = DbError::Query(conn.execute_unprepared("SELECT 1").await.unwrap_err());
+        assert!(err.is_overload(), "{err}");
+        assert_eq!(answer(err).0, StatusCode::SERVICE_UNAVAILABLE);
+        txn.rollback().await.unwrap();
     }
 }

@@ -217,6 +217,6 @@ fn api_error(err: CampaignError) -> ApiError {
             "The campaign has already been sent.",
         ),
         CampaignError::Template(err) => super::internal(&err),
-        CampaignError::Database(err) => super::database_error(&err),
+        CampaignError::Database(err) => err.into(),
     }
 }

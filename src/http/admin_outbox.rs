@@ -51,7 +51,7 @@ pub async fn list(
             Box::pin(async move { Ok(outbox::list(txn, listing).await?) })
         })
         .await
-        .map_err(|err| super::database_error(&err))?;
+        .map_err(ApiError::from)?;
     Ok(HttpResponse::Ok().json(page))
 }
 
@@ -82,7 +82,7 @@ pub async fn retry(
             })
         })
         .await
-        .map_err(|err| super::database_error(&err))?;
+        .map_err(ApiError::from)?;
     match (request, entry) {
         (RetryRequest::Requeued, Some(entry)) => {
             state.mailer.wake();

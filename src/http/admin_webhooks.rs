@@ -99,7 +99,7 @@ pub async fn create(
             Box::pin(async move { Ok(endpoints::create(txn, new).await?) })
         })
         .await
-        .map_err(|err| super::database_error(&err))?;
+        .map_err(ApiError::from)?;
     Ok(HttpResponse::Created().json(EndpointView::of(endpoint, true)))
 }
 
@@ -118,7 +118,7 @@ pub async fn list(
         .db
         .read::<_, DbError, _>(|txn| Box::pin(async move { Ok(endpoints::list(txn).await?) }))
         .await
-        .map_err(|err| super::database_error(&err))?;
+        .map_err(ApiError::from)?;
     let views: Vec<EndpointView> = all
         .into_iter()
         .map(|endpoint| EndpointView::of(endpoint, false))
@@ -147,7 +147,7 @@ pub async fn view(
             Box::pin(async move { Ok(endpoints::find(txn, &id).await?) })
         })
         .await
-        .map_err(|err| super::database_error(&err))?
+        .map_err(ApiError::from)?
         .ok_or_else(not_found)?;
     Ok(HttpResponse::Ok().json(EndpointView::of(endpoint, false)))
 }
@@ -203,7 +203,7 @@ pub async fn update(
             })
         })
         .await
-        .map_err(|err| super::database_error(&err))?;
+        .map_err(ApiError::from)?;
     match updated {
         None => Err(not_found()),
         Some(Err(())) => Err(from_config()),
@@ -252,7 +252,7 @@ pub async fn delete(
             })
         })
         .await
-        .map_err(|err| super::database_error(&err))?;
+        .map_err(ApiError::from)?;
     match outcome {
         Some(true) => Ok(HttpResponse::NoContent().finish()),
         Some(false) => Err(from_config()),
@@ -303,7 +303,7 @@ pub async fn list_deliveries(
             Box::pin(async move { Ok(deliveries::list(txn, endpoint, listing).await?) })
         })
         .await
-        .map_err(|err| super::database_error(&err))?;
+        .map_err(ApiError::from)?;
     Ok(HttpResponse::Ok().json(page))
 }
 
@@ -329,7 +329,7 @@ pub async fn view_delivery(
             Box::pin(async move { Ok(deliveries::find(txn, &id).await?) })
         })
         .await
-        .map_err(|err| super::database_error(&err))?
+        .map_err(ApiError::from)?
         .ok_or_else(ApiError::not_found)?;
     Ok(HttpResponse::Ok().json(delivery))
 }
@@ -361,7 +361,7 @@ pub async fn retry_delivery(
             })
         })
         .await
-        .map_err(|err| super::database_error(&err))?;
+        .map_err(ApiError::from)?;
     match (request, delivery) {
         (RetryRequest::Requeued, Some(delivery)) => {
             state.webhooks.wake();

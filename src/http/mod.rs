@@ -38,7 +38,7 @@ use actix_web::{guard, web, App, HttpServer};
 use crate::actors::auth::Auth;
 use crate::actors::balancer::{BalancerActor, Upstreams};
 use crate::actors::cache::{CacheActor, ResponseCache};
-use crate::actors::database::{Db, DbError};
+use crate::actors::database::Db;
 use crate::actors::mailer::Mailer;
 use crate::actors::webhooks::Webhooks;
 use crate::collections::Registry;
@@ -383,14 +383,4 @@ fn queue_listing(
         page,
         per_page,
     })
-}
-
-fn database_error(err: &DbError) -> ApiError {
-    match err {
-        DbError::ActorGone | DbError::NotReady(_) => {
-            tracing::warn!(%err, "database unavailable");
-            ApiError::unavailable("The database is unavailable; try again.")
-        }
-        _ => internal(err),
-    }
 }

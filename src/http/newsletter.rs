@@ -183,7 +183,7 @@ fn api_error(err: NewsletterError) -> ApiError {
             "The link is invalid, expired or has already been used.",
         ),
         NewsletterError::Template(err) => super::internal(&err),
-        NewsletterError::Database(err) => super::database_error(&err),
+        NewsletterError::Database(err) => err.into(),
     }
 }
 
