@@ -12,7 +12,7 @@ use sea_orm::{DatabaseConnection, DbErr};
 use crate::actors::auth::AuthActor;
 use crate::actors::balancer::{BalancerActor, Upstreams};
 use crate::actors::cache::{CacheActor, ResponseCache};
-use crate::actors::database::{DatabaseActor, Db};
+use crate::actors::database::{DatabaseActor, Db, WriterTurn};
 use crate::actors::mailer::{Mailer, MailerActor};
 use crate::actors::maintenance::Maintenance;
 use crate::actors::realtime::RealtimeActor;
@@ -44,7 +44,7 @@ use crate::telemetry::Metrics;
 use crate::tls::{self, CertificateResolver, TlsError};
 use crate::webhooks::sender::{self, WebhookSender};
 use crate::webhooks::ssrf::AddressPolicy;
-use crate::webhooks::{deliveries, endpoints};
+use crate::webhooks::{deliveries, endpoints, EndpointCache};
 
 /// Why an instance could not start.
 #[derive(Debug, thiserror::Error)]
@@ -84,8 +84,10 @@ fn cluster_handlers(
     realtime: &Arc<Hub>,
     cache: &ResponseCache,
     metrics: &Arc<Metrics>,
+    endpoints: &Arc<EndpointCache>,
 ) -> Vec<BusHandler> {
     let sessions = sessions.clone();
+    let endpoints = endpoints.clone();
     let (registry, conn) = (registry.clone(), conn.clone());
     let realtime = realtime.clone();
     let (cache, metrics) = (cache.clone(), metrics.clone());
@@ -99,6 +101,11 @@ fn cluster_handlers(
             if let BusMessage::CachePurged { targets, host } = message {
                 metrics.cache_invalidations_received.inc();
                 cache.invalidate(targets, host.as_deref());
+            }
+        }),
+        Arc::new(move |message: &BusMessage| {
+            if *message == BusMessage::WebhookEndpointsChanged {
+                endpoints.forget_here();
             }
         }),
         Arc::new(move |message: &BusMessage| {
@@ -251,11 +258,19 @@ impl Application {
         if let Some(redis) = redis.as_ref().filter(|_| settings.cache.redis.enabled) {
             cache = cache.with_redis(RedisTier::new(redis.clone(), &settings.cache.redis));
         }
+        let endpoint_cache = Arc::new(EndpointCache::new(bus.clone()));
         let mut cluster_arbiters = Vec::new();
         if let Some(bus) = &bus {
             sessions.attach_bus(bus.clone());
-            let handlers =
-                cluster_handlers(&sessions, &registry, &conn, &realtime, &cache, &metrics);
+            let handlers = cluster_handlers(
+                &sessions,
+                &registry,
+                &conn,
+                &realtime,
+                &cache,
+                &metrics,
+                &endpoint_cache,
+            );
             let (bus, metrics) = (bus.clone(), metrics.clone());
             let arbiter = Arbiter::new();
             Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
@@ -284,6 +299,8 @@ impl Application {
             let ping_timeout = settings.database.connect_timeout;
             let metrics = metrics.clone();
             let records = records.clone();
+            let writer = WriterTurn::default();
+            let endpoints = endpoint_cache.clone();
             move || {
                 DatabaseActor::new(
                     conn.clone(),
@@ -291,6 +308,8 @@ impl Application {
                     ping_timeout,
                     metrics.clone(),
                     records.clone(),
+                    writer.clone(),
+                    endpoints.clone(),
                 )
             }
         });
@@ -369,6 +388,7 @@ impl Application {
 
         let hook_settings = &settings.webhooks;
         endpoints::sync_config(&conn, &hook_settings.endpoints).await?;
+        endpoint_cache.changed();
         let webhook_queue = deliveries::queue(RetryPolicy {
             max_attempts: hook_settings.retry.max_attempts,
             initial_delay: hook_settings.retry.initial_delay,

@@ -11,6 +11,9 @@ use sea_orm::{
 
 use crate::config::DatabaseSettings;
 
+/// How long a SQLite statement waits for a lock another connection holds.
+pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Opens a connection pool for `settings`: for SQLite, creates the file's folder and
 /// turns on WAL, foreign keys and a busy timeout; for PostgreSQL, creates the schema
 /// and puts it first on the search path.
@@ -36,7 +39,7 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<DatabaseConnection, 
             opts.journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)
-                .busy_timeout(Duration::from_secs(5))
+                .busy_timeout(SQLITE_BUSY_TIMEOUT)
         });
     } else {
         options.set_schema_search_path(settings.schema.clone());

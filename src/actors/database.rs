@@ -23,6 +23,7 @@ use sea_orm::{
 use super::supervisor::{contain, ActorPool, Crashed, Panicked};
 use crate::records::RecordsEnv;
 use crate::telemetry::Metrics;
+use crate::webhooks::EndpointCache;
 
 const NAME: &str = "database";
 
@@ -75,6 +76,10 @@ pub struct DatabaseActor {
     ping_timeout: Duration,
     metrics: Arc<Metrics>,
     pub(crate) records: Arc<RecordsEnv>,
+    /// Taken by every SQLite write transaction (see [`WriterTurn`]).
+    writer: WriterTurn,
+    /// The webhook endpoints transactions queue deliveries for.
+    endpoints: Arc<EndpointCache>,
 }
 
 impl DatabaseActor {
@@ -84,6 +89,8 @@ impl DatabaseActor {
         ping_timeout: Duration,
         metrics: Arc<Metrics>,
         records: Arc<RecordsEnv>,
+        writer: WriterTurn,
+        endpoints: Arc<EndpointCache>,
     ) -> Self {
         Self {
             conn,
@@ -91,6 +98,8 @@ impl DatabaseActor {
             ping_timeout,
             metrics,
             records,
+            writer,
+            endpoints,
         }
     }
 
@@ -107,18 +116,51 @@ impl DatabaseActor {
     {
         let conn = self.conn.clone();
         let addr = ctx.address();
-        let job = if mode == TxMode::Write && conn.get_database_backend() == DbBackend::Sqlite {
-            write_locked(job)
+        let endpoints = self.endpoints.clone();
+        let sqlite_writer =
+            mode == TxMode::Write && conn.get_database_backend() == DbBackend::Sqlite;
+        let (job, writer) = if sqlite_writer {
+            (write_locked(job), Some(self.writer.clone()))
         } else {
-            job
+            (job, None)
         };
         Box::pin(async move {
+            let _turn = match &writer {
+                Some(writer) => writer.wait().await,
+                None => None,
+            };
             // Deliveries the transaction queued go out as soon as it has committed.
-            let transaction = crate::webhooks::waking_after_commit(conn.transaction(job));
+            let transaction =
+                crate::webhooks::waking_after_commit(endpoints, conn.transaction(job));
             match contain(NAME, addr, transaction).await {
                 Ok(Ok(value)) => Ok(value),
                 Ok(Err(TransactionError::Transaction(err))) => Err(err),
                 Ok(Err(TransactionError::Connection(err))) => Err(DbError::Query(err).into()),
+                Err(panicked) => Err(DbError::Panicked(panicked).into()),
+            }
+        })
+    }
+}
+
+impl DatabaseActor {
+    /// Runs `job`, which only reads, on the pool without a transaction (each statement
+    /// sees what was committed when it ran), as a task of its own with panics
+    /// contained. A transaction would cost a `BEGIN` and a `COMMIT` round trip for
+    /// every read.
+    pub(crate) fn query<T, E>(
+        &self,
+        ctx: &mut Context<Self>,
+        job: QueryJob<T, E>,
+    ) -> ResponseFuture<Result<T, E>>
+    where
+        T: Send + 'static,
+        E: From<DbError> + std::error::Error + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        let addr = ctx.address();
+        Box::pin(async move {
+            match contain(NAME, addr, async move { job(&conn).await }).await {
+                Ok(result) => result,
                 Err(panicked) => Err(DbError::Panicked(panicked).into()),
             }
         })
@@ -130,6 +172,25 @@ impl DatabaseActor {
 pub enum TxMode {
     Read,
     Write,
+}
+
+/// SQLite has one writer at a time. Write transactions of this process wait for their
+/// turn here, in arrival order, before they begin: waiting on SQLite's busy handler
+/// instead sleeps and polls (up to 100 ms a try), which under many concurrent writes
+/// leaves the database idle most of the time. Shared by every database actor instance.
+///
+/// A turn not given within the busy timeout (a writer holding it that long) is not
+/// waited for further: the transaction then goes ahead and SQLite's busy handler decides,
+/// as it would without turns.
+#[derive(Clone, Default)]
+pub struct WriterTurn(Arc<tokio::sync::Mutex<()>>);
+
+impl WriterTurn {
+    async fn wait(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        tokio::time::timeout(crate::db::SQLITE_BUSY_TIMEOUT, self.0.clone().lock_owned())
+            .await
+            .ok()
+    }
 }
 
 /// SQLite starts transactions deferred: one that reads and then writes fails with
@@ -208,6 +269,14 @@ impl Handler<Ping> for DatabaseActor {
 pub type TxJob<T, E> = Box<
     dyn for<'c> FnOnce(
             &'c DatabaseTransaction,
+        ) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>>
+        + Send,
+>;
+
+/// Reads run on the pool, outside a transaction (see [`DatabaseActor::query`]).
+pub type QueryJob<T, E> = Box<
+    dyn for<'c> FnOnce(
+            &'c DatabaseConnection,
         ) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>>
         + Send,
 >;

@@ -1,12 +1,13 @@
 //! Records and collections messages, handled by the database actor: each runs one
-//! operation of [`crate::records`] in one transaction, as a task of its own.
+//! operation of [`crate::records`] as a task of its own, writes in one transaction,
+//! reads straight on the pool.
 
 use std::sync::Arc;
 
 use actix::{Context, Handler, Message, ResponseFuture};
 use serde_json::{Map, Value};
 
-use super::database::{DatabaseActor, TxJob, TxMode};
+use super::database::{DatabaseActor, QueryJob, TxJob, TxMode};
 use crate::collections::definition::CollectionInput;
 use crate::collections::{Collection, Registry};
 use crate::realtime::{Action, RecordEvent};
@@ -36,16 +37,40 @@ macro_rules! records_message {
     };
 }
 
-records_message!(
+/// Declares a message like [`records_message!`] that only reads: `$body` runs with
+/// `$conn`, the pool, without a transaction (PocketBase reads the same way: a page and
+/// its total are two statements, each seeing what was committed when it ran).
+macro_rules! records_read {
+    ($(#[$doc:meta])* $name:ident { $($field:ident: $ty:ty),* $(,)? } -> $out:ty, |$conn:ident, $env:ident, $msg:ident| $body:expr) => {
+        $(#[$doc])*
+        pub struct $name { $(pub $field: $ty),* }
+
+        impl Message for $name {
+            type Result = Result<$out, RecordError>;
+        }
+
+        impl Handler<$name> for DatabaseActor {
+            type Result = ResponseFuture<Result<$out, RecordError>>;
+
+            fn handle(&mut self, $msg: $name, ctx: &mut Context<Self>) -> Self::Result {
+                let $env = self.records.clone();
+                let job: QueryJob<$out, RecordError> = Box::new(move |$conn| Box::pin(async move { $body.await }));
+                self.query(ctx, job)
+            }
+        }
+    };
+}
+
+records_read!(
     /// A page of records (`GET /api/collections/{c}/records`).
-    Read ListRecords { collection: String, query: ListQuery, requester: Requester } -> Value,
-    |txn, env, msg| read::list(txn, &env, &msg.requester, &msg.collection, &msg.query)
+    ListRecords { collection: String, query: ListQuery, requester: Requester } -> Value,
+    |conn, env, msg| read::list(conn, &env, &msg.requester, &msg.collection, &msg.query)
 );
 
-records_message!(
+records_read!(
     /// One record (`GET /api/collections/{c}/records/{id}`).
-    Read ViewRecord { collection: String, id: String, expand: String, fields: String, requester: Requester } -> Value,
-    |txn, env, msg| read::view(txn, &env, &msg.requester, &msg.collection, &msg.id, &msg.expand, &msg.fields)
+    ViewRecord { collection: String, id: String, expand: String, fields: String, requester: Requester } -> Value,
+    |conn, env, msg| read::view(conn, &env, &msg.requester, &msg.collection, &msg.id, &msg.expand, &msg.fields)
 );
 
 /// Declares a write message like [`records_message!`] whose transaction also yields
@@ -111,16 +136,16 @@ records_write!(
     }
 );
 
-records_message!(
+records_read!(
     /// Every collection definition.
-    Read ListCollections {} -> Value,
-    |_txn, env, _msg| std::future::ready(Ok::<_, RecordError>(collections::list(&env)))
+    ListCollections {} -> Value,
+    |_conn, env, _msg| std::future::ready(Ok::<_, RecordError>(collections::list(&env)))
 );
 
-records_message!(
+records_read!(
     /// One collection definition.
-    Read ViewCollection { id_or_name: String } -> Value,
-    |_txn, env, msg| std::future::ready(collections::view(&env, &msg.id_or_name))
+    ViewCollection { id_or_name: String } -> Value,
+    |_conn, env, msg| std::future::ready(collections::view(&env, &msg.id_or_name))
 );
 
 records_message!(

@@ -1,7 +1,8 @@
 //! The cluster bus: instances tell each other what changed (sessions revoked,
-//! collections changed, cached responses purged) over Redis pub/sub. Delivery is best effort — what a bus
-//! message invalidates also expires on its own — so a lost message costs freshness
-//! for a bounded time, never correctness of stored data.
+//! collections or webhook endpoints changed, cached responses purged) over Redis
+//! pub/sub. Delivery is best effort — what a bus message invalidates also expires on
+//! its own — so a lost message costs freshness for a bounded time, never correctness
+//! of stored data.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +24,8 @@ pub enum BusMessage {
     SessionsRevoked { sids: Vec<String> },
     /// Collection definitions changed: reload them from the database.
     CollectionsChanged,
+    /// Webhook endpoints changed: drop the memory copy of them.
+    WebhookEndpointsChanged,
     /// A record changed (committed): tell this instance's realtime subscribers.
     RecordChanged(Box<crate::realtime::RecordEvent>),
     /// Cached responses were purged (already deleted from Redis): drop the memory

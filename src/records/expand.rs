@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use sea_orm::sea_query::{Alias, Expr, SimpleExpr};
-use sea_orm::DatabaseTransaction;
+use sea_orm::ConnectionTrait;
 use serde_json::{Map, Value};
 
 use super::read::{fetch, select_all};
@@ -135,8 +135,8 @@ pub(super) fn points_at(
 }
 
 /// Adds `expand` to each of `items` (the JSON of `records`, in the same order).
-pub fn expand<'a>(
-    txn: &'a DatabaseTransaction,
+pub fn expand<'a, C: ConnectionTrait>(
+    conn: &'a C,
     env: &'a RecordsEnv,
     requester: &'a Requester,
     records: &'a [Record],
@@ -147,7 +147,7 @@ pub fn expand<'a>(
         let Some(collection) = records.first().map(|r| r.collection.clone()) else {
             return Ok(());
         };
-        let dialect = dialect(txn);
+        let dialect = dialect(conn);
         for (name, rest) in paths.by_first() {
             let Some(relation) = resolve(env, &collection, &name) else {
                 continue;
@@ -194,13 +194,13 @@ pub fn expand<'a>(
             if let Some(view_rule) = view_rule {
                 select.and_where(view_rule);
             }
-            let related = fetch(txn, &related_collection, &select).await?;
+            let related = fetch(conn, &related_collection, &select).await?;
             let mut related_json: Vec<Value> = related
                 .iter()
                 .map(|record| record.to_json(requester.viewer_of(record)))
                 .collect();
             if !rest.is_empty() {
-                expand(txn, env, requester, &related, &mut related_json, &rest).await?;
+                expand(conn, env, requester, &related, &mut related_json, &rest).await?;
             }
             let by_id: HashMap<&str, &Value> = related
                 .iter()

@@ -1,8 +1,9 @@
 //! The records API's logic: listing with filters and rules, viewing, creating,
 //! updating and deleting records, expanding relations, and managing collections.
 //!
-//! Every operation is a function over one database transaction, so the database
-//! actor can run it alone, and a batch can run many of them in one transaction.
+//! Every write is a function over one database transaction, so the database actor
+//! can run it alone, and a batch can run many of them in one transaction; reads take
+//! any connection (the pool, or the transaction of a write that answers with a record).
 //! Access rules are compiled into the same SQL statement as the operation (see
 //! [`crate::domain::filter`]), never evaluated by loading and filtering in memory.
 

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use sea_orm::sea_query::{Alias, Expr, Func, Query, SelectStatement, SimpleExpr};
-use sea_orm::{ConnectionTrait, DatabaseTransaction};
+use sea_orm::ConnectionTrait;
 use serde_json::{json, Value};
 
 use super::expand::{expand, ExpandPaths};
@@ -95,13 +95,13 @@ pub fn select_all(collection: &Collection) -> SelectStatement {
 }
 
 /// Runs `select` and decodes the rows as records of `collection`.
-pub async fn fetch(
-    txn: &DatabaseTransaction,
+pub async fn fetch<C: ConnectionTrait>(
+    conn: &C,
     collection: &Arc<Collection>,
     select: &SelectStatement,
 ) -> Result<Vec<Record>, RecordError> {
-    let rows = txn
-        .query_all(txn.get_database_backend().build(select))
+    let rows = conn
+        .query_all(conn.get_database_backend().build(select))
         .await?;
     rows.iter()
         .map(|row| Record::from_row(collection.clone(), row).map_err(RecordError::from))
@@ -110,8 +110,8 @@ pub async fn fetch(
 
 /// The response JSON of records: expanded, shown as the requester may see them, and
 /// trimmed to `fields`.
-pub async fn present(
-    txn: &DatabaseTransaction,
+pub async fn present<C: ConnectionTrait>(
+    conn: &C,
     env: &RecordsEnv,
     requester: &Requester,
     records: &[Record],
@@ -125,7 +125,7 @@ pub async fn present(
         .map(|record| record.to_json(requester.viewer_of(record)))
         .collect();
     if !paths.is_empty() {
-        expand(txn, env, requester, records, &mut items, &paths).await?;
+        expand(conn, env, requester, records, &mut items, &paths).await?;
     }
     if let Some(fields) = fields {
         for item in &mut items {
@@ -136,15 +136,15 @@ pub async fn present(
 }
 
 /// A page of records the requester may list.
-pub async fn list(
-    txn: &DatabaseTransaction,
+pub async fn list<C: ConnectionTrait>(
+    conn: &C,
     env: &RecordsEnv,
     requester: &Requester,
     collection: &str,
     query: &ListQuery,
 ) -> Result<Value, RecordError> {
     let collection = env.collection(collection)?;
-    let dialect = dialect(txn);
+    let dialect = dialect(conn);
     let rule = env.rule_condition(
         &collection,
         "listRule",
@@ -214,20 +214,20 @@ pub async fn list(
             .offset((query.page - 1).saturating_mul(query.per_page));
         (select, count)
     };
-    let records = fetch(txn, &collection, &select).await?;
+    let records = fetch(conn, &collection, &select).await?;
 
     let (total_items, total_pages) = if query.skip_total {
         (-1, -1)
     } else {
-        let row = txn
-            .query_one(txn.get_database_backend().build(&count))
+        let row = conn
+            .query_one(conn.get_database_backend().build(&count))
             .await?
             .ok_or(RecordError::NotFound)?;
         let total: i64 = row.try_get("", "total")?;
         let pages = (total + query.per_page as i64 - 1) / query.per_page as i64;
         (total, pages)
     };
-    let items = present(txn, env, requester, &records, &query.expand, &query.fields).await?;
+    let items = present(conn, env, requester, &records, &query.expand, &query.fields).await?;
     Ok(json!({
         "page": query.page,
         "perPage": query.per_page,
@@ -239,8 +239,8 @@ pub async fn list(
 
 /// Loads one record through `rule` (the view rule, or an update/delete rule):
 /// `NotFound` when it does not exist or the rule hides it.
-pub async fn find_visible(
-    txn: &DatabaseTransaction,
+pub async fn find_visible<C: ConnectionTrait>(
+    conn: &C,
     env: &RecordsEnv,
     requester: &Requester,
     collection: &Arc<Collection>,
@@ -248,13 +248,13 @@ pub async fn find_visible(
     rule: Option<&str>,
     id: &str,
 ) -> Result<Record, RecordError> {
-    let condition = env.rule_condition(collection, rule_name, rule, requester, dialect(txn))?;
+    let condition = env.rule_condition(collection, rule_name, rule, requester, dialect(conn))?;
     let mut select = select_all(collection);
     select.and_where(Expr::col((Alias::new(&collection.name), Alias::new("id"))).eq(id));
     if let Some(condition) = condition {
         select.and_where(condition);
     }
-    fetch(txn, collection, &select)
+    fetch(conn, collection, &select)
         .await?
         .into_iter()
         .next()
@@ -262,8 +262,8 @@ pub async fn find_visible(
 }
 
 /// One record the requester may view.
-pub async fn view(
-    txn: &DatabaseTransaction,
+pub async fn view<C: ConnectionTrait>(
+    conn: &C,
     env: &RecordsEnv,
     requester: &Requester,
     collection: &str,
@@ -273,7 +273,7 @@ pub async fn view(
 ) -> Result<Value, RecordError> {
     let collection = env.collection(collection)?;
     let record = find_visible(
-        txn,
+        conn,
         env,
         requester,
         &collection,
@@ -283,7 +283,7 @@ pub async fn view(
     )
     .await?;
     let mut items = present(
-        txn,
+        conn,
         env,
         requester,
         std::slice::from_ref(&record),

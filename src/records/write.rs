@@ -347,11 +347,11 @@ pub async fn create(
     requester.request.body = body.clone();
     let mut record = Record::new(collection.clone());
     let mut errors = Errors::new();
-    match body
+    let chosen_id = body
         .get("id")
         .and_then(Value::as_str)
-        .filter(|id| !id.is_empty())
-    {
+        .filter(|id| !id.is_empty());
+    match chosen_id {
         Some(id) if validate::is_record_id(id) => record.set("id", id),
         Some(_) => errors.push(field_error(
             "id",
@@ -367,9 +367,12 @@ pub async fn create(
     check_create_rule(txn, env, &requester, &record).await?;
     check_relations(txn, env, &record, &mut errors).await?;
     check_unique(txn, &record, &mut errors).await?;
-    if store::find_by(txn, &collection, "id", record.id())
-        .await?
-        .is_some()
+    // A generated id is 15 random characters of 36: only an id the client chose can be
+    // taken (and a collision of generated ones still fails the insert, as unique).
+    if chosen_id.is_some()
+        && store::find_by(txn, &collection, "id", record.id())
+            .await?
+            .is_some()
     {
         errors.push(field_error(
             "id",

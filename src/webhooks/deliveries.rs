@@ -8,7 +8,6 @@ use sea_orm::{
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::endpoints::Endpoint;
 use super::Event;
 use crate::mail::outbox::rfc3339;
 use crate::queue::{now_millis, Listing, Queue, QueueRow, RetryPolicy, Status};
@@ -96,14 +95,14 @@ impl QueueRow for Delivery {
 pub async fn enqueue<C: ConnectionTrait>(
     conn: &C,
     event: &Event,
-    endpoints: &[Endpoint],
+    endpoints: &[String],
 ) -> Result<usize, DbErr> {
     let now = now_millis();
     let at = chrono::DateTime::from_timestamp_millis(now).unwrap_or_default();
     let payload = event.payload(at);
     let rows = endpoints.iter().map(|endpoint| entity::ActiveModel {
         id: Set(format!("msg_{}", uuid::Uuid::new_v4().simple())),
-        endpoint_id: Set(endpoint.id.clone()),
+        endpoint_id: Set(endpoint.clone()),
         event_type: Set(event.kind.as_str().to_string()),
         payload: Set(payload.clone()),
         status: Set(Status::Pending.as_str().to_string()),

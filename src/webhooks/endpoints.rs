@@ -143,16 +143,18 @@ impl Endpoint {
     }
 }
 
-/// The enabled endpoints subscribed to `event`.
-pub async fn subscribed<C: ConnectionTrait>(
-    conn: &C,
-    event: &Event,
-) -> Result<Vec<Endpoint>, DbErr> {
-    let enabled = entity::Entity::find()
+/// The enabled endpoints.
+pub async fn enabled<C: ConnectionTrait>(conn: &C) -> Result<Vec<Endpoint>, DbErr> {
+    entity::Entity::find()
         .filter(entity::Column::Enabled.eq(true))
         .all(conn)
-        .await?;
-    Ok(enabled
+        .await
+}
+
+/// The ids of the enabled endpoints subscribed to `event`.
+pub async fn subscribed<C: ConnectionTrait>(conn: &C, event: &Event) -> Result<Vec<String>, DbErr> {
+    Ok(enabled(conn)
+        .await?
         .into_iter()
         .filter(|endpoint| {
             endpoint
@@ -160,6 +162,7 @@ pub async fn subscribed<C: ConnectionTrait>(
                 .iter()
                 .any(|subscription| subscription.matches(event))
         })
+        .map(|endpoint| endpoint.id)
         .collect())
 }
 
@@ -216,6 +219,7 @@ pub struct NewEndpoint {
 
 /// Registers an endpoint with a new secret.
 pub async fn create<C: ConnectionTrait>(conn: &C, new: NewEndpoint) -> Result<Endpoint, DbErr> {
+    super::endpoints_changed();
     let now = now_millis();
     entity::ActiveModel {
         id: Set(uuid::Uuid::new_v4().to_string()),
@@ -254,6 +258,7 @@ pub async fn update<C: ConnectionTrait>(
     let Some(endpoint) = find(conn, id).await? else {
         return Ok(None);
     };
+    super::endpoints_changed();
     let mut active: entity::ActiveModel = endpoint.into();
     if let Some(url) = change.url {
         active.url = Set(url.to_string());
@@ -291,6 +296,7 @@ pub async fn list<C: ConnectionTrait>(conn: &C) -> Result<Vec<Endpoint>, DbErr> 
 /// Removes an endpoint; its deliveries stay as history (pending ones fail, the endpoint
 /// being gone). Returns whether it existed.
 pub async fn delete<C: ConnectionTrait>(conn: &C, id: &str) -> Result<bool, DbErr> {
+    super::endpoints_changed();
     Ok(entity::Entity::delete_by_id(id)
         .exec(conn)
         .await?
@@ -408,7 +414,11 @@ pub async fn failed<C: ConnectionTrait>(
         .filter(entity::Column::FailingSince.lte(now.saturating_sub(disable_after)))
         .exec(conn)
         .await?;
-    Ok(disabled.rows_affected == 1)
+    let disabled = disabled.rows_affected == 1;
+    if disabled {
+        super::endpoints_changed();
+    }
+    Ok(disabled)
 }
 
 #[cfg(test)]

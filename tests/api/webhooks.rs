@@ -26,6 +26,7 @@ on_both_backends!(
     gone_fails_at_once_and_the_admin_can_send_it_again,
     loopback_private_and_metadata_targets_are_refused,
     an_endpoint_failing_too_long_is_disabled_and_says_why,
+    each_write_follows_the_endpoints_as_last_changed,
     inbound_hooks_check_signatures_and_store_each_event_once,
     the_admin_api_checks_its_input_and_its_callers,
 );
@@ -476,6 +477,74 @@ async fn an_endpoint_failing_too_long_is_disabled_and_says_why(backend: Backend)
     assert!(shown["disabledReason"].is_null());
     create_post(&app, &admin, "three").await;
     receiver.wait_for(2, WAIT).await;
+}
+
+/// Endpoints are looked up for every write; registering, changing and deleting one
+/// applies to the very next write, also after writes that found other endpoints.
+async fn each_write_follows_the_endpoints_as_last_changed(backend: Backend) {
+    let Some((app, admin)) = app(backend, |_| {}).await else {
+        return;
+    };
+    create_post(&app, &admin, "before any endpoint").await;
+    let receiver = Receiver::start().await;
+    let (endpoint, _) = register(&app, &admin, &receiver.url("/"), &["record.created"]).await;
+    create_post(&app, &admin, "first").await;
+    let first = wait_all(&app, &admin, &endpoint, 1, "sent").await;
+    assert_eq!(
+        first.len(),
+        1,
+        "the earlier post had no endpoint: {first:?}"
+    );
+
+    let change = |body: Value| {
+        let (app, admin, endpoint) = (&app, &admin, &endpoint);
+        async move {
+            let response = app
+                .send(
+                    Method::PATCH,
+                    &format!("/api/admin/webhooks/{endpoint}"),
+                    Some(admin),
+                    Some(&body),
+                )
+                .await;
+            assert_eq!(response.status(), 200);
+        }
+    };
+    change(json!({"events": ["record.created:elsewhere"]})).await;
+    create_post(&app, &admin, "not subscribed").await;
+    assert_eq!(deliveries_of(&app, &admin, &endpoint).await.len(), 1);
+
+    change(json!({"events": ["record.created:posts"]})).await;
+    create_post(&app, &admin, "second").await;
+    wait_all(&app, &admin, &endpoint, 2, "sent").await;
+
+    change(json!({"enabled": false})).await;
+    create_post(&app, &admin, "while disabled").await;
+    assert_eq!(deliveries_of(&app, &admin, &endpoint).await.len(), 2);
+
+    let deleted = app
+        .send(
+            Method::DELETE,
+            &format!("/api/admin/webhooks/{endpoint}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert!(deleted.status().is_success(), "{}", deleted.status());
+    create_post(&app, &admin, "after delete").await;
+    assert_eq!(deliveries_of(&app, &admin, &endpoint).await.len(), 2);
+    let titles: Vec<String> = receiver
+        .hits()
+        .iter()
+        .map(|hit| {
+            let body: Value = serde_json::from_str(&hit.body).unwrap();
+            body["data"]["record"]["title"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(titles, ["first", "second"]);
 }
 
 fn standard_signature(key: &[u8], id: &str, timestamp: i64, body: &str) -> String {
