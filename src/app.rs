@@ -12,7 +12,7 @@ use sea_orm::{DatabaseConnection, DbErr};
 use crate::actors::auth::AuthActor;
 use crate::actors::balancer::{BalancerActor, Upstreams};
 use crate::actors::cache::{CacheActor, ResponseCache};
-use crate::actors::database::{DatabaseActor, Db, WriterTurn};
+use crate::actors::database::{DatabaseActor, Db};
 use crate::actors::mailer::{Mailer, MailerActor};
 use crate::actors::maintenance::Maintenance;
 use crate::actors::realtime::RealtimeActor;
@@ -299,7 +299,6 @@ impl Application {
             let ping_timeout = settings.database.connect_timeout;
             let metrics = metrics.clone();
             let records = records.clone();
-            let writer = WriterTurn::default();
             let endpoints = endpoint_cache.clone();
             move || {
                 DatabaseActor::new(
@@ -308,7 +307,6 @@ impl Application {
                     ping_timeout,
                     metrics.clone(),
                     records.clone(),
-                    writer.clone(),
                     endpoints.clone(),
                 )
             }

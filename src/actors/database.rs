@@ -76,8 +76,6 @@ pub struct DatabaseActor {
     ping_timeout: Duration,
     metrics: Arc<Metrics>,
     pub(crate) records: Arc<RecordsEnv>,
-    /// Taken by every SQLite write transaction (see [`WriterTurn`]).
-    writer: WriterTurn,
     /// The webhook endpoints transactions queue deliveries for.
     endpoints: Arc<EndpointCache>,
 }
@@ -89,7 +87,6 @@ impl DatabaseActor {
         ping_timeout: Duration,
         metrics: Arc<Metrics>,
         records: Arc<RecordsEnv>,
-        writer: WriterTurn,
         endpoints: Arc<EndpointCache>,
     ) -> Self {
         Self {
@@ -98,7 +95,6 @@ impl DatabaseActor {
             ping_timeout,
             metrics,
             records,
-            writer,
             endpoints,
         }
     }
@@ -117,18 +113,12 @@ impl DatabaseActor {
         let conn = self.conn.clone();
         let addr = ctx.address();
         let endpoints = self.endpoints.clone();
-        let sqlite_writer =
-            mode == TxMode::Write && conn.get_database_backend() == DbBackend::Sqlite;
-        let (job, writer) = if sqlite_writer {
-            (write_locked(job), Some(self.writer.clone()))
+        let job = if mode == TxMode::Write && conn.get_database_backend() == DbBackend::Sqlite {
+            write_locked(job)
         } else {
-            (job, None)
+            job
         };
         Box::pin(async move {
-            let _turn = match &writer {
-                Some(writer) => writer.wait().await,
-                None => None,
-            };
             // Deliveries the transaction queued go out as soon as it has committed.
             let transaction =
                 crate::webhooks::waking_after_commit(endpoints, conn.transaction(job));
@@ -172,25 +162,6 @@ impl DatabaseActor {
 pub enum TxMode {
     Read,
     Write,
-}
-
-/// SQLite has one writer at a time. Write transactions of this process wait for their
-/// turn here, in arrival order, before they begin: waiting on SQLite's busy handler
-/// instead sleeps and polls (up to 100 ms a try), which under many concurrent writes
-/// leaves the database idle most of the time. Shared by every database actor instance.
-///
-/// A turn not given within the busy timeout (a writer holding it that long) is not
-/// waited for further: the transaction then goes ahead and SQLite's busy handler decides,
-/// as it would without turns.
-#[derive(Clone, Default)]
-pub struct WriterTurn(Arc<tokio::sync::Mutex<()>>);
-
-impl WriterTurn {
-    async fn wait(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
-        tokio::time::timeout(crate::db::SQLITE_BUSY_TIMEOUT, self.0.clone().lock_owned())
-            .await
-            .ok()
-    }
 }
 
 /// SQLite starts transactions deferred: one that reads and then writes fails with
