@@ -19,6 +19,7 @@ mod mail_outbox_admin;
 mod maintenance;
 mod oauth;
 mod proxy;
+mod proxy_tls;
 mod realtime;
 mod records;
 mod static_files;
