@@ -8,7 +8,7 @@
 #   WORKERS=1 DURATION=10s ROUNDS=5 bash benches/front_of_house.sh
 #   SCENARIOS=proxy bash benches/front_of_house.sh        # only the proxied request
 #   GATEHOUSE_BIN=/tmp/gatehouse-old bash benches/...     # another build, not rebuilt
-#   PERF_STAT=1 bash benches/front_of_house.sh            # + instructions and CPU per request
+#   PERF_STAT=1 bash benches/front_of_house.sh            # + CPU time per request (perf stat)
 #
 # SCENARIOS picks scenarios by key: static1k, static100k, proxy, cache (default: all).
 #
@@ -186,24 +186,23 @@ done
 cache_label=$(curl -s -D - -o /dev/null "http://127.0.0.1:$GATEHOUSE_PORT/cached/x" | tr -d '\r' | awk -F': ' 'tolower($1)=="x-cache"{print $2}')
 [ "$cache_label" = HIT ] || { echo "bench: Gatehouse cache answered X-Cache: $cache_label" >&2; exit 1; }
 
-# run URL PIDS -> "requests_per_second p99_ms instructions_per_request cpu_us_per_request"
-# With PERF_STAT=1 the server's processes (PIDS, comma-separated) are counted by
-# `perf stat` while wrk runs: CPU instructions and CPU time per request, which other
-# load on the machine does not change the way it changes requests per second.
+# run URL PIDS -> "requests_per_second p99_ms cpu_us_per_request"
+# With PERF_STAT=1 the server's processes (PIDS, comma-separated) are watched by
+# `perf stat` while wrk runs: CPU time per request, which other load on the machine
+# changes less than it changes requests per second.
 run() {
     local seconds=${DURATION%s}
     if [ "${PERF_STAT:-0}" = 1 ]; then
-        perf stat -x, -e instructions,task-clock -p "$2" -o "$work/perf.txt" -- sleep "$seconds" &
+        perf stat -x, -e task-clock -p "$2" -o "$work/perf.txt" -- sleep "$seconds" &
         local perf_pid=$!
     fi
     wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$1" 2>/dev/null > "$work/wrk.txt"
-    local instructions=0 cpu_ms=0
+    local cpu_ms=0
     if [ "${PERF_STAT:-0}" = 1 ]; then
         wait "$perf_pid" || true
-        instructions=$(awk -F, '$3 ~ /^instructions/ { print $1 }' "$work/perf.txt")
         cpu_ms=$(awk -F, '$3 ~ /^task-clock/ { print $1 }' "$work/perf.txt")
     fi
-    awk -v instructions="${instructions:-0}" -v cpu_ms="${cpu_ms:-0}" -v seconds="$seconds" '
+    awk -v cpu_ms="${cpu_ms:-0}" -v seconds="$seconds" '
         /Requests\/sec/ { rps = $2 }
         /^ +99%/ {
             v = $2
@@ -214,9 +213,9 @@ run() {
         }
         END {
             requests = rps * seconds
-            printf "%.0f %.2f %.0f %.1f\n", rps, p99,
-                requests > 0 ? instructions / requests : 0,
-                requests > 0 ? cpu_ms * 1000 / requests : 0
+            cpu_us = 0
+            if (requests > 0) cpu_us = cpu_ms * 1000 / requests
+            printf "%.0f %.2f %.1f\n", rps, p99, cpu_us
         }' "$work/wrk.txt"
 }
 
@@ -249,10 +248,8 @@ for scenario in "static1k|1 KiB static|/1k.txt" "static100k|100 KiB static|/100k
     ratio=$(awk -v g="$g_rps" -v n="$n_rps" 'BEGIN { if (n > 0) printf "%.2f", g / n; else print "-" }')
     printf '%-22s %14.0f %10.2f %14.0f %10.2f %7sx\n' "$name" "$g_rps" "$g_p99" "$n_rps" "$n_p99" "$ratio"
     if [ "${PERF_STAT:-0}" = 1 ]; then
-        g_ins=$(cut -d' ' -f3 "$work/g.txt" | median)
-        n_ins=$(cut -d' ' -f3 "$work/n.txt" | median)
-        g_cpu=$(cut -d' ' -f4 "$work/g.txt" | median)
-        n_cpu=$(cut -d' ' -f4 "$work/n.txt" | median)
-        printf '%-22s %14s %10s %14s %10s\n' "  per request" "$g_ins instr" "$g_cpu us" "$n_ins instr" "$n_cpu us"
+        g_cpu=$(cut -d' ' -f3 "$work/g.txt" | median)
+        n_cpu=$(cut -d' ' -f3 "$work/n.txt" | median)
+        printf '%-22s %14s %10s %14s %10s\n' "  CPU per request" "$g_cpu us" "" "$n_cpu us" ""
     fi
 done
