@@ -236,6 +236,14 @@ pub struct UpstreamSettings {
     /// No retry starts after this much time since the first attempt.
     #[serde(default = "default_retry_timeout", with = "humantime_serde")]
     pub retry_timeout: Duration,
+    /// PEM certificates trusted for `https://` servers besides the webpki roots
+    /// (a private CA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// The name `https://` servers' certificates are checked against and sent as SNI,
+    /// instead of each server's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_server_name: Option<String>,
 }
 
 fn default_max_fails() -> u32 {

@@ -24,6 +24,7 @@ pub mod proxy_tunnel;
 pub mod realtime;
 pub mod records;
 pub mod static_files;
+pub mod upstream_client;
 
 use std::net::TcpListener;
 use std::sync::Arc;

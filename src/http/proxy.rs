@@ -17,29 +17,31 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use actix_web::body::{BodyStream, BoxBody, SizedStream};
+use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::error::PayloadError;
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
-use awc::error::SendRequestError;
 use bytes::Bytes;
 use futures_util::Stream;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
 
 use super::forwarded::{ForwardingHeaders, TrustedProxies};
 use super::middleware::X_REQUEST_ID;
+use super::upstream_client::{ConnectError, Pooled, UpstreamClient};
 use crate::actors::balancer::selection::client_key;
-use crate::actors::balancer::{InFlight, Pool, Upstreams};
+use crate::actors::balancer::{InFlight, Member, Pool, Upstreams};
 use crate::actors::cache::ResponseCache;
 use crate::config::Settings;
 use crate::error::{ApiError, REQUEST_ID};
 use crate::routing::{strip_path_prefix, Route};
 use crate::telemetry::Metrics;
 
-/// What one HTTP worker needs to proxy: its own pooled upstream client (awc is
-/// single-threaded) and handles to the shared pools and cache.
+/// What one HTTP worker needs to proxy: its own pool of upstream connections and
+/// handles to the shared pools and cache.
 pub struct Proxy {
-    pub client: awc::Client,
+    pub client: Rc<UpstreamClient<OutgoingBody>>,
     pub upstreams: Arc<Upstreams>,
     pub cache: ResponseCache,
     pub trusted: TrustedProxies,
@@ -59,18 +61,8 @@ impl Proxy {
         metrics: Arc<Metrics>,
     ) -> Self {
         let proxy = &settings.proxy;
-        let connector = awc::Connector::new()
-            .timeout(proxy.connect_timeout)
-            .limit(0)
-            .conn_keep_alive(proxy.keep_alive);
-        let client = awc::Client::builder()
-            .connector(connector)
-            .timeout(proxy.read_timeout)
-            .disable_redirects()
-            .no_default_headers()
-            .finish();
         Self {
-            client,
+            client: Rc::new(UpstreamClient::new(proxy.connect_timeout, proxy.keep_alive)),
             upstreams,
             cache,
             trusted,
@@ -89,6 +81,8 @@ pub enum ProxyError {
     NoHealthyUpstream(String),
     #[error("no server of upstream pool {0} could be reached")]
     Unreachable(String),
+    #[error("the TLS handshake with a server of upstream pool {0} failed")]
+    Tls(String),
     #[error("the upstream server did not answer in time")]
     Timeout,
     #[error("the upstream server's answer was invalid: {0}")]
@@ -111,6 +105,11 @@ impl From<ProxyError> for ApiError {
                 StatusCode::BAD_GATEWAY,
                 "upstream_unreachable",
                 "The upstream server could not be reached.",
+            ),
+            ProxyError::Tls(_) => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_tls_failed",
+                "The upstream server's TLS certificate could not be verified, or its TLS handshake failed.",
             ),
             ProxyError::Timeout => ApiError::new(
                 StatusCode::GATEWAY_TIMEOUT,
@@ -146,24 +145,62 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     header::EXPECT,
 ];
 
+/// Whether header `name` is hop-by-hop or framing: never forwarded as it is.
+fn is_hop_by_hop(name: &str) -> bool {
+    HOP_BY_HOP.iter().any(|hop| hop.as_str() == name) || name == "content-length"
+}
+
+/// Whether `name` is listed in one of the `Connection` header values `listed`.
+fn named_by_connection<'a>(mut listed: impl Iterator<Item = &'a [u8]>, name: &str) -> bool {
+    listed.any(|value| {
+        value
+            .split(|&byte| byte == b',')
+            .any(|token| token.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
+    })
+}
+
 /// Copies `from` without hop-by-hop headers, those named by `Connection`, and framing
 /// (`Content-Length` is set from the body that is actually sent).
 pub fn end_to_end_headers(from: &HeaderMap) -> HeaderMap {
-    let listed: Vec<String> = from
-        .get_all(header::CONNECTION)
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .map(|name| name.trim().to_ascii_lowercase())
-        .collect();
+    let has_connection = from.contains_key(header::CONNECTION);
     let mut headers = HeaderMap::with_capacity(from.len());
     for (name, value) in from {
-        if HOP_BY_HOP.contains(name)
-            || name == header::CONTENT_LENGTH
-            || listed.iter().any(|listed| listed == name.as_str())
+        if is_hop_by_hop(name.as_str())
+            || (has_connection
+                && named_by_connection(
+                    from.get_all(header::CONNECTION).map(HeaderValue::as_bytes),
+                    name.as_str(),
+                ))
         {
             continue;
         }
         headers.append(name.clone(), value.clone());
+    }
+    headers
+}
+
+/// The end-to-end headers of an upstream answer, as the client's response takes them.
+fn response_headers(from: &http::HeaderMap) -> HeaderMap {
+    let has_connection = from.contains_key(http::header::CONNECTION);
+    let mut headers = HeaderMap::with_capacity(from.len());
+    for (name, value) in from {
+        if is_hop_by_hop(name.as_str())
+            || (has_connection
+                && named_by_connection(
+                    from.get_all(http::header::CONNECTION)
+                        .iter()
+                        .map(http::HeaderValue::as_bytes),
+                    name.as_str(),
+                ))
+        {
+            continue;
+        }
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_str().as_bytes()),
+            HeaderValue::from_bytes(value.as_bytes()),
+        ) {
+            headers.append(name, value);
+        }
     }
     headers
 }
@@ -321,9 +358,51 @@ impl RequestBody {
     }
 }
 
+/// The body of a request to an upstream server: none, or the client's.
+pub enum OutgoingBody {
+    Empty,
+    Client(BodyReader),
+}
+
+impl Body for OutgoingBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        match self.get_mut() {
+            Self::Empty => Poll::Ready(None),
+            Self::Client(reader) => Pin::new(reader).poll_next(cx).map(|item| {
+                item.map(|chunk| {
+                    chunk.map(Frame::data).map_err(|err| match err {
+                        PayloadError::Io(err) => err,
+                        other => std::io::Error::other(other.to_string()),
+                    })
+                })
+            }),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self, Self::Empty)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Empty => SizeHint::with_exact(0),
+            Self::Client(reader) => reader
+                .state
+                .length
+                .map_or_else(SizeHint::default, SizeHint::with_exact),
+        }
+    }
+}
+
 /// Reads the client body for one attempt, enforcing the size limit and the pause
 /// limit (slow clients are cut off).
-struct BodyReader {
+pub struct BodyReader {
     state: Rc<BodyState>,
     idle: IdleTimer,
 }
@@ -403,10 +482,128 @@ impl Stream for BodyReader {
     }
 }
 
-/// A response from an upstream server, with its in-flight guard.
+/// A response from an upstream server: its head, converted for the client, and its
+/// body still to be read on the connection, which returns to the pool after it.
 pub struct Upstream {
-    pub response: awc::ClientResponse,
-    pub in_flight: InFlight,
+    pub status: StatusCode,
+    /// The answer's end-to-end headers.
+    pub headers: HeaderMap,
+    content_length: Option<u64>,
+    body: Incoming,
+    connection: Option<Returnable>,
+    in_flight: InFlight,
+}
+
+/// A connection and the pool it goes back to once its exchange is complete.
+struct Returnable {
+    connection: Pooled<OutgoingBody>,
+    client: Rc<UpstreamClient<OutgoingBody>>,
+}
+
+impl Returnable {
+    fn release(self) {
+        self.client.release(self.connection);
+    }
+}
+
+impl Upstream {
+    /// Reads the whole body, up to `limit` bytes (`None` beyond, or on an error).
+    pub async fn read_to_end(mut self, limit: usize) -> Option<Bytes> {
+        let mut collected = bytes::BytesMut::new();
+        while let Some(frame) =
+            futures_util::future::poll_fn(|cx| Pin::new(&mut self.body).poll_frame(cx)).await
+        {
+            if let Ok(chunk) = frame.ok()?.into_data() {
+                if collected.len() + chunk.len() > limit {
+                    return None;
+                }
+                collected.extend_from_slice(&chunk);
+            }
+        }
+        if let Some(connection) = self.connection.take() {
+            connection.release();
+        }
+        Some(collected.freeze())
+    }
+}
+
+/// Why one attempt on one server failed.
+enum AttemptError {
+    Connect(ConnectError),
+    Timeout,
+    Exchange(hyper::Error),
+    InvalidPath,
+}
+
+/// The request as hyper sends it to `member`.
+fn outgoing(
+    request: &UpstreamRequest,
+    member: &Member,
+    body: Option<&RequestBody>,
+) -> Result<hyper::Request<OutgoingBody>, AttemptError> {
+    let body = body.map_or(OutgoingBody::Empty, |body| {
+        OutgoingBody::Client(body.stream())
+    });
+    let mut outgoing = hyper::Request::new(body);
+    *outgoing.method_mut() = http::Method::from_bytes(request.method.as_str().as_bytes())
+        .map_err(|_| AttemptError::InvalidPath)?;
+    *outgoing.uri_mut() = member
+        .url
+        .path_for(&request.path_and_query)
+        .parse()
+        .map_err(|_| AttemptError::InvalidPath)?;
+    let headers = outgoing.headers_mut();
+    headers.reserve(request.headers.len());
+    for (name, value) in &request.headers {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(name.as_str().as_bytes()),
+            http::HeaderValue::from_bytes(value.as_bytes()),
+        ) {
+            headers.append(name, value);
+        }
+    }
+    Ok(outgoing)
+}
+
+/// One attempt on one server: a kept-alive connection (or a new one), the request,
+/// and the response head within `read_timeout`.
+async fn attempt(
+    proxy: &Proxy,
+    member: &Member,
+    request: &UpstreamRequest,
+    body: Option<&RequestBody>,
+) -> Result<(hyper::Response<Incoming>, Pooled<OutgoingBody>), AttemptError> {
+    let mut connection = proxy
+        .client
+        .checkout(member)
+        .await
+        .map_err(AttemptError::Connect)?;
+    let mut outgoing = outgoing(request, member, body)?;
+    loop {
+        let sent = tokio::time::timeout(
+            proxy.read_timeout,
+            connection.sender.try_send_request(outgoing),
+        )
+        .await;
+        match sent {
+            Err(_) => return Err(AttemptError::Timeout),
+            Ok(Ok(response)) => return Ok((response, connection)),
+            Ok(Err(mut err)) => {
+                // A kept-alive connection that the server closed before the request
+                // was written gives it back unsent: it goes on a new connection.
+                if let (true, Some(unsent)) = (connection.reused, err.take_message()) {
+                    outgoing = unsent;
+                    connection = proxy
+                        .client
+                        .connect(member)
+                        .await
+                        .map_err(AttemptError::Connect)?;
+                    continue;
+                }
+                return Err(AttemptError::Exchange(err.into_error()));
+            }
+        }
+    }
 }
 
 /// Sends `request` to the pool's servers in order of preference: the next server is
@@ -434,36 +631,21 @@ pub async fn send(
     let idempotent = is_idempotent(&request.method);
     let tries = (pool.settings.tries as usize).min(candidates.len());
     let mut last_error = ProxyError::Unreachable(pool.name.clone());
-    for (attempt, &index) in candidates.iter().take(tries).enumerate() {
-        if attempt > 0 && started.elapsed() >= pool.settings.retry_timeout {
+    for (attempt_number, &index) in candidates.iter().take(tries).enumerate() {
+        if attempt_number > 0 && started.elapsed() >= pool.settings.retry_timeout {
             break;
         }
-        if attempt > 0 {
+        if attempt_number > 0 {
             metrics
                 .proxy_retries
                 .with_label_values(&[pool.name.as_str()])
                 .inc();
         }
         let sent = Instant::now();
-        let is_last = attempt + 1 == tries;
+        let is_last = attempt_number + 1 == tries;
         let in_flight = pool.start_request(index);
         let member = pool.member(index);
-        let mut outgoing = proxy.client.request(
-            request.method.clone(),
-            member.url.join(&request.path_and_query),
-        );
-        *outgoing.headers_mut() = request.headers.clone();
-        let result = match body {
-            None => outgoing.send().await,
-            Some(body) => match body.inner.length {
-                Some(length) => {
-                    outgoing
-                        .send_body(SizedStream::new(length, body.stream()))
-                        .await
-                }
-                None => outgoing.send_stream(body.stream()).await,
-            },
-        };
+        let result = attempt(proxy, member, request, body).await;
         if let Some(violation) = body.and_then(RequestBody::violation) {
             return Err(violation);
         }
@@ -473,8 +655,9 @@ pub async fn send(
             .with_label_values(&[pool.name.as_str()])
             .observe(sent.elapsed().as_secs_f64());
         match result {
-            Ok(response) => {
-                let status = response.status();
+            Ok((response, connection)) => {
+                let status = StatusCode::from_u16(response.status().as_u16())
+                    .unwrap_or(StatusCode::BAD_GATEWAY);
                 count(status.as_str());
                 let failed = matches!(
                     status,
@@ -491,24 +674,53 @@ pub async fn send(
                 } else {
                     pool.record_success(index);
                 }
+                let (head, body) = response.into_parts();
+                let content_length = head
+                    .headers
+                    .get(http::header::CONTENT_LENGTH)
+                    .and_then(|value| value.to_str().ok())
+                    .and_then(|value| value.parse::<u64>().ok());
                 return Ok(Upstream {
-                    response,
+                    status,
+                    headers: response_headers(&head.headers),
+                    content_length,
+                    body,
+                    connection: Some(Returnable {
+                        connection,
+                        client: proxy.client.clone(),
+                    }),
                     in_flight,
                 });
             }
             Err(err) => {
                 count("error");
                 pool.record_failure(index);
-                tracing::warn!(pool = %pool.name, server = %member.url, %err, "upstream request failed");
                 let (error, retryable) = match err {
-                    SendRequestError::Connect(_) => {
-                        (ProxyError::Unreachable(pool.name.clone()), !body_spent)
+                    AttemptError::Connect(err) => {
+                        tracing::warn!(pool = %pool.name, server = %member.url, %err, "upstream connection failed");
+                        let error = match err {
+                            ConnectError::Tls(_) => ProxyError::Tls(pool.name.clone()),
+                            _ => ProxyError::Unreachable(pool.name.clone()),
+                        };
+                        (error, !body_spent)
                     }
-                    SendRequestError::Timeout => (ProxyError::Timeout, idempotent && !body_spent),
-                    other => (
-                        ProxyError::BadGateway(other.to_string()),
-                        idempotent && !body_spent,
-                    ),
+                    AttemptError::Timeout => {
+                        tracing::warn!(pool = %pool.name, server = %member.url, "upstream request timed out");
+                        (ProxyError::Timeout, idempotent && !body_spent)
+                    }
+                    AttemptError::Exchange(err) => {
+                        tracing::warn!(pool = %pool.name, server = %member.url, %err, "upstream request failed");
+                        (
+                            ProxyError::BadGateway(err.to_string()),
+                            idempotent && !body_spent,
+                        )
+                    }
+                    AttemptError::InvalidPath => {
+                        return Err(ProxyError::BadGateway(format!(
+                            "{} is not a valid request target",
+                            request.path_and_query
+                        )))
+                    }
                 };
                 if !retryable {
                     return Err(error);
@@ -530,34 +742,41 @@ pub fn into_response(
     tee: Option<Box<dyn BodyTee>>,
 ) -> HttpResponse {
     let Upstream {
-        response,
+        status,
+        headers,
+        content_length,
+        body,
+        mut connection,
         in_flight,
     } = upstream;
-    let status = response.status();
-    let headers = end_to_end_headers(response.headers());
-    let length = response
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<u64>().ok());
     let bodyless = *method == Method::HEAD
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
-    let stream = UpstreamBody {
-        inner: response,
-        idle: IdleTimer::new(read_timeout),
-        tee,
-        _in_flight: in_flight,
-    };
-    let body = match (bodyless, length) {
-        (true, Some(length)) if *method == Method::HEAD => BoxBody::new(SizedStream::new(
-            length,
-            futures_util::stream::empty::<Result<Bytes, PayloadError>>(),
-        )),
-        (true, _) => BoxBody::new(()),
-        (false, Some(length)) => BoxBody::new(SizedStream::new(length, stream)),
-        (false, None) => BoxBody::new(BodyStream::new(stream)),
+    let body = if bodyless {
+        if body.is_end_stream() {
+            if let Some(connection) = connection.take() {
+                connection.release();
+            }
+        }
+        match content_length {
+            Some(length) if *method == Method::HEAD => {
+                BoxBody::new(actix_web::body::SizedStream::new(
+                    length,
+                    futures_util::stream::empty::<Result<Bytes, PayloadError>>(),
+                ))
+            }
+            _ => BoxBody::new(()),
+        }
+    } else {
+        BoxBody::new(UpstreamBody {
+            body,
+            length: content_length,
+            idle: IdleTimer::new(read_timeout),
+            tee,
+            connection,
+            _in_flight: in_flight,
+        })
     };
     let mut client_response = HttpResponse::with_body(status, body);
     *client_response.headers_mut() = headers;
@@ -573,44 +792,74 @@ pub trait BodyTee {
 
 /// An upstream response body on its way to the client.
 struct UpstreamBody {
-    inner: awc::ClientResponse,
+    body: Incoming,
+    length: Option<u64>,
     idle: IdleTimer,
     tee: Option<Box<dyn BodyTee>>,
+    /// Goes back to the pool once the body has been read to its end.
+    connection: Option<Returnable>,
     _in_flight: InFlight,
 }
 
-impl Stream for UpstreamBody {
-    type Item = Result<Bytes, PayloadError>;
+impl UpstreamBody {
+    fn finish(&mut self) {
+        if let Some(connection) = self.connection.take() {
+            connection.release();
+        }
+        if let Some(tee) = self.tee.take() {
+            tee.finish();
+        }
+    }
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_next(cx) {
-            Poll::Ready(Some(Ok(chunk))) => {
-                this.idle.restart();
-                if let Some(tee) = this.tee.as_mut() {
-                    tee.chunk(&chunk);
+    fn fail(&mut self, err: std::io::Error) -> Poll<Option<Result<Bytes, std::io::Error>>> {
+        self.tee = None;
+        self.connection = None;
+        Poll::Ready(Some(Err(err)))
+    }
+}
+
+impl MessageBody for UpstreamBody {
+    type Error = std::io::Error;
+
+    fn size(&self) -> BodySize {
+        self.length.map_or(BodySize::Stream, BodySize::Sized)
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, std::io::Error>>> {
+        let this = self.get_mut();
+        loop {
+            match Pin::new(&mut this.body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    // Trailers are hop-by-hop here: HTTP/1.1 clients get none.
+                    let Ok(chunk) = frame.into_data() else {
+                        continue;
+                    };
+                    this.idle.restart();
+                    if let Some(tee) = this.tee.as_mut() {
+                        tee.chunk(&chunk);
+                    }
+                    if this.body.is_end_stream() {
+                        this.finish();
+                    }
+                    return Poll::Ready(Some(Ok(chunk)));
                 }
-                Poll::Ready(Some(Ok(chunk)))
-            }
-            Poll::Ready(Some(Err(err))) => {
-                this.tee = None;
-                Poll::Ready(Some(Err(err)))
-            }
-            Poll::Ready(None) => {
-                if let Some(tee) = this.tee.take() {
-                    tee.finish();
+                Poll::Ready(Some(Err(err))) => return this.fail(std::io::Error::other(err)),
+                Poll::Ready(None) => {
+                    this.finish();
+                    return Poll::Ready(None);
                 }
-                Poll::Ready(None)
-            }
-            Poll::Pending => {
-                if this.idle.expired(cx) {
-                    this.tee = None;
-                    return Poll::Ready(Some(Err(PayloadError::Io(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "upstream body timed out",
-                    )))));
+                Poll::Pending => {
+                    if this.idle.expired(cx) {
+                        return this.fail(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "upstream body timed out",
+                        ));
+                    }
+                    return Poll::Pending;
                 }
-                Poll::Pending
             }
         }
     }

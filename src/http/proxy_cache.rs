@@ -15,7 +15,7 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::{Bytes, BytesMut};
 
-use super::proxy::{self, end_to_end_headers, BodyTee, Proxy, UpstreamRequest};
+use super::proxy::{self, BodyTee, Proxy, UpstreamRequest};
 use crate::actors::balancer::Pool;
 use crate::actors::cache::{
     CacheKey, CachedResponse, Fetch, FetchGuard, Freshness, ResponseCache, Tier,
@@ -165,11 +165,10 @@ async fn fetch(
     authorized: bool,
 ) -> Result<HttpResponse, ApiError> {
     let upstream = proxy::send(proxy, pool, request, None).await?;
-    let response = &upstream.response;
     let tee = storage_policy(
         authorized,
-        response.status(),
-        response.headers(),
+        upstream.status,
+        &upstream.headers,
         SystemTime::now(),
     )
     .map(|policy| {
@@ -177,8 +176,8 @@ async fn fetch(
             cache: proxy.cache.clone(),
             key,
             request_headers: req.headers().clone(),
-            status: response.status(),
-            headers: end_to_end_headers(response.headers()),
+            status: upstream.status,
+            headers: upstream.headers.clone(),
             policy,
             body: BytesMut::new(),
             overflowed: false,
@@ -208,26 +207,25 @@ async fn revalidate(
         request.headers.insert(name, value);
     }
     match proxy::send(proxy, pool, &request, None).await {
-        Ok(upstream) if upstream.response.status() == StatusCode::NOT_MODIFIED => {
+        Ok(upstream) if upstream.status == StatusCode::NOT_MODIFIED => {
             let fresh = refreshed(
                 &proxy.cache,
                 &key,
                 req.headers(),
                 &cached,
-                upstream.response.headers(),
+                &upstream.headers,
                 authorized,
             );
             Ok(from_cache(req, &fresh, "REVALIDATED"))
         }
-        Ok(upstream) if stale_if_error && upstream.response.status().is_server_error() => {
+        Ok(upstream) if stale_if_error && upstream.status.is_server_error() => {
             Ok(from_cache(req, &cached, "STALE"))
         }
         Ok(upstream) => {
-            let response = &upstream.response;
             let tee = storage_policy(
                 authorized,
-                response.status(),
-                response.headers(),
+                upstream.status,
+                &upstream.headers,
                 SystemTime::now(),
             )
             .filter(|_| *req.method() == Method::GET)
@@ -236,8 +234,8 @@ async fn revalidate(
                     cache: proxy.cache.clone(),
                     key,
                     request_headers: req.headers().clone(),
-                    status: response.status(),
-                    headers: end_to_end_headers(response.headers()),
+                    status: upstream.status,
+                    headers: upstream.headers.clone(),
                     policy,
                     body: BytesMut::new(),
                     overflowed: false,
@@ -272,29 +270,28 @@ async fn refresh(
     let Ok(upstream) = proxy::send(proxy, pool, &request, None).await else {
         return;
     };
-    let mut response = upstream.response;
-    if response.status() == StatusCode::NOT_MODIFIED {
+    if upstream.status == StatusCode::NOT_MODIFIED {
         refreshed(
             &proxy.cache,
             key,
             client_headers,
             cached,
-            response.headers(),
+            &upstream.headers,
             authorized,
         );
         return;
     }
     let Some(policy) = storage_policy(
         authorized,
-        response.status(),
-        response.headers(),
+        upstream.status,
+        &upstream.headers,
         SystemTime::now(),
     ) else {
         return;
     };
-    let status = response.status();
-    let headers = end_to_end_headers(response.headers());
-    if let Ok(body) = response.body().limit(proxy.cache.max_object_bytes()).await {
+    let status = upstream.status;
+    let headers = upstream.headers.clone();
+    if let Some(body) = upstream.read_to_end(proxy.cache.max_object_bytes()).await {
         proxy.cache.insert(
             key,
             client_headers,
@@ -303,7 +300,7 @@ async fn refresh(
     }
 }
 
-/// Stores `cached` updated by a 304's headers and answers with it.
+/// Stores `cached` updated by a 304's (end-to-end) headers and answers with it.
 fn refreshed(
     cache: &ResponseCache,
     key: &CacheKey,
@@ -312,20 +309,19 @@ fn refreshed(
     update: &HeaderMap,
     authorized: bool,
 ) -> Arc<CachedResponse> {
-    let update = end_to_end_headers(update);
     let mut merged = cached.headers.clone();
-    for (name, value) in &update {
+    for (name, value) in update {
         merged.insert(name.clone(), value.clone());
     }
     match storage_policy(authorized, cached.status, &merged, SystemTime::now()) {
         Some(policy) => {
-            let fresh = cached.revalidated(&update, policy);
+            let fresh = cached.revalidated(update, policy);
             cache.insert(key, client_headers, fresh);
             cache
                 .get(key, client_headers)
-                .unwrap_or_else(|| Arc::new(cached.revalidated(&update, no_reuse())))
+                .unwrap_or_else(|| Arc::new(cached.revalidated(update, no_reuse())))
         }
-        None => Arc::new(cached.revalidated(&update, no_reuse())),
+        None => Arc::new(cached.revalidated(update, no_reuse())),
     }
 }
 

@@ -9,11 +9,11 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::{Bytes, BytesMut};
 use futures_util::{stream, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio_util::io::ReaderStream;
 
 use super::proxy::{end_to_end_headers, Proxy, ProxyError, UpstreamRequest};
+use super::upstream_client::{connect, ConnectError};
 use crate::actors::balancer::Pool;
 
 /// An upstream's answer head may not be larger than this.
@@ -44,20 +44,18 @@ pub async fn tunnel(
     };
     let in_flight = pool.start_request(index);
     let member = pool.member(index);
-    let connect = TcpStream::connect(member.url.authority());
-    let mut socket = match tokio::time::timeout(proxy.connect_timeout, connect).await {
-        Ok(Ok(socket)) => socket,
-        Ok(Err(err)) => {
+    let mut socket = match connect(member, proxy.connect_timeout).await {
+        Ok(socket) => socket,
+        Err(err) => {
             pool.record_failure(index);
             tracing::warn!(server = %member.url, %err, "upstream connection failed");
-            return Err(ProxyError::Unreachable(pool.name.clone()));
-        }
-        Err(_) => {
-            pool.record_failure(index);
-            return Err(ProxyError::Timeout);
+            return Err(match err {
+                ConnectError::Tls(_) => ProxyError::Tls(pool.name.clone()),
+                ConnectError::Timeout => ProxyError::Timeout,
+                ConnectError::Io(_) => ProxyError::Unreachable(pool.name.clone()),
+            });
         }
     };
-    let _ = socket.set_nodelay(true);
 
     let mut head = format!(
         "{} {} HTTP/1.1\r\n",
@@ -123,7 +121,7 @@ pub async fn tunnel(
     {
         builder.upgrade(protocol.to_string());
     }
-    let (reader, mut writer) = socket.into_split();
+    let (reader, mut writer) = tokio::io::split(socket);
     let mut payload = payload;
     actix_web::rt::spawn(async move {
         while let Some(Ok(chunk)) = payload.next().await {
@@ -148,7 +146,9 @@ pub async fn tunnel(
 }
 
 /// Reads an HTTP/1.1 response head; returns it and any bytes that followed it.
-async fn read_head(socket: &mut TcpStream) -> std::io::Result<(StatusCode, HeaderMap, Bytes)> {
+async fn read_head(
+    socket: &mut (impl AsyncRead + Unpin),
+) -> std::io::Result<(StatusCode, HeaderMap, Bytes)> {
     let mut buffer = BytesMut::with_capacity(4096);
     loop {
         if socket.read_buf(&mut buffer).await? == 0 {

@@ -20,6 +20,7 @@ mod mail_tls;
 mod maintenance;
 mod oauth;
 mod proxy;
+mod proxy_tls;
 mod realtime;
 mod records;
 mod static_files;

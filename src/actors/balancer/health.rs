@@ -3,6 +3,12 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::Empty;
+
+use super::Member;
+use crate::http::upstream_client::open;
+
 /// What the balancer knows about one server from its probes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthState {
@@ -55,20 +61,32 @@ impl HealthState {
     }
 }
 
-/// `GET url`: passes on a 2xx or 3xx answer within `timeout`.
-pub async fn probe(client: awc::Client, url: String, timeout: Duration) -> Result<(), String> {
-    let response = client
-        .get(&url)
-        .timeout(timeout)
-        .send()
+/// `GET path` on `member` (over TLS for `https://` members), on a connection of its
+/// own: passes on a 2xx or 3xx answer within `timeout`.
+pub async fn probe(member: &Member, path: &str, timeout: Duration) -> Result<(), String> {
+    let check = async {
+        let mut sender = open::<Empty<Bytes>>(member, timeout)
+            .await
+            .map_err(|err| err.to_string())?;
+        let request = http::Request::get(member.url.path_for(path))
+            .header(http::header::HOST, member.url.authority())
+            .header(http::header::CONNECTION, "close")
+            .body(Empty::new())
+            .map_err(|err| err.to_string())?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|err| err.to_string())?;
+        let status = response.status();
+        if status.is_success() || status.is_redirection() {
+            Ok(())
+        } else {
+            Err(format!("answered {status}"))
+        }
+    };
+    tokio::time::timeout(timeout, check)
         .await
-        .map_err(|err| err.to_string())?;
-    let status = response.status();
-    if status.is_success() || status.is_redirection() {
-        Ok(())
-    } else {
-        Err(format!("answered {status}"))
-    }
+        .unwrap_or_else(|_| Err("timed out".to_string()))
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 
 pub mod health;
 pub mod selection;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -32,9 +33,13 @@ use selection::Selector;
 
 const NAME: &str = "balancer";
 
-/// An upstream server's address: `http://host:port` with an optional base path.
+/// An upstream server's address: `http://` or `https://`, host, port and an optional
+/// base path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamUrl {
+    https: bool,
+    /// The host without brackets or port: what a TLS certificate names.
+    host: String,
     /// `host:port`, as sent in the request line's authority.
     authority: String,
     /// A path prefix put before every forwarded path, without trailing slash.
@@ -44,12 +49,21 @@ pub struct UpstreamUrl {
 impl UpstreamUrl {
     pub fn parse(raw: &str) -> Result<Self, String> {
         let url = url::Url::parse(raw).map_err(|err| format!("{raw:?}: {err}"))?;
-        if url.scheme() != "http" {
-            return Err(format!("{raw:?}: upstreams are reached over http://"));
-        }
-        let host = url
-            .host_str()
-            .ok_or_else(|| format!("{raw:?}: has no host"))?;
+        let https = match url.scheme() {
+            "http" => false,
+            "https" => true,
+            _ => {
+                return Err(format!(
+                    "{raw:?}: upstreams are reached over http:// or https://"
+                ))
+            }
+        };
+        let host = match url.host() {
+            Some(url::Host::Domain(name)) => name.to_string(),
+            Some(url::Host::Ipv4(address)) => address.to_string(),
+            Some(url::Host::Ipv6(address)) => address.to_string(),
+            None => return Err(format!("{raw:?}: has no host")),
+        };
         if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
             return Err(format!(
                 "{raw:?}: only scheme, host, port and path are allowed"
@@ -57,7 +71,9 @@ impl UpstreamUrl {
         }
         let port = url.port_or_known_default().unwrap_or(80);
         Ok(Self {
-            authority: format!("{host}:{port}"),
+            https,
+            authority: format!("{}:{port}", url.host_str().unwrap_or(&host)),
+            host,
             base_path: url.path().trim_end_matches('/').to_string(),
         })
     }
@@ -67,12 +83,9 @@ impl UpstreamUrl {
         &self.authority
     }
 
-    /// The absolute URL of `path_and_query` (which starts with `/`) on this server.
-    pub fn join(&self, path_and_query: &str) -> String {
-        format!(
-            "http://{}{}{}",
-            self.authority, self.base_path, path_and_query
-        )
+    /// Whether the server is reached over TLS.
+    pub fn is_https(&self) -> bool {
+        self.https
     }
 
     /// The path to request on this server for `path_and_query`.
@@ -83,7 +96,8 @@ impl UpstreamUrl {
 
 impl fmt::Display for UpstreamUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "http://{}{}", self.authority, self.base_path)
+        let scheme = if self.https { "https" } else { "http" };
+        write!(f, "{scheme}://{}{}", self.authority, self.base_path)
     }
 }
 
@@ -101,8 +115,12 @@ fn now_ms() -> u64 {
 /// One server of a pool and its live counters, shared by every HTTP worker.
 #[derive(Debug)]
 pub struct Member {
+    /// Unique in the process: the key of this server's idle connections.
+    pub id: u64,
     pub url: UpstreamUrl,
     pub weight: u32,
+    /// For `https://` servers.
+    pub tls: Option<tls::MemberTls>,
     in_flight: AtomicU32,
     requests: AtomicU64,
     failures: AtomicU64,
@@ -127,9 +145,12 @@ impl Drop for InFlight {
 
 impl Member {
     pub fn new(url: UpstreamUrl, weight: u32) -> Self {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         Self {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             url,
             weight,
+            tls: None,
             in_flight: AtomicU32::new(0),
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
@@ -173,10 +194,29 @@ struct Snapshot {
 
 impl Pool {
     pub fn new(name: &str, settings: &UpstreamSettings) -> Result<Self, String> {
+        let mut client_config = None;
         let members = settings
             .servers
             .iter()
-            .map(|server| Ok(Member::new(UpstreamUrl::parse(&server.url)?, server.weight)))
+            .map(|server| {
+                let url = UpstreamUrl::parse(&server.url)?;
+                let secure = url.is_https();
+                let mut member = Member::new(url, server.weight);
+                if secure {
+                    let config = match &client_config {
+                        Some(config) => config,
+                        None => {
+                            client_config.insert(tls::client_config(settings.ca_file.as_deref())?)
+                        }
+                    };
+                    member.tls = Some(tls::member_tls(
+                        config,
+                        &member.url.host,
+                        settings.tls_server_name.as_deref(),
+                    )?);
+                }
+                Ok(member)
+            })
             .collect::<Result<Vec<_>, String>>()?;
         let healthy: Vec<usize> = (0..members.len()).collect();
         let snapshot = Snapshot {
@@ -343,7 +383,6 @@ pub struct BalancerActor {
     upstreams: Arc<Upstreams>,
     /// Active-check state per pool, one entry per server.
     health: BTreeMap<String, Vec<HealthState>>,
-    client: Option<awc::Client>,
     metrics: Arc<Metrics>,
 }
 
@@ -361,11 +400,9 @@ impl BalancerActor {
                 )
             })
             .collect();
-        // The actor is built on its arbiter: its probe client is single-threaded.
         let addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| Self {
             upstreams,
             health,
-            client: None,
             metrics,
         });
         (addr, arbiter)
@@ -375,15 +412,6 @@ impl BalancerActor {
         let Some(pool) = self.upstreams.get(name).cloned() else {
             return;
         };
-        let client = self
-            .client
-            .get_or_insert_with(|| {
-                awc::Client::builder()
-                    .disable_redirects()
-                    .no_default_headers()
-                    .finish()
-            })
-            .clone();
         let check = &pool.settings.health_check;
         let states = self.health.get_mut(name).expect("state exists per pool");
         let due: Vec<usize> = states
@@ -396,8 +424,9 @@ impl BalancerActor {
             })
             .collect();
         for index in due {
-            let url = pool.member(index).url.join(&check.path);
-            let probe = health::probe(client.clone(), url, check.timeout);
+            let pool = pool.clone();
+            let (path, timeout) = (check.path.clone(), check.timeout);
+            let probe = async move { health::probe(pool.member(index), &path, timeout).await };
             let name = name.to_string();
             let work = contain(NAME, ctx.address(), probe);
             ctx.spawn(work.into_actor(self).map(move |result, act, _| {
@@ -505,12 +534,19 @@ mod tests {
     }
 
     #[test]
-    fn upstream_urls_are_http_with_an_optional_base_path() {
+    fn upstream_urls_are_http_or_https_with_an_optional_base_path() {
         let url = UpstreamUrl::parse("http://localhost:3000/base/").unwrap();
         assert_eq!(url.authority(), "localhost:3000");
-        assert_eq!(url.join("/x?y=1"), "http://localhost:3000/base/x?y=1");
+        assert_eq!(url.path_for("/x?y=1"), "/base/x?y=1");
+        assert!(!url.is_https());
         assert_eq!(UpstreamUrl::parse("http://h").unwrap().authority(), "h:80");
-        assert!(UpstreamUrl::parse("https://h").is_err());
+        let secure = UpstreamUrl::parse("https://h").unwrap();
+        assert!(secure.is_https());
+        assert_eq!(secure.authority(), "h:443");
+        assert_eq!(secure.to_string(), "https://h:443");
+        let v6 = UpstreamUrl::parse("https://[::1]:8443").unwrap();
+        assert_eq!((v6.authority(), v6.host.as_str()), ("[::1]:8443", "::1"));
+        assert!(UpstreamUrl::parse("ftp://h").is_err());
         assert!(UpstreamUrl::parse("http://h/?q=1").is_err());
         assert!(UpstreamUrl::parse("nonsense").is_err());
     }

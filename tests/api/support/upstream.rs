@@ -12,6 +12,7 @@ use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use futures_util::{SinkExt, StreamExt};
 use gatehouse::config::{RouteHandler, RouteSettings, Settings, UpstreamSettings};
+use rustls::pki_types::pem::PemObject;
 use tokio::sync::Notify;
 
 /// What an upstream saw of one request.
@@ -56,6 +57,27 @@ pub struct Upstream {
 impl Upstream {
     /// Starts an upstream that names itself `name` in its answers.
     pub async fn start(name: &str) -> Self {
+        Self::start_with(name, None).await
+    }
+
+    /// Starts an upstream that speaks HTTPS with `certificate` (PEM chain and key).
+    pub async fn start_tls(name: &str, cert_pem: &str, key_pem: &str) -> Self {
+        let chain = rustls::pki_types::CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+        Self::start_with(name, Some(config)).await
+    }
+
+    async fn start_with(name: &str, tls: Option<rustls::ServerConfig>) -> Self {
         let state = Arc::new(UpstreamState {
             name: name.to_string(),
             hits: AtomicUsize::new(0),
@@ -83,8 +105,11 @@ impl Upstream {
         })
         .workers(1)
         .disable_signals()
-        .shutdown_timeout(0)
-        .listen(listener)
+        .shutdown_timeout(0);
+        let server = match tls {
+            Some(config) => server.listen_rustls_0_23(listener, config),
+            None => server.listen(listener),
+        }
         .unwrap()
         .run();
         let handle = server.handle();
