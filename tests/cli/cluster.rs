@@ -916,3 +916,98 @@ secret = "whsec_{}"
     assert_eq!(delivered, expected, "each registration delivered once");
     assert_eq!(ids.len(), emails.len(), "one webhook-id per event");
 }
+
+/// Each instance keeps the webhook endpoints in memory: an endpoint registered on one
+/// instance applies to the very next write on the other (told over the bus), not only
+/// after the other's copy ages out.
+#[actix_web::test]
+async fn an_endpoint_registered_on_one_instance_applies_at_once_on_the_other() {
+    let Some(env) =
+        cluster_env("an_endpoint_registered_on_one_instance_applies_at_once_on_the_other")
+    else {
+        return;
+    };
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hooks.toml");
+    std::fs::write(
+        &config,
+        "[webhooks]\nallow = [\"127.0.0.1\"]\npoll_interval = \"200ms\"\n",
+    )
+    .unwrap();
+    let hooks = |mut command: Command| {
+        command.arg("--config").arg(&config);
+        command
+    };
+    let a = Server::start(hooks(instance(dir.path(), &env, &env.redis))).await;
+    let b = Server::start(hooks(instance(dir.path(), &env, &env.redis))).await;
+    let upsert = run(instance(dir.path(), &env, &env.redis).args([
+        "superuser",
+        "upsert",
+        "ops@example.com",
+        "ops-password-1",
+    ]));
+    assert!(upsert.status.success(), "{}", stderr(&upsert));
+    let admin: Value = post(
+        &a,
+        "/api/collections/_superusers/auth-with-password",
+        None,
+        &json!({"identity": "ops@example.com", "password": "ops-password-1"}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let admin = admin["token"].as_str().unwrap().to_string();
+    let created = post(
+        &a,
+        "/api/collections",
+        Some(&admin),
+        &json!({"name": "posts", "listRule": "", "viewRule": "", "createRule": "",
+                "fields": [{"name": "title", "type": "text"}]}),
+    )
+    .await;
+    assert_eq!(created.status(), 200);
+    let records = "/api/collections/posts/records";
+    eventually("B serving the new collection", || async {
+        post(&b, records, None, &json!({"title": "before"}))
+            .await
+            .status()
+            == 200
+    })
+    .await;
+
+    // B has just written, so it holds the endpoints (none) in memory.
+    let registered = post(
+        &a,
+        "/api/admin/webhooks",
+        Some(&admin),
+        &json!({"url": receiver.url("/hooks"), "events": ["record.created"]}),
+    )
+    .await;
+    assert_eq!(registered.status(), 201);
+    let endpoint: Value = registered.json().await.unwrap();
+    let endpoint = endpoint["id"].as_str().unwrap().to_string();
+    // The bus message takes a moment; well under the in-memory copy's 10 s life.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let written = post(&b, records, None, &json!({"title": "after"})).await;
+    assert_eq!(written.status(), 200);
+
+    receiver.wait_for(1, Duration::from_secs(5)).await;
+    let hits = receiver.hits();
+    let titles: Vec<Value> = hits
+        .iter()
+        .map(|hit| hit.json()["data"]["record"]["title"].clone())
+        .collect();
+    assert_eq!(titles, [json!("after")], "only the write after registering");
+    let deliveries: Value = get(
+        &a,
+        &format!("/api/admin/webhooks/deliveries?endpoint={endpoint}"),
+        Some(&admin),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(deliveries["totalItems"], 1, "{deliveries}");
+}
