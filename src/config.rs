@@ -69,6 +69,9 @@ pub struct BatchSettings {
 pub struct RealtimeSettings {
     /// Messages queued for one client at most before it is disconnected.
     pub client_buffer: usize,
+    /// Record changes waiting for the realtime actor at most; one more is dropped and
+    /// the clients that could have received it are disconnected.
+    pub hub_queue: usize,
     /// A connection with nothing sent for this long is closed.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
@@ -1083,6 +1086,9 @@ impl Settings {
         }
         if self.realtime.client_buffer == 0 {
             return Err(invalid("realtime.client_buffer", "must be at least 1"));
+        }
+        if self.realtime.hub_queue == 0 {
+            return Err(invalid("realtime.hub_queue", "must be at least 1"));
         }
         if self.realtime.idle_timeout.is_zero() {
             return Err(invalid("realtime.idle_timeout", "must be above zero"));

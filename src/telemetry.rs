@@ -33,6 +33,8 @@ pub struct Metrics {
     pub realtime_clients: prometheus::IntGauge,
     /// Realtime clients disconnected for falling behind.
     pub realtime_dropped: prometheus::IntCounter,
+    /// Record changes dropped because the realtime queue was full.
+    pub realtime_events_dropped: prometheus::IntCounter,
     /// Proxied requests by upstream pool and the status the upstream answered
     /// (`error` when none answered).
     pub proxy_requests: IntCounterVec,
@@ -94,6 +96,11 @@ impl Metrics {
         let realtime_dropped = prometheus::IntCounter::new(
             "realtime_dropped_total",
             "Realtime clients disconnected because their queue was full",
+        )
+        .expect("valid metric");
+        let realtime_events_dropped = prometheus::IntCounter::new(
+            "realtime_events_dropped_total",
+            "Record changes dropped because the realtime queue was full",
         )
         .expect("valid metric");
         let proxy_requests = IntCounterVec::new(
@@ -166,6 +173,7 @@ impl Metrics {
             Box::new(maintenance_runs.clone()),
             Box::new(realtime_clients.clone()),
             Box::new(realtime_dropped.clone()),
+            Box::new(realtime_events_dropped.clone()),
             Box::new(proxy_requests.clone()),
             Box::new(proxy_upstream_duration.clone()),
             Box::new(proxy_retries.clone()),
@@ -189,6 +197,7 @@ impl Metrics {
             maintenance_runs,
             realtime_clients,
             realtime_dropped,
+            realtime_events_dropped,
             proxy_requests,
             proxy_upstream_duration,
             proxy_retries,

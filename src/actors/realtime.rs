@@ -21,7 +21,7 @@ pub struct RealtimeActor {
     db: Db,
     env: Arc<RecordsEnv>,
     /// Shared so that a restarted actor carries on with the same queue.
-    events: Arc<Mutex<mpsc::UnboundedReceiver<RecordEvent>>>,
+    events: Arc<Mutex<mpsc::Receiver<RecordEvent>>>,
     metrics: Arc<Metrics>,
 }
 
@@ -30,7 +30,7 @@ impl RealtimeActor {
         hub: Arc<Hub>,
         db: Db,
         env: Arc<RecordsEnv>,
-        events: Arc<Mutex<mpsc::UnboundedReceiver<RecordEvent>>>,
+        events: Arc<Mutex<mpsc::Receiver<RecordEvent>>>,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {

@@ -21,6 +21,8 @@ pub enum Viewer {
     Superuser,
     /// The auth record itself.
     Owner,
+    /// Someone its auth collection's `manageRule` lets manage it: sees its email.
+    Manager,
     Other,
 }
 
@@ -91,7 +93,7 @@ impl Record {
 
     /// The record as the API shows it to `viewer`: no password or token key ever,
     /// hidden fields only for superusers, the email of an auth record only when it is
-    /// visible or the viewer is the owner or a superuser.
+    /// visible or the viewer is the owner, a manager or a superuser.
     pub fn to_json(&self, viewer: Viewer) -> Value {
         let mut out = Map::with_capacity(self.values.len() + 2);
         out.insert(
@@ -245,7 +247,12 @@ mod tests {
         record.set("tokenKey", "key");
         record.set("email", "a@b.co");
         record.set("secretNote", "note");
-        for viewer in [Viewer::Other, Viewer::Owner, Viewer::Superuser] {
+        for viewer in [
+            Viewer::Other,
+            Viewer::Owner,
+            Viewer::Manager,
+            Viewer::Superuser,
+        ] {
             let json = record.to_json(viewer);
             assert!(json.get("password").is_none());
             assert!(json.get("tokenKey").is_none());
@@ -254,6 +261,8 @@ mod tests {
         assert!(record.to_json(Viewer::Other).get("email").is_none());
         assert_eq!(record.to_json(Viewer::Owner)["email"], "a@b.co");
         assert!(record.to_json(Viewer::Owner).get("secretNote").is_none());
+        assert_eq!(record.to_json(Viewer::Manager)["email"], "a@b.co");
+        assert!(record.to_json(Viewer::Manager).get("secretNote").is_none());
         assert_eq!(record.to_json(Viewer::Superuser)["secretNote"], "note");
         record.set("emailVisibility", true);
         assert_eq!(record.to_json(Viewer::Other)["email"], "a@b.co");

@@ -264,10 +264,10 @@ pub async fn deliver(hub: &Hub, db: &Db, env: &Arc<RecordsEnv>, event: RecordEve
         for (client, name) in &group.members {
             hub.send(
                 client,
-                Message {
+                Arc::new(Message {
                     name: name.clone(),
                     data: data.clone(),
-                },
+                }),
             );
         }
     }

@@ -12,6 +12,7 @@ use sea_orm::ConnectionTrait;
 use serde_json::{Map, Value};
 
 use super::read::{fetch, select_all};
+use super::visibility::viewers;
 use super::{dialect, RecordError, RecordsEnv, Requester};
 use crate::collections::record::Record;
 use crate::collections::schema::is_identifier;
@@ -195,9 +196,11 @@ pub fn expand<'a, C: ConnectionTrait>(
                 select.and_where(view_rule);
             }
             let related = fetch(conn, &related_collection, &select).await?;
+            let viewers = viewers(conn, env, requester, &related).await?;
             let mut related_json: Vec<Value> = related
                 .iter()
-                .map(|record| record.to_json(requester.viewer_of(record)))
+                .zip(viewers)
+                .map(|(record, viewer)| record.to_json(viewer))
                 .collect();
             if !rest.is_empty() {
                 expand(conn, env, requester, &related, &mut related_json, &rest).await?;

@@ -11,6 +11,7 @@ pub mod batch;
 pub mod collections;
 pub mod expand;
 pub mod read;
+pub mod visibility;
 pub mod write;
 
 use std::sync::Arc;

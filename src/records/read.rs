@@ -9,6 +9,7 @@ use sea_orm::ConnectionTrait;
 use serde_json::{json, Value};
 
 use super::expand::{expand, ExpandPaths};
+use super::visibility::viewers;
 use super::{dialect, RecordError, RecordsEnv, Requester};
 use crate::collections::record::Record;
 use crate::collections::Collection;
@@ -120,9 +121,11 @@ pub async fn present<C: ConnectionTrait>(
 ) -> Result<Vec<Value>, RecordError> {
     let fields = parse_fields(fields_param)?;
     let paths = ExpandPaths::parse(expand_param)?;
+    let viewers = viewers(conn, env, requester, records).await?;
     let mut items: Vec<Value> = records
         .iter()
-        .map(|record| record.to_json(requester.viewer_of(record)))
+        .zip(viewers)
+        .map(|(record, viewer)| record.to_json(viewer))
         .collect();
     if !paths.is_empty() {
         expand(conn, env, requester, records, &mut items, &paths).await?;

@@ -22,6 +22,7 @@ on_both_backends!(
     failed_writes_send_nothing,
     a_revoked_session_stops_rule_protected_events,
     batches_send_their_changes_once_committed,
+    event_emails_follow_the_manage_rule,
 );
 
 /// One SSE event as the wire carried it.
@@ -425,6 +426,74 @@ async fn batches_send_their_changes_once_committed(backend: Backend) {
     assert_eq!(seen, expected);
 }
 
+/// An auth record's email in events is shown as the records API shows it: to whoever
+/// the collection's manageRule lets manage the record, even with `emailVisibility`
+/// off, and not to a plain user; a deleted record is judged as it was.
+async fn event_emails_follow_the_manage_rule(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let admin = app.superuser_token("root@example.com").await;
+    let boss = app.user_token("boss@example.com").await;
+    let plain = app.user_token("plain@example.com").await;
+    let (_, login) = app.login("users", "boss@example.com", "password-123").await;
+    let boss_id = login["record"]["id"].as_str().unwrap().to_string();
+    app.create_collection(
+        &admin,
+        json!({
+            "name": "members", "type": "auth",
+            "listRule": "", "viewRule": "",
+            "manageRule": "manager = @request.auth.id",
+            "fields": [{"name": "manager", "type": "text"}]
+        }),
+    )
+    .await;
+    let mut as_boss = Sse::open(&app).await;
+    as_boss.subscribe(&app, Some(&boss), &["members/*"]).await;
+    let mut as_plain = Sse::open(&app).await;
+    as_plain.subscribe(&app, Some(&plain), &["members/*"]).await;
+
+    let member = app
+        .create_record(
+            "members",
+            Some(&admin),
+            json!({
+                "email": "member@example.com", "emailVisibility": false,
+                "password": "password-123", "passwordConfirm": "password-123",
+                "manager": boss_id
+            }),
+        )
+        .await;
+    let seen_by_boss = as_boss.next_event().await.data["record"].clone();
+    let seen_by_plain = as_plain.next_event().await.data["record"].clone();
+    assert_eq!(seen_by_boss["email"], "member@example.com");
+    assert_eq!(seen_by_plain["id"], member["id"]);
+    assert_eq!(seen_by_plain.get("email"), None);
+    let path = format!(
+        "/api/collections/members/records/{}",
+        member["id"].as_str().unwrap()
+    );
+    assert_eq!(
+        app.get_json(&path, Some(&boss)).await,
+        (200, seen_by_boss),
+        "the records API shows the manager the same record"
+    );
+    assert_eq!(
+        app.get_json(&path, Some(&plain)).await,
+        (200, seen_by_plain),
+        "the records API hides the email from a plain user too"
+    );
+
+    let deleted = app.send(Method::DELETE, &path, Some(&admin), None).await;
+    assert_eq!(deleted.status(), 204);
+    let gone_for_boss = as_boss.next_event().await.data;
+    assert_eq!(gone_for_boss["action"], "delete");
+    assert_eq!(gone_for_boss["record"]["email"], "member@example.com");
+    let gone_for_plain = as_plain.next_event().await.data;
+    assert_eq!(gone_for_plain["action"], "delete");
+    assert_eq!(gone_for_plain["record"].get("email"), None);
+}
+
 async fn a_revoked_session_stops_rule_protected_events(backend: Backend) {
     let Some((app, _)) = notes_app(backend).await else {
         return;
@@ -527,4 +596,97 @@ async fn a_client_that_hangs_up_is_forgotten() {
         open_streams().await == Some(0)
     })
     .await;
+}
+
+/// A write burst that outruns delivery: the changes that find the realtime queue full
+/// are dropped and counted, every client with a subscription is disconnected (so its
+/// SDK reconnects and refetches rather than silently missing them), and a client that
+/// watched nothing stays connected.
+#[actix_web::test]
+async fn a_full_realtime_queue_disconnects_subscribers() {
+    let app = spawn_app_with(Backend::Sqlite, |settings| {
+        settings.realtime.hub_queue = 1;
+        // One database actor: a cascading delete queues all its changes before the
+        // realtime actor can read anything for the first, so the queue overflows.
+        settings.database.actors = 1;
+    })
+    .await
+    .expect("SQLite is always available");
+    let admin = app.superuser_token("root@example.com").await;
+    app.create_collection(
+        &admin,
+        json!({
+            "name": "threads", "listRule": "", "viewRule": "", "createRule": "",
+            "fields": [{"name": "title", "type": "text"}]
+        }),
+    )
+    .await;
+    app.create_collection(
+        &admin,
+        json!({
+            "name": "replies", "listRule": "", "viewRule": "", "createRule": "",
+            "fields": [{"name": "thread", "type": "relation", "collectionId": "threads",
+                        "maxSelect": 1, "cascadeDelete": true}]
+        }),
+    )
+    .await;
+    let thread = app
+        .create_record("threads", None, json!({"title": "busy"}))
+        .await;
+    for _ in 0..5 {
+        app.create_record("replies", None, json!({"thread": thread["id"]}))
+            .await;
+    }
+    let dropped_changes = || async {
+        let metrics = app.get("/metrics").await.text().await.unwrap();
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("gatehouse_realtime_events_dropped_total "))
+            .map(|n| n.parse::<u64>().unwrap())
+    };
+    assert_eq!(dropped_changes().await, Some(0));
+
+    let mut replies_watcher = Sse::open(&app).await;
+    replies_watcher.subscribe(&app, None, &["replies/*"]).await;
+    let mut threads_watcher = Sse::open(&app).await;
+    threads_watcher.subscribe(&app, None, &["threads/*"]).await;
+    let mut bystander = Sse::open(&app).await;
+
+    let path = format!(
+        "/api/collections/threads/records/{}",
+        thread["id"].as_str().unwrap()
+    );
+    let deleted = app.send(Method::DELETE, &path, Some(&admin), None).await;
+    assert_eq!(deleted.status(), 204);
+
+    for watcher in [&mut replies_watcher, &mut threads_watcher] {
+        let mut received = 0;
+        while watcher.next_frame().await.is_some() {
+            received += 1;
+        }
+        assert!(
+            received < 6,
+            "the stream ended after {received} of 6 changes"
+        );
+    }
+    assert!(dropped_changes().await.unwrap() >= 1);
+    let forgotten = app
+        .send(
+            Method::POST,
+            "/api/realtime",
+            None,
+            Some(&json!({"clientId": replies_watcher.client_id, "subscriptions": ["replies/*"]})),
+        )
+        .await;
+    assert_eq!(
+        forgotten.status(),
+        404,
+        "a disconnected client is forgotten"
+    );
+
+    bystander.subscribe(&app, None, &["threads/*"]).await;
+    let next = app
+        .create_record("threads", None, json!({"title": "calm"}))
+        .await;
+    assert_eq!(bystander.next_event().await.data["record"], next);
 }
