@@ -101,6 +101,28 @@ async fn get(server: &Server, path: &str, token: Option<&str>) -> reqwest::Respo
     request.send().await.unwrap()
 }
 
+/// Creates the `ops@example.com` superuser through the CLI and signs it in on `server`.
+async fn superuser_token(dir: &Path, env: &ClusterEnv, server: &Server) -> String {
+    let upsert = run(instance(dir, env, &env.redis).args([
+        "superuser",
+        "upsert",
+        "ops@example.com",
+        "ops-password-1",
+    ]));
+    assert!(upsert.status.success(), "{}", stderr(&upsert));
+    let admin: Value = post(
+        server,
+        "/api/collections/_superusers/auth-with-password",
+        None,
+        &json!({"identity": "ops@example.com", "password": "ops-password-1"}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    admin["token"].as_str().unwrap().to_string()
+}
+
 /// Polls `check` until it holds, for at most five seconds.
 async fn eventually<F, Fut>(what: &str, mut check: F)
 where
@@ -206,24 +228,7 @@ async fn sessions_logout_limits_and_collections_cross_instances() {
     );
 
     // A collection created on A serves on B.
-    let upsert = run(instance(dir.path(), &env, &env.redis).args([
-        "superuser",
-        "upsert",
-        "ops@example.com",
-        "ops-password-1",
-    ]));
-    assert!(upsert.status.success(), "{}", stderr(&upsert));
-    let admin: Value = post(
-        &a,
-        "/api/collections/_superusers/auth-with-password",
-        None,
-        &json!({"identity": "ops@example.com", "password": "ops-password-1"}),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
-    let admin = admin["token"].as_str().unwrap().to_string();
+    let admin = superuser_token(dir.path(), &env, &a).await;
     let created = post(
         &a,
         "/api/collections",
@@ -648,24 +653,7 @@ async fn realtime_events_cross_instances_once() {
     let dir = tempfile::tempdir().unwrap();
     let a = Server::start(instance(dir.path(), &env, &env.redis)).await;
     let b = Server::start(instance(dir.path(), &env, &env.redis)).await;
-    let upsert = run(instance(dir.path(), &env, &env.redis).args([
-        "superuser",
-        "upsert",
-        "ops@example.com",
-        "ops-password-1",
-    ]));
-    assert!(upsert.status.success(), "{}", stderr(&upsert));
-    let admin: Value = post(
-        &a,
-        "/api/collections/_superusers/auth-with-password",
-        None,
-        &json!({"identity": "ops@example.com", "password": "ops-password-1"}),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
-    let admin = admin["token"].as_str().unwrap().to_string();
+    let admin = superuser_token(dir.path(), &env, &a).await;
     let created = post(
         &a,
         "/api/collections",
@@ -744,24 +732,7 @@ async fn cache_invalidation_crosses_instances() {
     };
     let a = Server::start(cached(instance(dir.path(), &env, &env.redis))).await;
     let b = Server::start(cached(instance(dir.path(), &env, &env.redis))).await;
-    let upsert = run(instance(dir.path(), &env, &env.redis).args([
-        "superuser",
-        "upsert",
-        "ops@example.com",
-        "ops-password-1",
-    ]));
-    assert!(upsert.status.success(), "{}", stderr(&upsert));
-    let admin: Value = post(
-        &a,
-        "/api/collections/_superusers/auth-with-password",
-        None,
-        &json!({"identity": "ops@example.com", "password": "ops-password-1"}),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
-    let admin = admin["token"].as_str().unwrap().to_string();
+    let admin = superuser_token(dir.path(), &env, &a).await;
     let created = post(
         &a,
         "/api/collections",
@@ -941,24 +912,7 @@ async fn an_endpoint_registered_on_one_instance_applies_at_once_on_the_other() {
     };
     let a = Server::start(hooks(instance(dir.path(), &env, &env.redis))).await;
     let b = Server::start(hooks(instance(dir.path(), &env, &env.redis))).await;
-    let upsert = run(instance(dir.path(), &env, &env.redis).args([
-        "superuser",
-        "upsert",
-        "ops@example.com",
-        "ops-password-1",
-    ]));
-    assert!(upsert.status.success(), "{}", stderr(&upsert));
-    let admin: Value = post(
-        &a,
-        "/api/collections/_superusers/auth-with-password",
-        None,
-        &json!({"identity": "ops@example.com", "password": "ops-password-1"}),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
-    let admin = admin["token"].as_str().unwrap().to_string();
+    let admin = superuser_token(dir.path(), &env, &a).await;
     let created = post(
         &a,
         "/api/collections",
