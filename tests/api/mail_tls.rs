@@ -3,14 +3,14 @@
 //! CA trusted through `mail.smtp.ca_file`. Mail is never sent in clear when the server
 //! does not offer STARTTLS, nor to a server whose certificate is not trusted.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use gatehouse::config::{Settings, SmtpSecurity};
 use gatehouse::mail::MailKind;
 
 use crate::on_both_backends;
-use crate::support::certs::{cert_dir, TestCa};
+use crate::support::certs::TestCa;
 use crate::support::mail::{queue, wait_status};
 use crate::support::smtp_sink::{SmtpSink, TlsMode};
 use crate::support::{spawn_app_with, use_smtp, Backend};
@@ -39,14 +39,6 @@ fn use_smtp_with(settings: &mut Settings, sink: &SmtpSink, security: SmtpSecurit
     settings.mail.retry.max_attempts = 2;
 }
 
-/// `ca`'s certificate in a PEM file, for `mail.smtp.ca_file`.
-fn ca_file(ca: &TestCa) -> (tempfile::TempDir, PathBuf) {
-    let (dir, path) = cert_dir();
-    let file = path.join("ca.pem");
-    std::fs::write(&file, ca.pem()).unwrap();
-    (dir, file)
-}
-
 async fn mail_over_smtps_arrives_intact(backend: Backend) {
     arrives_intact(backend, TlsMode::Implicit, SmtpSecurity::Tls).await;
 }
@@ -60,7 +52,7 @@ async fn mail_over_starttls_arrives_intact(backend: Backend) {
 async fn arrives_intact(backend: Backend, mode: TlsMode, security: SmtpSecurity) {
     let ca = TestCa::new();
     let sink = sink_signed_by(&ca, mode).await;
-    let (_dir, ca_file) = ca_file(&ca);
+    let (_dir, ca_file) = ca.pem_file();
     let Some(app) = spawn_app_with(backend, |s| use_smtp_with(s, &sink, security, &ca_file)).await
     else {
         return;
@@ -92,7 +84,7 @@ async fn arrives_intact(backend: Backend, mode: TlsMode, security: SmtpSecurity)
 async fn starttls_not_offered_means_nothing_is_sent_in_clear(backend: Backend) {
     let ca = TestCa::new();
     let plain = SmtpSink::start().await;
-    let (_dir, ca_file) = ca_file(&ca);
+    let (_dir, ca_file) = ca.pem_file();
     let Some(app) = spawn_app_with(backend, |s| {
         use_smtp_with(s, &plain, SmtpSecurity::Starttls, &ca_file);
     })
@@ -117,7 +109,7 @@ async fn starttls_not_offered_means_nothing_is_sent_in_clear(backend: Backend) {
 async fn a_server_certificate_from_an_untrusted_ca_gets_no_mail(backend: Backend) {
     let server_ca = TestCa::new();
     let sink = sink_signed_by(&server_ca, TlsMode::Starttls).await;
-    let (_dir, other_ca_file) = ca_file(&TestCa::new());
+    let (_dir, other_ca_file) = TestCa::new().pem_file();
     let Some(app) = spawn_app_with(backend, |s| {
         use_smtp_with(s, &sink, SmtpSecurity::Starttls, &other_ca_file);
     })

@@ -4,16 +4,14 @@
 
 use std::time::Duration;
 
-use crate::support::certs::{cert_dir, TestCa};
+use crate::support::certs::TestCa;
 use crate::support::spawn_front;
 use crate::support::upstream::{eventually, proxy_route, within, Upstream};
 
 #[actix_web::test]
 async fn requests_reach_an_https_upstream_trusted_by_the_pools_ca_file() {
     let ca = TestCa::new();
-    let (_dir, path) = cert_dir();
-    let ca_file = path.join("ca.pem");
-    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let (_dir, ca_file) = ca.pem_file();
     let leaf = ca.leaf(&["upstream.test"]);
     let upstream = Upstream::start_tls("secure", &leaf.cert_pem, &leaf.key_pem).await;
     let app = spawn_front(|s| {
@@ -107,9 +105,7 @@ async fn an_untrusted_upstream_certificate_is_a_502_with_its_own_code() {
 #[actix_web::test]
 async fn a_certificate_for_another_name_is_refused() {
     let ca = TestCa::new();
-    let (_dir, path) = cert_dir();
-    let ca_file = path.join("ca.pem");
-    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let (_dir, ca_file) = ca.pem_file();
     let leaf = ca.leaf(&["other.test"]);
     let upstream = Upstream::start_tls("secure", &leaf.cert_pem, &leaf.key_pem).await;
     let app = spawn_front(|s| {

@@ -32,6 +32,15 @@ impl TestCa {
         self.issuer.pem()
     }
 
+    /// This CA's certificate in a PEM file of its own folder, for settings that name
+    /// trusted CAs by file (`ca_file`).
+    pub fn pem_file(&self) -> (tempfile::TempDir, PathBuf) {
+        let (dir, path) = cert_dir();
+        let file = path.join("ca.pem");
+        std::fs::write(&file, self.pem()).unwrap();
+        (dir, file)
+    }
+
     /// A certificate for `hosts`, signed by this CA.
     pub fn leaf(&self, hosts: &[&str]) -> Leaf {
         let params =
