@@ -96,6 +96,45 @@ fn unknown_keys_are_rejected_naming_file_and_key() {
 }
 
 #[test]
+fn bad_backend_worker_members_are_rejected_naming_the_server() {
+    let dir = config_dir();
+    for (member, reason) in [
+        ("backend://0", "backend://N, N a number from 1 to 32"),
+        ("backend://two", "backend://N, N a number from 1 to 32"),
+        ("backend://1/api", "backend://N, N a number from 1 to 32"),
+        ("ftp://10.0.0.5", "http://, https:// or backend://N"),
+    ] {
+        fs::write(
+            dir.path().join("pool.toml"),
+            format!("[upstreams.app]\nservers = [{{ url = \"backend://1\" }}, {{ url = \"{member}\" }}]\n"),
+        )
+        .unwrap();
+        let output = run(gatehouse(dir.path()).args(["--config", "pool.toml", "config"]));
+        assert_eq!(output.status.code(), Some(2), "{member}");
+        let message = stderr(&output);
+        assert!(
+            message.contains("upstreams.app.servers[1].url"),
+            "{message}"
+        );
+        assert!(message.contains(reason), "{message}");
+    }
+
+    fs::write(
+        dir.path().join("pool.toml"),
+        "[upstreams.app]\nservers = [{ url = \"backend://1\" }, { url = \"backend://1\" }]\n",
+    )
+    .unwrap();
+    let output = run(gatehouse(dir.path()).args(["--config", "pool.toml", "config"]));
+    assert_eq!(output.status.code(), Some(2));
+    let message = stderr(&output);
+    assert!(
+        message.contains("upstreams.app.servers[1].url"),
+        "{message}"
+    );
+    assert!(message.contains("already a member"), "{message}");
+}
+
+#[test]
 fn bad_values_are_rejected_naming_the_source() {
     let dir = config_dir();
     fs::write(
