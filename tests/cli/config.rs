@@ -73,7 +73,11 @@ fn the_shipped_config_files_are_valid() {
         let output = run(gatehouse(repo).env("GATEHOUSE_ENV", env).arg("config"));
         assert!(output.status.success(), "{env}: {}", stderr(&output));
     }
-    for file in ["config/cluster/front.toml", "config/cluster/backend.toml"] {
+    for file in [
+        "config/cluster/front.toml",
+        "config/cluster/backend.toml",
+        "config/backend-workers.toml",
+    ] {
         let output = run(gatehouse(repo).args(["--config", file, "config"]));
         assert!(output.status.success(), "{file}: {}", stderr(&output));
     }
