@@ -62,7 +62,7 @@ fn pools() -> Arc<Upstreams> {
         .expect("valid pool");
         settings.insert(strategy.to_string(), pool);
     }
-    Arc::new(Upstreams::new(&settings).expect("valid pools"))
+    Arc::new(Upstreams::new(&settings, &BTreeMap::new()).expect("valid pools"))
 }
 
 fn report(label: &str, threads: usize, elapsed: Duration) {

@@ -30,6 +30,7 @@ use crate::cluster::Redis;
 use crate::collections::{store, Registry};
 use crate::config::{ConfigError, Settings};
 use crate::db;
+use crate::http::backend_worker::{BackendWorkers, HopKey, WorkerListeners};
 use crate::http::forwarded::TrustedProxies;
 use crate::http::static_files::StaticSite;
 use crate::http::{self, openapi, AppState, TlsListener};
@@ -148,6 +149,8 @@ pub struct Application {
     addr: SocketAddr,
     tls_addr: Option<SocketAddr>,
     server: Server,
+    /// Stopped after the front end, which forwards to them until its requests are done.
+    backend_workers: BackendWorkers,
     realtime: Arc<Hub>,
     db: Db,
     mailer: Mailer,
@@ -198,8 +201,11 @@ impl Application {
             .collect::<Result<Vec<_>, _>>()
             .map_err(StartError::Static)?;
         let trusted_proxies = TrustedProxies::new(settings.trusted_proxy_ranges()?);
-        let upstreams =
-            Arc::new(Upstreams::new(&settings.upstreams).map_err(StartError::Upstreams)?);
+        let worker_listeners = WorkerListeners::bind(settings.backend_workers())?;
+        let upstreams = Arc::new(
+            Upstreams::new(&settings.upstreams, &worker_listeners.addresses()?)
+                .map_err(StartError::Upstreams)?,
+        );
         let tls = if settings.tls.enabled {
             let resolver = Arc::new(CertificateResolver::load(&settings.tls)?);
             let config = tls::server_config(&settings.tls, resolver.clone())?;
@@ -467,12 +473,14 @@ impl Application {
             balancer,
             cache_actor,
             realtime: realtime.clone(),
+            hop_key: HopKey::generate(),
         });
         let tls_addr = tls
             .as_ref()
             .map(|tls| tls.listener.local_addr())
             .transpose()?;
-        let server = http::server(&settings, listener, tls, state)?;
+        let server = http::server(&settings, listener, tls, state.clone())?;
+        let backend_workers = BackendWorkers::start(worker_listeners, &settings, state)?;
         // Stopped in this order: the mailer and the webhook actor (finishing their sends)
         // before the actors and the database they record into; the front-of-house actors
         // first among those.
@@ -488,6 +496,7 @@ impl Application {
             addr,
             tls_addr,
             server,
+            backend_workers,
             realtime,
             db,
             mailer,
@@ -536,6 +545,7 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = self.server.await;
         self.realtime.close();
+        self.backend_workers.stop().await;
         tracing::info!("HTTP server stopped; stopping actors");
         // Sends in progress finish (each is bounded by the SMTP timeout); mail not yet
         // started stays queued for the next start or another instance.

@@ -4,7 +4,7 @@
 //! itself when present), `config/<GATEHOUSE_ENV>.toml`, the file named by `--config`,
 //! then `GATEHOUSE__SECTION__KEY` environment variables.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -13,6 +13,8 @@ use std::time::Duration;
 use figment::providers::{Env, Format, Toml};
 use figment::{Figment, Metadata, Source};
 use serde::{Deserialize, Serialize};
+
+use crate::actors::balancer::ServerAddress;
 
 /// The built-in defaults: a copy of `config/default.toml` taken at build time.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
@@ -265,7 +267,8 @@ fn default_retry_timeout() -> Duration {
     Duration::from_secs(10)
 }
 
-/// One upstream server: `http://host:port` and its weight.
+/// One pool member: `http://host:port`, `https://host:port` or an in-process backend
+/// worker `backend://N`, and its weight.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamServer {
@@ -955,12 +958,20 @@ impl Settings {
                     "needs at least one server",
                 ));
             }
+            let mut workers = BTreeSet::new();
             for (i, server) in pool.servers.iter().enumerate() {
-                if let Err(reason) = crate::actors::balancer::parse_upstream_url(&server.url) {
-                    return Err(invalid(
-                        &format!("upstreams.{name}.servers[{i}].url"),
-                        &reason,
-                    ));
+                let key = format!("upstreams.{name}.servers[{i}].url");
+                match ServerAddress::parse(&server.url) {
+                    Err(reason) => return Err(invalid(&key, &reason)),
+                    Ok(ServerAddress::Worker(number)) if !workers.insert(number) => {
+                        return Err(invalid(
+                            &key,
+                            &format!(
+                                "backend://{number} is already a member of this pool (give it a weight instead)"
+                            ),
+                        ));
+                    }
+                    Ok(_) => {}
                 }
                 if server.weight == 0 {
                     return Err(invalid(
@@ -1262,6 +1273,19 @@ impl Settings {
     /// The effective settings as TOML, with secrets redacted.
     pub fn to_redacted_toml(&self) -> String {
         toml::to_string_pretty(self).expect("settings serialize to TOML")
+    }
+
+    /// The in-process backend workers the pools name (`backend://N`), by number; each
+    /// is started once however many pools name it.
+    pub fn backend_workers(&self) -> BTreeSet<u16> {
+        self.upstreams
+            .values()
+            .flat_map(|pool| &pool.servers)
+            .filter_map(|server| match ServerAddress::parse(&server.url) {
+                Ok(ServerAddress::Worker(number)) => Some(number),
+                _ => None,
+            })
+            .collect()
     }
 
     /// HTTP worker threads, resolving 0 to the number of cores.

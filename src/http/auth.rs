@@ -182,7 +182,7 @@ fn origin_trusted(req: &HttpRequest, state: &AppState) -> bool {
     let Some(origin) = origin.filter(|o| o != "null") else {
         return false;
     };
-    let scheme = if req.app_config().secure() {
+    let scheme = if super::backend_worker::is_secure(req) {
         "https"
     } else {
         "http"
@@ -242,7 +242,7 @@ fn auth_answer(req: &HttpRequest, state: &AppState, answer: AuthResponse) -> Htt
             Cookie::build(cookie.name.clone(), answer.token.clone())
                 .http_only(true)
                 .same_site(SameSite::Lax)
-                .secure(req.app_config().secure())
+                .secure(super::backend_worker::is_secure(req))
                 .path("/")
                 .max_age(actix_web::cookie::time::Duration::seconds(
                     answer.lifetime as i64,

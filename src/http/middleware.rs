@@ -27,6 +27,7 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub struct RequestTelemetry {
     metrics: Arc<Metrics>,
     access_log: bool,
+    count: bool,
 }
 
 impl RequestTelemetry {
@@ -34,6 +35,17 @@ impl RequestTelemetry {
         Self {
             metrics,
             access_log,
+            count: true,
+        }
+    }
+
+    /// Request id and span only: for backend workers, whose requests the front end
+    /// already logs and counts.
+    pub fn without_metrics(metrics: Arc<Metrics>) -> Self {
+        Self {
+            metrics,
+            access_log: false,
+            count: false,
         }
     }
 }
@@ -54,6 +66,7 @@ where
             service: Rc::new(service),
             metrics: self.metrics.clone(),
             access_log: self.access_log,
+            count: self.count,
         }))
     }
 }
@@ -62,6 +75,7 @@ pub struct RequestTelemetryService<S> {
     service: Rc<S>,
     metrics: Arc<Metrics>,
     access_log: bool,
+    count: bool,
 }
 
 impl<S, B> Service<ServiceRequest> for RequestTelemetryService<S>
@@ -95,6 +109,7 @@ where
             header: HeaderValue::from_str(&request_id).expect("request ids are header-safe"),
             metrics: self.metrics.clone(),
             access_log: self.access_log,
+            count: self.count,
         };
         let response = self.service.call(req);
 
@@ -133,11 +148,15 @@ struct Outcome {
     header: HeaderValue,
     metrics: Arc<Metrics>,
     access_log: bool,
+    count: bool,
 }
 
 impl Outcome {
     fn finish(self, headers: &mut HeaderMap, route: &str, status: StatusCode) {
         headers.insert(X_REQUEST_ID, self.header);
+        if !self.count {
+            return;
+        }
         let elapsed = self.started.elapsed();
         self.metrics
             .http_requests

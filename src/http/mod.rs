@@ -8,6 +8,7 @@ pub mod admin_webhooks;
 pub mod api_cache;
 pub mod auth;
 pub mod auth_pages;
+pub mod backend_worker;
 pub mod batch;
 pub mod compression;
 pub mod edge;
@@ -49,6 +50,7 @@ use crate::mail::MailContext;
 use crate::queue::{Listing, Queue, Status};
 use crate::routing::{request_host, RouteAction, RouteTable};
 use crate::telemetry::Metrics;
+use backend_worker::HopKey;
 use edge::EdgePolicy;
 use forwarded::TrustedProxies;
 use middleware::{RequestTelemetry, X_REQUEST_ID};
@@ -87,6 +89,8 @@ pub struct AppState {
     pub cache_actor: Addr<CacheActor>,
     /// Realtime clients: connecting and subscribing touch only this.
     pub realtime: Arc<crate::realtime::Hub>,
+    /// What the proxy presents to this instance's backend workers, and they check.
+    pub hop_key: HopKey,
 }
 
 /// The HTTPS listener and its rustls configuration.
@@ -125,6 +129,7 @@ pub fn server(
             state.upstreams.clone(),
             state.cache.clone(),
             state.trusted_proxies.clone(),
+            state.hop_key.clone(),
             state.metrics.clone(),
         );
         let routes = state.routes.clone();
@@ -132,44 +137,14 @@ pub fn server(
             .app_data(state.clone())
             .app_data(edge_policy.clone())
             .app_data(web::Data::new(proxy))
-            .app_data(
-                web::JsonConfig::default()
-                    .limit(max_body)
-                    .error_handler(json_error),
-            )
-            .app_data(web::QueryConfig::default().error_handler(query_error))
+            .app_data(json_config(max_body))
+            .app_data(query_config())
             .wrap(compression::Compression)
             .wrap(actix_web::middleware::from_fn(edge::edge))
             .wrap(RequestTelemetry::new(state.metrics.clone(), access_log))
             .route("/healthz", web::get().to(health::healthz))
             .route("/readyz", web::get().to(health::readyz))
-            .service(
-                web::scope("/_/auth")
-                    .route(
-                        "/confirm-verification/{token}",
-                        web::get().to(auth_pages::verification_page),
-                    )
-                    .route(
-                        "/confirm-verification/{token}",
-                        web::post().to(auth_pages::verification_submit),
-                    )
-                    .route(
-                        "/confirm-password-reset/{token}",
-                        web::get().to(auth_pages::password_reset_page),
-                    )
-                    .route(
-                        "/confirm-password-reset/{token}",
-                        web::post().to(auth_pages::password_reset_submit),
-                    )
-                    .route(
-                        "/confirm-email-change/{token}",
-                        web::get().to(auth_pages::email_change_page),
-                    )
-                    .route(
-                        "/confirm-email-change/{token}",
-                        web::post().to(auth_pages::email_change_submit),
-                    ),
-            );
+            .service(web::scope("/_/auth").configure(auth_pages));
         if metrics_enabled {
             app = app.route("/metrics", web::get().to(health::metrics));
         }
@@ -182,113 +157,7 @@ pub fn server(
                         .is_some_and(|route| route.action == RouteAction::Api)
                 }))
                 .wrap(cors(&cors_origins))
-                .route("/health", web::get().to(health::api_health))
-                .route("/openapi.json", web::get().to(openapi::serve))
-                .route("/batch", web::post().to(batch::batch))
-                .route("/realtime", web::get().to(realtime::connect))
-                .route("/realtime", web::post().to(realtime::set_subscriptions))
-                .service(
-                    web::scope("/newsletter")
-                        .route("/subscribe", web::post().to(newsletter::subscribe))
-                        .route("/confirm", web::get().to(newsletter::confirm))
-                        .route("/unsubscribe", web::get().to(newsletter::unsubscribe_page))
-                        .route("/unsubscribe", web::post().to(newsletter::unsubscribe)),
-                )
-                // Single routes, not a scope: a scope would swallow the other /admin paths.
-                .route("/admin/outbox", web::get().to(admin_outbox::list))
-                .route(
-                    "/admin/outbox/{id}/retry",
-                    web::post().to(admin_outbox::retry),
-                )
-                // Deliveries before `{id}`: the first matching route wins.
-                .route(
-                    "/admin/webhooks/deliveries",
-                    web::get().to(admin_webhooks::list_deliveries),
-                )
-                .route(
-                    "/admin/webhooks/deliveries/{id}",
-                    web::get().to(admin_webhooks::view_delivery),
-                )
-                .route(
-                    "/admin/webhooks/deliveries/{id}/retry",
-                    web::post().to(admin_webhooks::retry_delivery),
-                )
-                .route("/admin/webhooks", web::get().to(admin_webhooks::list))
-                .route("/admin/webhooks", web::post().to(admin_webhooks::create))
-                .route("/admin/webhooks/{id}", web::get().to(admin_webhooks::view))
-                .route(
-                    "/admin/webhooks/{id}",
-                    web::patch().to(admin_webhooks::update),
-                )
-                .route(
-                    "/admin/webhooks/{id}",
-                    web::delete().to(admin_webhooks::delete),
-                )
-                .route("/hooks/{name}", web::post().to(hooks::receive))
-                .route("/admin/campaigns", web::post().to(admin_campaigns::create))
-                .route(
-                    "/admin/campaigns/{id}",
-                    web::get().to(admin_campaigns::show),
-                )
-                .route(
-                    "/admin/campaigns/{id}/send",
-                    web::post().to(admin_campaigns::send),
-                )
-                .route("/collections", web::get().to(records::list_collections))
-                .route("/collections", web::post().to(records::create_collection))
-                .route(
-                    "/collections/import",
-                    web::put().to(records::import_collections),
-                )
-                .service(
-                    web::scope("/collections/{collection}")
-                        .route("", web::get().to(records::view_collection))
-                        .route("", web::patch().to(records::update_collection))
-                        .route("", web::delete().to(records::delete_collection))
-                        .route("/truncate", web::delete().to(records::truncate_collection))
-                        .route("/records", web::get().to(records::list))
-                        .route("/records", web::post().to(records::create))
-                        .route("/records/{id}", web::get().to(records::view))
-                        .route("/records/{id}", web::patch().to(records::update))
-                        .route("/records/{id}", web::delete().to(records::delete))
-                        .route(
-                            "/auth-with-password",
-                            web::post().to(auth::auth_with_password),
-                        )
-                        .route("/auth-refresh", web::post().to(auth::auth_refresh))
-                        .route("/auth-methods", web::get().to(auth::auth_methods))
-                        .route("/auth-with-oauth2", web::post().to(auth::auth_with_oauth2))
-                        .route("/logout", web::post().to(auth::logout))
-                        .route("/logout-all", web::post().to(auth::logout_all))
-                        .route("/sessions", web::get().to(auth::sessions))
-                        .route(
-                            "/request-verification",
-                            web::post().to(auth::request_verification),
-                        )
-                        .route(
-                            "/confirm-verification",
-                            web::post().to(auth::confirm_verification),
-                        )
-                        .route(
-                            "/request-password-reset",
-                            web::post().to(auth::request_password_reset),
-                        )
-                        .route(
-                            "/confirm-password-reset",
-                            web::post().to(auth::confirm_password_reset),
-                        )
-                        .route(
-                            "/request-email-change",
-                            web::post().to(auth::request_email_change),
-                        )
-                        .route(
-                            "/confirm-email-change",
-                            web::post().to(auth::confirm_email_change),
-                        ),
-                )
-                .route("/admin/status", web::get().to(admin::status))
-                .route("/admin/upstreams", web::get().to(admin::upstreams))
-                .route("/admin/cache/purge", web::post().to(admin::purge_cache))
+                .configure(api_routes)
                 .default_service(web::to(api_not_found)),
         )
         .default_service(web::to(front::dispatch))
@@ -308,6 +177,159 @@ pub fn server(
         server = server.listen_rustls_0_23(tls.listener, tls.config)?;
     }
     Ok(server.run())
+}
+
+/// JSON bodies up to `limit` bytes; errors in the API's envelope.
+fn json_config(limit: usize) -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(limit)
+        .error_handler(json_error)
+}
+
+/// Query strings; errors in the API's envelope.
+fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default().error_handler(query_error)
+}
+
+/// The API under `/api`: the same routes on the front end (for `api` routes) and on
+/// every backend worker.
+fn api_routes(api: &mut web::ServiceConfig) {
+    api.route("/health", web::get().to(health::api_health))
+        .route("/openapi.json", web::get().to(openapi::serve))
+        .route("/batch", web::post().to(batch::batch))
+        .route("/realtime", web::get().to(realtime::connect))
+        .route("/realtime", web::post().to(realtime::set_subscriptions))
+        .service(
+            web::scope("/newsletter")
+                .route("/subscribe", web::post().to(newsletter::subscribe))
+                .route("/confirm", web::get().to(newsletter::confirm))
+                .route("/unsubscribe", web::get().to(newsletter::unsubscribe_page))
+                .route("/unsubscribe", web::post().to(newsletter::unsubscribe)),
+        )
+        // Single routes, not a scope: a scope would swallow the other /admin paths.
+        .route("/admin/outbox", web::get().to(admin_outbox::list))
+        .route(
+            "/admin/outbox/{id}/retry",
+            web::post().to(admin_outbox::retry),
+        )
+        // Deliveries before `{id}`: the first matching route wins.
+        .route(
+            "/admin/webhooks/deliveries",
+            web::get().to(admin_webhooks::list_deliveries),
+        )
+        .route(
+            "/admin/webhooks/deliveries/{id}",
+            web::get().to(admin_webhooks::view_delivery),
+        )
+        .route(
+            "/admin/webhooks/deliveries/{id}/retry",
+            web::post().to(admin_webhooks::retry_delivery),
+        )
+        .route("/admin/webhooks", web::get().to(admin_webhooks::list))
+        .route("/admin/webhooks", web::post().to(admin_webhooks::create))
+        .route("/admin/webhooks/{id}", web::get().to(admin_webhooks::view))
+        .route(
+            "/admin/webhooks/{id}",
+            web::patch().to(admin_webhooks::update),
+        )
+        .route(
+            "/admin/webhooks/{id}",
+            web::delete().to(admin_webhooks::delete),
+        )
+        .route("/hooks/{name}", web::post().to(hooks::receive))
+        .route("/admin/campaigns", web::post().to(admin_campaigns::create))
+        .route(
+            "/admin/campaigns/{id}",
+            web::get().to(admin_campaigns::show),
+        )
+        .route(
+            "/admin/campaigns/{id}/send",
+            web::post().to(admin_campaigns::send),
+        )
+        .route("/collections", web::get().to(records::list_collections))
+        .route("/collections", web::post().to(records::create_collection))
+        .route(
+            "/collections/import",
+            web::put().to(records::import_collections),
+        )
+        .service(
+            web::scope("/collections/{collection}")
+                .route("", web::get().to(records::view_collection))
+                .route("", web::patch().to(records::update_collection))
+                .route("", web::delete().to(records::delete_collection))
+                .route("/truncate", web::delete().to(records::truncate_collection))
+                .route("/records", web::get().to(records::list))
+                .route("/records", web::post().to(records::create))
+                .route("/records/{id}", web::get().to(records::view))
+                .route("/records/{id}", web::patch().to(records::update))
+                .route("/records/{id}", web::delete().to(records::delete))
+                .route(
+                    "/auth-with-password",
+                    web::post().to(auth::auth_with_password),
+                )
+                .route("/auth-refresh", web::post().to(auth::auth_refresh))
+                .route("/auth-methods", web::get().to(auth::auth_methods))
+                .route("/auth-with-oauth2", web::post().to(auth::auth_with_oauth2))
+                .route("/logout", web::post().to(auth::logout))
+                .route("/logout-all", web::post().to(auth::logout_all))
+                .route("/sessions", web::get().to(auth::sessions))
+                .route(
+                    "/request-verification",
+                    web::post().to(auth::request_verification),
+                )
+                .route(
+                    "/confirm-verification",
+                    web::post().to(auth::confirm_verification),
+                )
+                .route(
+                    "/request-password-reset",
+                    web::post().to(auth::request_password_reset),
+                )
+                .route(
+                    "/confirm-password-reset",
+                    web::post().to(auth::confirm_password_reset),
+                )
+                .route(
+                    "/request-email-change",
+                    web::post().to(auth::request_email_change),
+                )
+                .route(
+                    "/confirm-email-change",
+                    web::post().to(auth::confirm_email_change),
+                ),
+        )
+        .route("/admin/status", web::get().to(admin::status))
+        .route("/admin/upstreams", web::get().to(admin::upstreams))
+        .route("/admin/cache/purge", web::post().to(admin::purge_cache));
+}
+
+/// The pages account mails link to, under `/_/auth`.
+fn auth_pages(pages: &mut web::ServiceConfig) {
+    pages
+        .route(
+            "/confirm-verification/{token}",
+            web::get().to(auth_pages::verification_page),
+        )
+        .route(
+            "/confirm-verification/{token}",
+            web::post().to(auth_pages::verification_submit),
+        )
+        .route(
+            "/confirm-password-reset/{token}",
+            web::get().to(auth_pages::password_reset_page),
+        )
+        .route(
+            "/confirm-password-reset/{token}",
+            web::post().to(auth_pages::password_reset_submit),
+        )
+        .route(
+            "/confirm-email-change/{token}",
+            web::get().to(auth_pages::email_change_page),
+        )
+        .route(
+            "/confirm-email-change/{token}",
+            web::post().to(auth_pages::email_change_submit),
+        );
 }
 
 /// CORS for the API: the configured origins, every method the SDKs use, any header.

@@ -10,7 +10,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::future::Future as _;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -27,6 +27,7 @@ use futures_util::Stream;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use super::backend_worker::{HopKey, X_GATEHOUSE_HOP, X_GATEHOUSE_PEER};
 use super::forwarded::{ForwardingHeaders, TrustedProxies};
 use super::middleware::X_REQUEST_ID;
 use super::upstream_client::{ConnectError, Pooled, UpstreamClient};
@@ -45,6 +46,8 @@ pub struct Proxy {
     pub upstreams: Arc<Upstreams>,
     pub cache: ResponseCache,
     pub trusted: TrustedProxies,
+    /// Presented to this instance's backend workers.
+    pub hop_key: HopKey,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub body_read_timeout: Duration,
@@ -58,6 +61,7 @@ impl Proxy {
         upstreams: Arc<Upstreams>,
         cache: ResponseCache,
         trusted: TrustedProxies,
+        hop_key: HopKey,
         metrics: Arc<Metrics>,
     ) -> Self {
         let proxy = &settings.proxy;
@@ -66,6 +70,7 @@ impl Proxy {
             upstreams,
             cache,
             trusted,
+            hop_key,
             connect_timeout: proxy.connect_timeout,
             read_timeout: proxy.read_timeout,
             body_read_timeout: settings.limits.body_read_timeout,
@@ -132,8 +137,9 @@ impl From<ProxyError> for ApiError {
 }
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus
-/// `Expect`, which Gatehouse answers itself.
-const HOP_BY_HOP: [HeaderName; 9] = [
+/// `Expect`, which Gatehouse answers itself, and the two that the proxy sets on its hop
+/// to a backend worker (a client's are never passed on).
+const HOP_BY_HOP: [HeaderName; 11] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -143,6 +149,8 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     header::UPGRADE,
     header::PROXY_AUTHORIZATION,
     header::EXPECT,
+    X_GATEHOUSE_HOP,
+    X_GATEHOUSE_PEER,
 ];
 
 /// Whether header `name` is hop-by-hop or framing: never forwarded as it is.
@@ -221,6 +229,8 @@ pub struct UpstreamRequest {
     pub headers: HeaderMap,
     /// Hash of the client address, for `ip_hash`.
     pub client_key: u64,
+    /// The client connection's address, told to backend workers.
+    pub peer: Option<SocketAddr>,
 }
 
 impl UpstreamRequest {
@@ -245,9 +255,8 @@ impl UpstreamRequest {
             Some(query) => format!("{path}?{query}"),
             None => path.to_string(),
         };
-        let peer = req
-            .peer_addr()
-            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |addr| addr.ip());
+        let peer_addr = req.peer_addr();
+        let peer = peer_addr.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |addr| addr.ip());
         let host = req
             .headers()
             .get(header::HOST)
@@ -278,7 +287,23 @@ impl UpstreamRequest {
             path_and_query,
             headers,
             client_key: client_key(proxy.trusted.client_ip(peer, req.headers())),
+            peer: peer_addr,
         }
+    }
+
+    /// The headers of the hop to a backend worker: the instance's key and the client
+    /// connection's address. Empty for any other server.
+    pub fn worker_hop(&self, member: &Member, key: &HopKey) -> Vec<(HeaderName, HeaderValue)> {
+        if member.url.worker().is_none() {
+            return Vec::new();
+        }
+        let mut hop = vec![(X_GATEHOUSE_HOP, key.header_value())];
+        if let Some(peer) = self.peer {
+            if let Ok(value) = HeaderValue::from_str(&peer.to_string()) {
+                hop.push((X_GATEHOUSE_PEER, value));
+            }
+        }
+        hop
     }
 }
 
@@ -540,6 +565,7 @@ fn outgoing(
     request: &UpstreamRequest,
     member: &Member,
     body: Option<&RequestBody>,
+    hop_key: &HopKey,
 ) -> Result<hyper::Request<OutgoingBody>, AttemptError> {
     let body = body.map_or(OutgoingBody::Empty, |body| {
         OutgoingBody::Client(body.stream())
@@ -554,7 +580,12 @@ fn outgoing(
         .map_err(|_| AttemptError::InvalidPath)?;
     let headers = outgoing.headers_mut();
     headers.reserve(request.headers.len());
-    for (name, value) in &request.headers {
+    let hop = request.worker_hop(member, hop_key);
+    for (name, value) in request
+        .headers
+        .iter()
+        .chain(hop.iter().map(|(n, v)| (n, v)))
+    {
         if let (Ok(name), Ok(value)) = (
             http::HeaderName::from_bytes(name.as_str().as_bytes()),
             http::HeaderValue::from_bytes(value.as_bytes()),
@@ -578,7 +609,7 @@ async fn attempt(
         .checkout(member)
         .await
         .map_err(AttemptError::Connect)?;
-    let mut outgoing = outgoing(request, member, body)?;
+    let mut outgoing = outgoing(request, member, body, &proxy.hop_key)?;
     loop {
         let sent = tokio::time::timeout(
             proxy.read_timeout,

@@ -63,12 +63,16 @@ pub async fn tunnel(
         member.url.path_for(&request.path_and_query)
     )
     .into_bytes();
+    let hop = request.worker_hop(member, &proxy.hop_key);
     let mut headers = request.headers;
     // The upgrade headers are hop-by-hop and were dropped; this hop asks for them again.
     if let Some(upgrade) = req.headers().get(header::UPGRADE) {
         headers.insert(header::UPGRADE, upgrade.clone());
     }
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    for (name, value) in hop {
+        headers.insert(name, value);
+    }
     for (name, value) in &headers {
         head.extend_from_slice(name.as_str().as_bytes());
         head.extend_from_slice(b": ");

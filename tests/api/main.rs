@@ -6,6 +6,7 @@ mod support;
 mod account_mails;
 mod api_basics;
 mod auth;
+mod backend_workers;
 mod balancer;
 mod batch;
 mod cache;

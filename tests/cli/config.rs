@@ -73,7 +73,11 @@ fn the_shipped_config_files_are_valid() {
         let output = run(gatehouse(repo).env("GATEHOUSE_ENV", env).arg("config"));
         assert!(output.status.success(), "{env}: {}", stderr(&output));
     }
-    for file in ["config/cluster/front.toml", "config/cluster/backend.toml"] {
+    for file in [
+        "config/cluster/front.toml",
+        "config/cluster/backend.toml",
+        "config/backend-workers.toml",
+    ] {
         let output = run(gatehouse(repo).args(["--config", file, "config"]));
         assert!(output.status.success(), "{file}: {}", stderr(&output));
     }
@@ -93,6 +97,45 @@ fn unknown_keys_are_rejected_naming_file_and_key() {
     assert!(message.contains("extra.toml"), "{message}");
     assert!(message.contains("server.bindd"), "{message}");
     assert!(message.contains("unknown field"), "{message}");
+}
+
+#[test]
+fn bad_backend_worker_members_are_rejected_naming_the_server() {
+    let dir = config_dir();
+    for (member, reason) in [
+        ("backend://0", "backend://N, N a number from 1 to 32"),
+        ("backend://two", "backend://N, N a number from 1 to 32"),
+        ("backend://1/api", "backend://N, N a number from 1 to 32"),
+        ("ftp://10.0.0.5", "http://, https:// or backend://N"),
+    ] {
+        fs::write(
+            dir.path().join("pool.toml"),
+            format!("[upstreams.app]\nservers = [{{ url = \"backend://1\" }}, {{ url = \"{member}\" }}]\n"),
+        )
+        .unwrap();
+        let output = run(gatehouse(dir.path()).args(["--config", "pool.toml", "config"]));
+        assert_eq!(output.status.code(), Some(2), "{member}");
+        let message = stderr(&output);
+        assert!(
+            message.contains("upstreams.app.servers[1].url"),
+            "{message}"
+        );
+        assert!(message.contains(reason), "{message}");
+    }
+
+    fs::write(
+        dir.path().join("pool.toml"),
+        "[upstreams.app]\nservers = [{ url = \"backend://1\" }, { url = \"backend://1\" }]\n",
+    )
+    .unwrap();
+    let output = run(gatehouse(dir.path()).args(["--config", "pool.toml", "config"]));
+    assert_eq!(output.status.code(), Some(2));
+    let message = stderr(&output);
+    assert!(
+        message.contains("upstreams.app.servers[1].url"),
+        "{message}"
+    );
+    assert!(message.contains("already a member"), "{message}");
 }
 
 #[test]

@@ -13,6 +13,7 @@ pub mod tls;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -33,10 +34,43 @@ use selection::Selector;
 
 const NAME: &str = "balancer";
 
+/// How a pool names one of the instance's in-process backend workers: `backend://N`.
+pub const BACKEND_SCHEME: &str = "backend://";
+
+/// The most in-process backend workers one instance runs (`backend://1` to this).
+pub const MAX_BACKEND_WORKERS: u16 = 32;
+
+/// A pool member as configured: a server's URL, or an in-process backend worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerAddress {
+    Url(UpstreamUrl),
+    /// `backend://N`: the instance's backend worker number N (from 1).
+    Worker(u16),
+}
+
+impl ServerAddress {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let Some(number) = raw.strip_prefix(BACKEND_SCHEME) else {
+            return UpstreamUrl::parse(raw).map(Self::Url);
+        };
+        let digits = !number.is_empty()
+            && !number.starts_with('0')
+            && number.bytes().all(|b| b.is_ascii_digit());
+        match number.parse::<u16>() {
+            Ok(n) if digits && n <= MAX_BACKEND_WORKERS => Ok(Self::Worker(n)),
+            _ => Err(format!(
+                "{raw:?}: an in-process backend worker is backend://N, N a number from 1 to {MAX_BACKEND_WORKERS}"
+            )),
+        }
+    }
+}
+
 /// An upstream server's address: `http://` or `https://`, host, port and an optional
-/// base path.
+/// base path; for an in-process backend worker, its loopback address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamUrl {
+    /// `Some(N)` for the backend worker `backend://N`.
+    worker: Option<u16>,
     https: bool,
     /// The host without brackets or port: what a TLS certificate names.
     host: String,
@@ -54,7 +88,7 @@ impl UpstreamUrl {
             "https" => true,
             _ => {
                 return Err(format!(
-                    "{raw:?}: upstreams are reached over http:// or https://"
+                    "{raw:?}: a pool member is http://, https:// or {BACKEND_SCHEME}N"
                 ))
             }
         };
@@ -71,11 +105,28 @@ impl UpstreamUrl {
         }
         let port = url.port_or_known_default().unwrap_or(80);
         Ok(Self {
+            worker: None,
             https,
             authority: format!("{}:{port}", url.host_str().unwrap_or(&host)),
             host,
             base_path: url.path().trim_end_matches('/').to_string(),
         })
+    }
+
+    /// The backend worker `backend://number`, listening on `addr`.
+    pub fn backend_worker(number: u16, addr: SocketAddr) -> Self {
+        Self {
+            worker: Some(number),
+            https: false,
+            host: addr.ip().to_string(),
+            authority: addr.to_string(),
+            base_path: String::new(),
+        }
+    }
+
+    /// The backend worker's number, for `backend://N` members.
+    pub fn worker(&self) -> Option<u16> {
+        self.worker
     }
 
     /// `host:port`.
@@ -96,14 +147,12 @@ impl UpstreamUrl {
 
 impl fmt::Display for UpstreamUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(number) = self.worker {
+            return write!(f, "{BACKEND_SCHEME}{number}");
+        }
         let scheme = if self.https { "https" } else { "http" };
         write!(f, "{scheme}://{}{}", self.authority, self.base_path)
     }
-}
-
-/// Checks an upstream URL from the configuration.
-pub fn parse_upstream_url(raw: &str) -> Result<(), String> {
-    UpstreamUrl::parse(raw).map(drop)
 }
 
 /// Milliseconds since the first call: a monotonic clock that fits in an atomic.
@@ -193,13 +242,26 @@ struct Snapshot {
 }
 
 impl Pool {
-    pub fn new(name: &str, settings: &UpstreamSettings) -> Result<Self, String> {
+    /// The pool `name`; `workers` says where the instance's backend workers listen.
+    pub fn new(
+        name: &str,
+        settings: &UpstreamSettings,
+        workers: &BTreeMap<u16, SocketAddr>,
+    ) -> Result<Self, String> {
         let mut client_config = None;
         let members = settings
             .servers
             .iter()
             .map(|server| {
-                let url = UpstreamUrl::parse(&server.url)?;
+                let url = match ServerAddress::parse(&server.url)? {
+                    ServerAddress::Url(url) => url,
+                    ServerAddress::Worker(number) => {
+                        let addr = workers.get(&number).ok_or_else(|| {
+                            format!("{}: no such backend worker was started", server.url)
+                        })?;
+                        UpstreamUrl::backend_worker(number, *addr)
+                    }
+                };
                 let secure = url.is_https();
                 let mut member = Member::new(url, server.weight);
                 if secure {
@@ -326,10 +388,14 @@ pub struct Upstreams {
 }
 
 impl Upstreams {
-    pub fn new(settings: &BTreeMap<String, UpstreamSettings>) -> Result<Self, String> {
+    /// Every configured pool; `workers` says where the backend workers listen.
+    pub fn new(
+        settings: &BTreeMap<String, UpstreamSettings>,
+        workers: &BTreeMap<u16, SocketAddr>,
+    ) -> Result<Self, String> {
         let pools = settings
             .iter()
-            .map(|(name, pool)| Ok((name.clone(), Arc::new(Pool::new(name, pool)?))))
+            .map(|(name, pool)| Ok((name.clone(), Arc::new(Pool::new(name, pool, workers)?))))
             .collect::<Result<_, String>>()?;
         Ok(Self { pools })
     }
@@ -354,6 +420,8 @@ pub struct PoolStatus {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ServerStatus {
+    /// The configured address: `http://10.0.0.5:3000`, or `backend://1` for an
+    /// in-process backend worker.
     #[schema(example = "http://10.0.0.5:3000")]
     pub url: String,
     pub weight: u32,
@@ -530,7 +598,7 @@ mod tests {
             "servers = [{{ url = \"http://127.0.0.1:1\" }}, {{ url = \"http://127.0.0.1:2/base/\" }}]\nmax_fails = {max_fails}\nfail_timeout = \"1h\""
         ))
         .unwrap();
-        Pool::new("app", &settings).unwrap()
+        Pool::new("app", &settings, &BTreeMap::new()).unwrap()
     }
 
     #[test]
@@ -549,6 +617,33 @@ mod tests {
         assert!(UpstreamUrl::parse("ftp://h").is_err());
         assert!(UpstreamUrl::parse("http://h/?q=1").is_err());
         assert!(UpstreamUrl::parse("nonsense").is_err());
+    }
+
+    #[test]
+    fn backend_workers_are_numbered_from_one_and_shown_by_name() {
+        assert_eq!(
+            ServerAddress::parse("backend://2"),
+            Ok(ServerAddress::Worker(2))
+        );
+        for bad in [
+            "backend://0",
+            "backend://01",
+            "backend://",
+            "backend://one",
+            "backend://1/api",
+            "backend://1:80",
+            "backend://33",
+        ] {
+            let err = ServerAddress::parse(bad).unwrap_err();
+            assert!(err.contains("backend://N"), "{bad}: {err}");
+        }
+        let worker = UpstreamUrl::backend_worker(2, "127.0.0.1:4000".parse().unwrap());
+        assert_eq!(worker.to_string(), "backend://2");
+        assert_eq!(worker.authority(), "127.0.0.1:4000");
+        assert_eq!(worker.path_for("/api/health"), "/api/health");
+        let settings: UpstreamSettings =
+            toml::from_str("servers = [{ url = \"backend://1\" }]").unwrap();
+        assert!(Pool::new("app", &settings, &BTreeMap::new()).is_err());
     }
 
     #[test]
