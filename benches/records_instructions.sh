@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # User-space CPU instructions per records API request, counted by valgrind's callgrind:
-# unlike requests per second, the count does not move with the machine's load.
+# unlike requests per second, the count moves little with the machine's load.
 # Gatehouse on SQLite is seeded like benches/pocketbase.sh (the same collection and
 # records, through benches/records_api.py), then runs under callgrind once idle and once
 # per case while a client sends REQUESTS keep-alive requests one after another; the
 # difference to the idle run divided by REQUESTS is the cost of one request (start-up,
-# seeding and shutdown cancel out). The cases are those of benches/pocketbase.sh:
+# seeding and shutdown cancel out; what the server does on timers while a run lasts
+# does not, so REQUESTS keeps it small against the requests). The cases are those of
+# benches/pocketbase.sh:
 #   list      a filtered, sorted page with totals
 #   skipTotal the same page with skipTotal=1
 #   view      one record by id
 #   create    an authenticated create (createRule: @request.auth.id != "")
 #   health    GET /api/health
 #
-#   bash benches/records_instructions.sh                  # REQUESTS=100 SIZE=10000
+#   bash benches/records_instructions.sh                  # REQUESTS=1000 SIZE=10000
 #   GATEHOUSE_BIN=/tmp/gatehouse-old bash benches/records_instructions.sh
 #
 # Installs valgrind from Debian when missing; builds the release binary unless
@@ -20,7 +22,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-REQUESTS=${REQUESTS:-100}
+REQUESTS=${REQUESTS:-1000}
 SIZE=${SIZE:-10000}
 GATEHOUSE_BIN=${GATEHOUSE_BIN:-}
 PORT=${PORT:-19190}

@@ -875,9 +875,14 @@ async fn create_rules_on_the_request_alone_tell_guests_from_users(backend: Backe
         let token = token.map(str::to_string);
         let app = &app;
         async move {
-            app.send(Method::POST, &path, token.as_deref(), Some(&json!({"text": "x"})))
-                .await
-                .status()
+            app.send(
+                Method::POST,
+                &path,
+                token.as_deref(),
+                Some(&json!({"text": "x"})),
+            )
+            .await
+            .status()
         }
     };
     assert_eq!(create("members", None).await, 400);
