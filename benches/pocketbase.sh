@@ -81,52 +81,10 @@ if [ -n "$pg_url" ]; then
 fi
 for target in "${targets[@]}"; do wait_up "${base[$target]}"; done
 
-# Seeds and reads answers over one keep-alive connection; the same requests for every server.
-cat >"$work/api.py" <<'EOF'
-import http.client, json, sys, urllib.parse
-
-def call(conn, method, path, body=None, token=None):
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = token
-    conn.request(method, path, json.dumps(body) if body is not None else None, headers)
-    response = conn.getresponse()
-    data = response.read()
-    if response.status >= 300:
-        sys.exit(f"{method} {path}: {response.status} {data[:300]!r}")
-    return json.loads(data) if data else None
-
-command, base = sys.argv[1], urllib.parse.urlparse(sys.argv[2])
-conn = http.client.HTTPConnection(base.hostname, base.port)
-if command == "setup":
-    admin_email, admin_password, user_email, user_password = sys.argv[3:7]
-    login = {"identity": admin_email, "password": admin_password}
-    admin = call(conn, "POST", "/api/collections/_superusers/auth-with-password", login)["token"]
-    if sys.argv[7] == "pocketbase":
-        call(conn, "PATCH", "/api/settings", {"batch": {"enabled": True, "maxRequests": 50}}, admin)
-    call(conn, "POST", "/api/collections", {
-        "name": "bench", "type": "base",
-        "listRule": "", "viewRule": "", "createRule": "@request.auth.id != ''",
-        "fields": [{"name": "title", "type": "text"}, {"name": "n", "type": "number"}],
-        "indexes": ["CREATE INDEX idx_bench_n ON bench (n)"],
-    }, admin)
-    call(conn, "POST", "/api/collections/users/records",
-         {"email": user_email, "password": user_password, "passwordConfirm": user_password})
-    user = call(conn, "POST", "/api/collections/users/auth-with-password",
-                {"identity": user_email, "password": user_password})["token"]
-    print(admin, user)
-elif command == "seed":
-    token, start, end = sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-    for first in range(start, end, 50):
-        requests = [{"method": "POST", "url": "/api/collections/bench/records",
-                     "body": {"title": f"record {n}", "n": n}} for n in range(first, min(first + 50, end))]
-        call(conn, "POST", "/api/batch", {"requests": requests}, token)
-    print(call(conn, "GET", "/api/collections/bench/records?perPage=1&filter=" + urllib.parse.quote("n >= 0"))["items"][0]["id"])
-EOF
 
 declare -A admin_token user_token record_id
 for target in "${targets[@]}"; do
-    read -r admin_token[$target] user_token[$target] < <(python3 "$work/api.py" setup "${base[$target]}" \
+    read -r admin_token[$target] user_token[$target] < <(python3 benches/records_api.py setup "${base[$target]}" \
         "$admin_email" "$admin_password" "$user_email" "$user_password" "$target")
 done
 
@@ -150,7 +108,7 @@ declare -A result before samplers
 seeded=0
 for size in $sizes; do
     for target in "${targets[@]}"; do
-        record_id[$target]=$(python3 "$work/api.py" seed "${base[$target]}" "${admin_token[$target]}" "$seeded" "$size")
+        record_id[$target]=$(python3 benches/records_api.py seed "${base[$target]}" "${admin_token[$target]}" "$seeded" "$size")
     done
     seeded=$size
 

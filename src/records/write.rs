@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 
-use sea_orm::sea_query::{Alias, Expr, Query};
+use sea_orm::sea_query::{Alias, Expr, Query, SimpleExpr};
 use sea_orm::{ConnectionTrait, DatabaseTransaction, SqlErr};
 use serde_json::{Map, Value};
 
@@ -20,7 +20,7 @@ use crate::collections::record::Record;
 use crate::collections::schema::IndexSpec;
 use crate::collections::validate::{self, FieldError};
 use crate::collections::{store, Collection, FieldKind};
-use crate::domain::filter::candidate_row;
+use crate::domain::filter::{candidate_row, constant_truth, Dialect};
 use crate::domain::ids::{new_record_id, now, random_alphanumeric};
 use crate::domain::password::Password;
 use crate::realtime::{Action, RecordEvent};
@@ -147,6 +147,27 @@ async fn check_create_rule(
     else {
         return Ok(());
     };
+    // A rule decided by the request alone (`@request.auth.id != ''`) reads no row.
+    let allowed = match constant_truth(&condition) {
+        Some(allowed) => allowed,
+        None => candidate_passes(txn, env, record, condition, dialect).await?,
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(RecordError::CreateRuleFailed)
+    }
+}
+
+/// Whether the submitted `record`, as a one-row table, meets `condition`.
+async fn candidate_passes(
+    txn: &DatabaseTransaction,
+    env: &RecordsEnv,
+    record: &Record,
+    condition: SimpleExpr,
+    dialect: Dialect,
+) -> Result<bool, RecordError> {
+    let collection = &record.collection;
     let schema = env
         .registry
         .collection_schema(&collection.id)
@@ -159,15 +180,10 @@ async fn check_create_rule(
         )
         .and_where(condition)
         .to_owned();
-    let allowed = txn
+    Ok(txn
         .query_one(txn.get_database_backend().build(&check))
         .await?
-        .is_some();
-    if allowed {
-        Ok(())
-    } else {
-        Err(RecordError::CreateRuleFailed)
-    }
+        .is_some())
 }
 
 /// Every relation id must name an existing record of its target collection.

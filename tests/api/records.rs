@@ -16,6 +16,7 @@ on_both_backends!(
     deleting_cascades_or_clears_relations,
     changing_a_password_needs_the_old_one_and_ends_other_sessions,
     many_concurrent_creates_are_all_stored,
+    create_rules_on_the_request_alone_tell_guests_from_users,
 );
 
 fn path(collection: &str, id: &Value) -> String {
@@ -848,4 +849,46 @@ async fn many_concurrent_creates_are_all_stored(backend: Backend) {
         .get_json("/api/collections/posts/records?perPage=1", None)
         .await;
     assert_eq!(page["totalItems"], 64);
+}
+
+/// Rules that only compare `@request.auth.id` with `''` are decided without reading a
+/// row; guests and signed-in users must still get what the rule says.
+async fn create_rules_on_the_request_alone_tell_guests_from_users(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let admin = app.superuser_token("root@example.com").await;
+    for (name, rule) in [
+        ("members", "@request.auth.id != ''"),
+        ("guests", "@request.auth.id = ''"),
+    ] {
+        app.create_collection(
+            &admin,
+            json!({"name": name, "createRule": rule,
+                "fields": [{"name": "text", "type": "text"}]}),
+        )
+        .await;
+    }
+    let user = app.user_token("member@example.com").await;
+    let create = |collection: &'static str, token: Option<&str>| {
+        let path = format!("/api/collections/{collection}/records");
+        let token = token.map(str::to_string);
+        let app = &app;
+        async move {
+            app.send(
+                Method::POST,
+                &path,
+                token.as_deref(),
+                Some(&json!({"text": "x"})),
+            )
+            .await
+            .status()
+        }
+    };
+    assert_eq!(create("members", None).await, 400);
+    assert_eq!(create("members", Some(&user)).await, 200);
+    assert_eq!(create("guests", Some(&user)).await, 400);
+    assert_eq!(create("guests", None).await, 200);
+    assert_eq!(app.count_rows("members").await, 1);
+    assert_eq!(app.count_rows("guests").await, 1);
 }

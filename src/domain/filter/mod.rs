@@ -66,7 +66,7 @@ pub use parser::MAX_DEPTH;
 pub use request::RequestContext;
 pub use schema::{CollectionSchema, FieldKind, FieldSchema, SchemaLookup};
 pub use sort::{Sort, SortField, SortTerm};
-pub use sql::array_has_any;
+pub use sql::{array_has_any, constant_truth};
 
 /// The longest filter accepted, in bytes.
 pub const MAX_LENGTH: usize = 8 * 1024;

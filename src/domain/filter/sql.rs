@@ -51,6 +51,13 @@ pub fn constant(truth: bool) -> SimpleExpr {
     Expr::cust(if truth { "1 = 1" } else { "1 = 0" })
 }
 
+/// Whether `condition` is one that [`constant`] built, and which.
+pub fn constant_truth(condition: &SimpleExpr) -> Option<bool> {
+    [true, false]
+        .into_iter()
+        .find(|truth| *condition == constant(*truth))
+}
+
 /// `a IS b`: equality where NULL equals NULL.
 pub fn is_not_distinct(dialect: Dialect, a: SimpleExpr, b: SimpleExpr) -> SimpleExpr {
     match dialect {

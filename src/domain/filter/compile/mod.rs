@@ -548,6 +548,11 @@ impl<'a> Compiler<'a> {
         if l_e && r_e {
             return sql::constant(equal);
         }
+        // Empty against a non-empty literal (`@request.auth.id != ''` for a signed-in
+        // requester): decided here, so a rule of only such parts needs no SQL.
+        if (l_e && r_empty == Emptiness::NonEmpty) || (r_e && l_empty == Emptiness::NonEmpty) {
+            return sql::constant(!equal);
+        }
         let empty_value = || sql::bind(d, "");
         // One side is empty: the other must be '' or NULL (texts) or NULL.
         if l_e || r_e {
