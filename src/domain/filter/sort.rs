@@ -30,7 +30,8 @@ pub struct SortField {
 pub struct SortTerm {
     pub expr: SimpleExpr,
     pub order: Order,
-    /// Whether `expr` can be NULL (a relation path, a JSON value, `@random` is not).
+    /// Whether `expr` can be NULL: a relation path or a JSON value can, a field's own
+    /// column and `@random` cannot.
     pub nullable: bool,
 }
 
