@@ -14,6 +14,10 @@
 #   SIZES="10000 100000"                    record counts, ascending
 #   PG_URL=postgres://postgres@127.0.0.1:5432/test   PostgreSQL server (a private schema
 #                                           is created and dropped); PG_URL= skips it
+#   GATEHOUSE_BIN=/path/to/gatehouse        use that build instead of building one
+#   BASELINE_BIN=/tmp/gatehouse-old         also run that build on PostgreSQL (its own
+#                                           schema), case by case in turn with the others,
+#                                           for a same-run A/B
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,9 +32,14 @@ admin_password=bench-root-password-123
 user_email=bench-user@example.com
 user_password=bench-user-password-123
 schema=bench_pocketbase_$$
+gatehouse_bin=${GATEHOUSE_BIN:-}
+baseline_bin=${BASELINE_BIN:-}
 
 command -v wrk >/dev/null || apt-get install -y wrk >/dev/null
-cargo build --release --quiet
+if [ -z "$gatehouse_bin" ]; then
+    cargo build --release --quiet
+    gatehouse_bin=target/release/gatehouse
+fi
 venv=target/pocketbase-$pb_version
 if [ ! -x "$venv/bin/pocketbase" ]; then
     python3 -m venv "$venv"
@@ -42,7 +51,9 @@ pids=()
 cleanup() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
-    if [ -n "$pg_url" ]; then psql -q "$pg_url" -c "DROP SCHEMA IF EXISTS $schema CASCADE" 2>/dev/null || true; fi
+    if [ -n "$pg_url" ]; then
+        for s in "$schema" "${schema}_baseline"; do psql -q "$pg_url" -c "DROP SCHEMA IF EXISTS $s CASCADE" 2>/dev/null || true; done
+    fi
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -61,16 +72,16 @@ pids+=($!); pid_of[pocketbase]=$!; base[pocketbase]="http://127.0.0.1:$port"
 # Gatehouse as a deployment would run it, except that the registration limit is off so
 # that seeding is not throttled, and no verification mail is queued.
 start_gatehouse() {
-    local name=$1 url=$2 port
+    local name=$1 url=$2 bin=${3:-$gatehouse_bin} db_schema=${4:-$schema} port
     port=$(free_port)
     mkdir -p "$work/$name"
     (
-        export GATEHOUSE_ENV=production GATEHOUSE__DATABASE__URL="$url" GATEHOUSE__DATABASE__SCHEMA="$schema"
+        export GATEHOUSE_ENV=production GATEHOUSE__DATABASE__URL="$url" GATEHOUSE__DATABASE__SCHEMA="$db_schema"
         export GATEHOUSE__AUTH__SECRET_FILE="$work/$name/auth_secret" GATEHOUSE__MAIL__FILE__DIR="$work/$name/mail"
         export GATEHOUSE__LOG__LEVEL=warn GATEHOUSE__LOG__ACCESS_LOG=false GATEHOUSE__BATCH__ENABLED=true
         export GATEHOUSE__AUTH__RATE_LIMITS__REGISTER_PER_IP__REQUESTS=0 GATEHOUSE__AUTH__VERIFY_EMAIL_ON_REGISTER=false
-        target/release/gatehouse superuser upsert "$admin_email" "$admin_password" >/dev/null
-        exec target/release/gatehouse serve --http "127.0.0.1:$port" >"$work/$name.log" 2>&1
+        "$bin" superuser upsert "$admin_email" "$admin_password" >/dev/null
+        exec "$bin" serve --http "127.0.0.1:$port" >"$work/$name.log" 2>&1
     ) &
     pids+=($!); pid_of[$name]=$!; base[$name]="http://127.0.0.1:$port"
 }
@@ -78,6 +89,10 @@ start_gatehouse gatehouse-sqlite "sqlite://$work/gatehouse.db?mode=rwc"
 if [ -n "$pg_url" ]; then
     start_gatehouse gatehouse-postgres "$pg_url"
     targets+=(gatehouse-postgres)
+    if [ -n "$baseline_bin" ]; then
+        start_gatehouse gatehouse-pg-baseline "$pg_url" "$baseline_bin" "${schema}_baseline"
+        targets+=(gatehouse-pg-baseline)
+    fi
 fi
 for target in "${targets[@]}"; do wait_up "${base[$target]}"; done
 
@@ -111,6 +126,15 @@ for size in $sizes; do
         record_id[$target]=$(python3 benches/records_api.py seed "${base[$target]}" "${admin_token[$target]}" "$seeded" "$size")
     done
     seeded=$size
+    # Bring PostgreSQL's statistics and visibility map to where autovacuum leaves them a
+    # minute after a bulk load; without them the planner guesses ~40 rows for any range
+    # and sorts instead of reading the index in order.
+    for target in "${targets[@]}"; do
+        case $target in
+            gatehouse-postgres) psql -q "$pg_url" -c "VACUUM ANALYZE $schema.bench" ;;
+            gatehouse-pg-baseline) psql -q "$pg_url" -c "VACUUM ANALYZE ${schema}_baseline.bench" ;;
+        esac
+    done
 
     for target in "${targets[@]}"; do
         before[$target]=$(rss_kb "${pid_of[$target]}")
@@ -142,6 +166,7 @@ EOF
     header="%-12s %12s %16s %8s"
     row=(case PocketBase "GH SQLite" ratio)
     if [ -n "$pg_url" ]; then header+=" %16s %8s"; row+=("GH PostgreSQL" ratio); fi
+    if [ -n "$pg_url" ] && [ -n "$baseline_bin" ]; then header+=" %16s %8s"; row+=("PG baseline" ratio); fi
     header+=" %8s\n"; row+=(target)
     # shellcheck disable=SC2059
     printf "$header" "${row[@]}"
@@ -150,6 +175,7 @@ EOF
         pb=${result[pocketbase-$case]}
         row=("$case" "$pb" "${result[gatehouse-sqlite-$case]}" "$(ratio "${result[gatehouse-sqlite-$case]}" "$pb")")
         if [ -n "$pg_url" ]; then row+=("${result[gatehouse-postgres-$case]}" "$(ratio "${result[gatehouse-postgres-$case]}" "$pb")"); fi
+        if [ -n "$pg_url" ] && [ -n "$baseline_bin" ]; then row+=("${result[gatehouse-pg-baseline-$case]}" "$(ratio "${result[gatehouse-pg-baseline-$case]}" "$pb")"); fi
         row+=("$goal")
         # shellcheck disable=SC2059
         printf "$header" "${row[@]}"

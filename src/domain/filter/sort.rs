@@ -30,6 +30,9 @@ pub struct SortField {
 pub struct SortTerm {
     pub expr: SimpleExpr,
     pub order: Order,
+    /// Whether `expr` can be NULL: a relation path or a JSON value can, a field's own
+    /// column and `@random` cannot.
+    pub nullable: bool,
 }
 
 impl Sort {
@@ -95,7 +98,14 @@ impl Sort {
 impl SortTerm {
     /// Adds the term to `select`, with NULLs first when ascending and last when
     /// descending on both engines (SQLite's own order, explicit for PostgreSQL).
+    /// A term that cannot be NULL goes without the NULLS clause: PostgreSQL's btree
+    /// index on a column can then be read backwards for `DESC`, where `DESC NULLS
+    /// LAST` (the reverse of the index order) would make it sort every matching row.
     pub fn apply(&self, select: &mut SelectStatement) {
+        if !self.nullable {
+            select.order_by_expr(self.expr.clone(), self.order.clone());
+            return;
+        }
         let nulls = match self.order {
             Order::Desc => NullOrdering::Last,
             _ => NullOrdering::First,
@@ -115,8 +125,8 @@ impl Compiler<'_> {
                 } else {
                     Order::Asc
                 };
-                let expr = if field.name == "@random" {
-                    Func::random().into()
+                let (expr, nullable) = if field.name == "@random" {
+                    (Func::random().into(), false)
                 } else {
                     let operand = Operand {
                         value: Value::Identifier(field.name.clone()),
@@ -126,7 +136,11 @@ impl Compiler<'_> {
                     self.sort_value(&operand)
                         .map_err(|err| at_char(&sort.source, err))?
                 };
-                Ok(SortTerm { expr, order })
+                Ok(SortTerm {
+                    expr,
+                    order,
+                    nullable,
+                })
             })
             .collect()
     }

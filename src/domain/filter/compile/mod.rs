@@ -590,8 +590,8 @@ impl<'a> Compiler<'a> {
     }
 
     /// The single-valued value of a path for ORDER BY, as a scalar subquery when
-    /// it walks relations.
-    pub(super) fn sort_value(&self, operand: &Operand) -> Result<SimpleExpr, FilterError> {
+    /// it walks relations, and whether it can be NULL.
+    pub(super) fn sort_value(&self, operand: &Operand) -> Result<(SimpleExpr, bool), FilterError> {
         self.restricted.set(!self.request.superuser);
         let mut main = Space::default();
         let resolved = match &operand.value {
@@ -629,14 +629,18 @@ impl<'a> Compiler<'a> {
         };
         let (value, _) = self.render(&resolved.term, ty);
         if main.joins.is_empty() {
-            return Ok(value);
+            // A bare column is a text, number or bool field of the collection's own row
+            // (JSON and multi-valued fields render as expressions): those columns are
+            // NOT NULL by the storage contract.
+            let nullable = !matches!(value, SimpleExpr::Column(_));
+            return Ok((value, nullable));
         }
         let mut select = driver(&main.joins);
         select.clear_selects();
         select.expr(value);
-        Ok(SimpleExpr::SubQuery(
-            None,
-            Box::new(select.into_sub_query_statement()),
+        Ok((
+            SimpleExpr::SubQuery(None, Box::new(select.into_sub_query_statement())),
+            true,
         ))
     }
 }
