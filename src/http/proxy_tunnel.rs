@@ -57,18 +57,24 @@ pub async fn tunnel(
         }
     };
 
-    let mut head = format!(
-        "{} {} HTTP/1.1\r\n",
-        request.method,
-        member.url.path_for(&request.path_and_query)
-    )
-    .into_bytes();
+    let mut head = Vec::new();
+    head.extend_from_slice(request.method.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(&member.url.target_for(&request.path_and_query));
+    head.extend_from_slice(b" HTTP/1.1\r\n");
     let mut headers = request.headers;
     // The upgrade headers are hop-by-hop and were dropped; this hop asks for them again.
-    if let Some(upgrade) = req.headers().get(header::UPGRADE) {
-        headers.insert(header::UPGRADE, upgrade.clone());
+    if let Some(upgrade) = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|upgrade| http::HeaderValue::from_bytes(upgrade.as_bytes()).ok())
+    {
+        headers.insert(http::header::UPGRADE, upgrade);
     }
-    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("upgrade"),
+    );
     for (name, value) in &headers {
         head.extend_from_slice(name.as_str().as_bytes());
         head.extend_from_slice(b": ");
