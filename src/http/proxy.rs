@@ -182,30 +182,24 @@ pub fn end_to_end_headers(from: &HeaderMap) -> HeaderMap {
 }
 
 /// The end-to-end headers of an upstream answer, as the client's response takes them.
-/// The values are copied into one buffer that they all share: one allocation, not one
-/// each (actix-http and hyper use different versions of the `http` crate, so a value
-/// cannot be handed over as it is).
 fn response_headers(from: &http::HeaderMap) -> HeaderMap {
-    let has_connection = from.contains_key(http::header::CONNECTION);
+    let connection = from.get_all(http::header::CONNECTION);
+    let has_connection = connection.iter().next().is_some();
     let mut headers = HeaderMap::with_capacity(from.len());
-    let mut buffer = BytesMut::with_capacity(from.iter().map(|(_, value)| value.len()).sum());
     for (name, value) in from {
         if is_hop_by_hop(name.as_str())
             || (has_connection
                 && named_by_connection(
-                    from.get_all(http::header::CONNECTION)
-                        .iter()
-                        .map(http::HeaderValue::as_bytes),
+                    connection.iter().map(http::HeaderValue::as_bytes),
                     name.as_str(),
                 ))
         {
             continue;
         }
-        let Ok(name) = HeaderName::from_bytes(name.as_str().as_bytes()) else {
-            continue;
-        };
-        buffer.put_slice(value.as_bytes());
-        if let Ok(value) = HeaderValue::from_maybe_shared(buffer.split().freeze()) {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_str().as_bytes()),
+            HeaderValue::from_bytes(value.as_bytes()),
+        ) {
             headers.append(name, value);
         }
     }
