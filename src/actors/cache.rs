@@ -23,7 +23,7 @@ use actix::{
     Actor, ActorContext, Addr, Arbiter, AsyncContext, Context, Handler, Message, ResponseFuture,
     Supervised, Supervisor,
 };
-use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::header::{HeaderMap, HeaderName};
 use actix_web::http::StatusCode;
 use bytes::Bytes;
 use moka::notification::RemovalCause;
@@ -184,17 +184,22 @@ impl CachedResponse {
         Self::new(self.status, headers, self.body.clone(), policy)
     }
 
-    /// `If-None-Match` / `If-Modified-Since` headers to revalidate it with.
-    pub fn validators(&self) -> Vec<(HeaderName, HeaderValue)> {
+    /// Asks an upstream request (hyper's headers) to revalidate it: `If-None-Match` /
+    /// `If-Modified-Since` from its `ETag` / `Last-Modified`.
+    pub fn ask_with_validators(&self, request: &mut http::HeaderMap) {
         use actix_web::http::header;
-        let mut validators = Vec::new();
-        if let Some(etag) = self.headers.get(header::ETAG) {
-            validators.push((header::IF_NONE_MATCH, etag.clone()));
+        for (validator, condition) in [
+            (header::ETAG, http::header::IF_NONE_MATCH),
+            (header::LAST_MODIFIED, http::header::IF_MODIFIED_SINCE),
+        ] {
+            if let Some(value) = self
+                .headers
+                .get(validator)
+                .and_then(|value| http::HeaderValue::from_bytes(value.as_bytes()).ok())
+            {
+                request.insert(condition, value);
+            }
         }
-        if let Some(modified) = self.headers.get(header::LAST_MODIFIED) {
-            validators.push((header::IF_MODIFIED_SINCE, modified.clone()));
-        }
-        validators
     }
 
     /// Bytes it occupies, roughly, for the cache's byte bound.
@@ -677,7 +682,7 @@ impl Handler<Invalidate> for CacheActor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use actix_web::http::header;
+    use actix_web::http::header::{self, HeaderValue};
 
     fn store(max_bytes: u64) -> ResponseCache {
         ResponseCache::new(max_bytes, max_bytes as usize, Arc::new(Metrics::new()))

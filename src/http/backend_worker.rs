@@ -30,10 +30,12 @@ use super::AppState;
 use super::{api_not_found, api_routes, auth_pages, cors, health, json_config, query_config};
 use crate::config::Settings;
 
-/// The instance's key on the hop from its proxy to its backend workers.
-pub const X_GATEHOUSE_HOP: HeaderName = HeaderName::from_static("x-gatehouse-hop");
-/// The front end's client connection (`ip:port`), on the same hop.
-pub const X_GATEHOUSE_PEER: HeaderName = HeaderName::from_static("x-gatehouse-peer");
+/// The header carrying the instance's key on the hop from its proxy to its backend workers.
+pub const HOP_HEADER: &str = "x-gatehouse-hop";
+/// The header carrying the front end's client connection (`ip:port`), on the same hop.
+pub const PEER_HEADER: &str = "x-gatehouse-peer";
+const X_GATEHOUSE_HOP: HeaderName = HeaderName::from_static(HOP_HEADER);
+const X_GATEHOUSE_PEER: HeaderName = HeaderName::from_static(PEER_HEADER);
 
 /// A random secret made at start, known only inside the process: what tells a backend
 /// worker that a request comes from this instance's own front end.

@@ -72,13 +72,19 @@ where
 }
 
 /// The best encoding the client accepts: br, then zstd, then gzip at equal quality.
+/// Runs on every request, so it reads the header in place, without allocating.
 pub fn preferred_encoding(accept: &str) -> Option<ContentEncoding> {
-    let mut best: Option<(f32, usize, ContentEncoding)> = None;
+    let codings = [
+        ("br", ContentEncoding::Brotli),
+        ("zstd", ContentEncoding::Zstd),
+        ("gzip", ContentEncoding::Gzip),
+    ];
+    // The quality of each coding's first mention, and of the last `*`.
+    let mut named: [Option<f32>; 3] = [None; 3];
     let mut wildcard: Option<f32> = None;
-    let mut named = Vec::new();
     for item in accept.split(',') {
         let mut parts = item.split(';');
-        let name = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let name = parts.next().unwrap_or("").trim();
         let quality = parts
             .find_map(|param| {
                 let (key, value) = param.split_once('=')?;
@@ -88,21 +94,16 @@ pub fn preferred_encoding(accept: &str) -> Option<ContentEncoding> {
         if name == "*" {
             wildcard = Some(quality);
         }
-        named.push((name, quality));
-    }
-    for (rank, (token, encoding)) in [
-        ("br", ContentEncoding::Brotli),
-        ("zstd", ContentEncoding::Zstd),
-        ("gzip", ContentEncoding::Gzip),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let quality = named
+        if let Some(slot) = codings
             .iter()
-            .find(|(name, _)| name == token)
-            .map(|(_, quality)| *quality)
-            .or(wildcard);
+            .position(|(token, _)| name.eq_ignore_ascii_case(token))
+        {
+            named[slot].get_or_insert(quality);
+        }
+    }
+    let mut best: Option<(f32, usize, ContentEncoding)> = None;
+    for (rank, (_, encoding)) in codings.into_iter().enumerate() {
+        let quality = named[rank].or(wildcard);
         if let Some(quality) = quality.filter(|quality| *quality > 0.0) {
             let better = best.is_none_or(|(q, r, _)| quality > q || (quality == q && rank < r));
             if better {
@@ -184,6 +185,11 @@ mod tests {
         assert_eq!(preferred_encoding("identity"), None);
         assert_eq!(preferred_encoding("*"), Some(ContentEncoding::Brotli));
         assert_eq!(preferred_encoding(""), None);
+        // Names are case-insensitive; a coding's first mention is the one that counts.
+        assert_eq!(
+            preferred_encoding("GZip;q=0.5, br;q=0, br"),
+            Some(ContentEncoding::Gzip)
+        );
     }
 
     fn typed(content_type: &str) -> HeaderMap {

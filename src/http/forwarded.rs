@@ -4,9 +4,11 @@
 //! configured trusted proxy; from anyone else the socket address is the client, so a
 //! forged header cannot dodge `ip_hash` or per-client limits.
 
+use std::fmt::Write as _;
 use std::net::IpAddr;
 
-use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::header::{HeaderMap, HeaderName};
+use bytes::{BufMut, Bytes, BytesMut};
 use ipnet::IpNet;
 
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -93,56 +95,77 @@ fn parse_node(node: &str) -> Option<IpAddr> {
     node.rsplit_once(':')?.0.parse().ok()
 }
 
-/// The forwarding headers sent upstream for one request.
+/// The forwarding headers sent upstream for one request, as the bytes of their values.
 #[derive(Debug, PartialEq, Eq)]
 pub struct ForwardingHeaders {
-    pub x_forwarded_for: String,
-    pub x_forwarded_proto: String,
-    pub x_forwarded_host: String,
-    pub forwarded: String,
+    pub x_forwarded_for: Bytes,
+    pub x_forwarded_proto: Bytes,
+    pub x_forwarded_host: Bytes,
+    pub forwarded: Bytes,
+}
+
+/// The same header names as the upstream request (hyper's `http` types) spells them.
+mod upstream {
+    use http::HeaderName;
+
+    pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+    pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+    pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+    pub const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 }
 
 impl ForwardingHeaders {
     /// Extends a trusted proxy's chain with `peer`, or starts a fresh one when the peer
-    /// is not trusted (its claims are dropped).
+    /// is not trusted (its claims are dropped). `host` is the value sent as `Host`; the
+    /// values are written into `buffer` and split off it, so they share its allocation.
     pub fn new(
         trusted: &TrustedProxies,
         peer: IpAddr,
         incoming: &HeaderMap,
-        scheme: &str,
-        host: &str,
+        scheme: &'static str,
+        host: &Bytes,
+        buffer: &mut BytesMut,
     ) -> Self {
         let peer = canonical(peer);
         let believed = trusted.contains(peer);
-        let incoming_value = |name: &HeaderName| -> Option<String> {
-            if !believed {
-                return None;
+        let claimed = |name: &HeaderName| believed_values(incoming, name, believed);
+
+        for chain in claimed(&X_FORWARDED_FOR) {
+            buffer.put_slice(chain.as_bytes());
+            buffer.put_slice(b", ");
+        }
+        put_ip(buffer, peer);
+        let x_forwarded_for = buffer.split().freeze();
+
+        let mut first_claim = |name: &HeaderName| {
+            claimed(name).next().map(|value| {
+                let first = value.split(',').next().unwrap_or_default().trim();
+                buffer.put_slice(first.as_bytes());
+                buffer.split().freeze()
+            })
+        };
+        let x_forwarded_proto = first_claim(&X_FORWARDED_PROTO)
+            .unwrap_or_else(|| Bytes::from_static(scheme.as_bytes()));
+        let x_forwarded_host = first_claim(&X_FORWARDED_HOST).unwrap_or_else(|| host.clone());
+
+        for chain in claimed(&FORWARDED) {
+            buffer.put_slice(chain.as_bytes());
+            buffer.put_slice(b", ");
+        }
+        buffer.put_slice(b"for=");
+        match peer {
+            IpAddr::V4(_) => put_ip(buffer, peer),
+            IpAddr::V6(_) => {
+                buffer.put_slice(b"\"[");
+                put_ip(buffer, peer);
+                buffer.put_slice(b"]\"");
             }
-            let values: Vec<&str> = incoming
-                .get_all(name)
-                .filter_map(|value| value.to_str().ok())
-                .collect();
-            (!values.is_empty()).then(|| values.join(", "))
-        };
-        let x_forwarded_for = match incoming_value(&X_FORWARDED_FOR) {
-            Some(chain) => format!("{chain}, {peer}"),
-            None => peer.to_string(),
-        };
-        let x_forwarded_proto = incoming_value(&X_FORWARDED_PROTO)
-            .and_then(|proto| proto.split(',').next().map(|p| p.trim().to_string()))
-            .unwrap_or_else(|| scheme.to_string());
-        let x_forwarded_host = incoming_value(&X_FORWARDED_HOST)
-            .and_then(|host| host.split(',').next().map(|h| h.trim().to_string()))
-            .unwrap_or_else(|| host.to_string());
-        let node = match peer {
-            IpAddr::V4(v4) => v4.to_string(),
-            IpAddr::V6(v6) => format!("\"[{v6}]\""),
-        };
-        let element = format!("for={node};host={};proto={scheme}", quote_if_needed(host));
-        let forwarded = match incoming_value(&FORWARDED) {
-            Some(chain) => format!("{chain}, {element}"),
-            None => element,
-        };
+        }
+        buffer.put_slice(b";host=");
+        put_quoted_if_needed(buffer, host);
+        buffer.put_slice(b";proto=");
+        buffer.put_slice(scheme.as_bytes());
+        let forwarded = buffer.split().freeze();
         Self {
             x_forwarded_for,
             x_forwarded_proto,
@@ -152,35 +175,86 @@ impl ForwardingHeaders {
     }
 
     /// Replaces any forwarding headers in `headers` with these.
-    pub fn apply(&self, headers: &mut HeaderMap) {
+    pub fn apply(self, headers: &mut http::HeaderMap) {
         for (name, value) in [
-            (X_FORWARDED_FOR, &self.x_forwarded_for),
-            (X_FORWARDED_PROTO, &self.x_forwarded_proto),
-            (X_FORWARDED_HOST, &self.x_forwarded_host),
-            (FORWARDED, &self.forwarded),
+            (upstream::X_FORWARDED_FOR, self.x_forwarded_for),
+            (upstream::X_FORWARDED_PROTO, self.x_forwarded_proto),
+            (upstream::X_FORWARDED_HOST, self.x_forwarded_host),
+            (upstream::FORWARDED, self.forwarded),
         ] {
-            headers.remove(&name);
-            if let Ok(value) = HeaderValue::from_str(value) {
-                headers.insert(name, value);
+            match http::HeaderValue::from_maybe_shared(value) {
+                Ok(value) => {
+                    headers.insert(name, value);
+                }
+                Err(_) => {
+                    headers.remove(name);
+                }
             }
         }
     }
 }
 
+/// Whether `name` is one of the forwarding headers [`ForwardingHeaders`] replaces.
+pub fn is_forwarding_header(name: &str) -> bool {
+    matches!(
+        name,
+        "x-forwarded-for" | "x-forwarded-proto" | "x-forwarded-host" | "forwarded"
+    )
+}
+
+/// The values of `name` a client claims, when they are believed.
+fn believed_values<'a>(
+    incoming: &'a HeaderMap,
+    name: &HeaderName,
+    believed: bool,
+) -> impl Iterator<Item = &'a str> {
+    believed
+        .then(|| incoming.get_all(name))
+        .into_iter()
+        .flatten()
+        .filter_map(|value| value.to_str().ok())
+}
+
+/// Writes `ip` without `core::fmt`, whose padding support makes an IPv4 address cost
+/// more than the rest of the forwarding headers together.
+fn put_ip(buffer: &mut BytesMut, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut digits = itoa::Buffer::new();
+            for (position, octet) in v4.octets().into_iter().enumerate() {
+                if position > 0 {
+                    buffer.put_u8(b'.');
+                }
+                buffer.put_slice(digits.format(octet).as_bytes());
+            }
+        }
+        IpAddr::V6(v6) => {
+            // Writing into a BytesMut cannot fail.
+            let _ = write!(buffer, "{v6}");
+        }
+    }
+}
+
 /// RFC 7239 values that are not tokens (a host with a port has a colon) are quoted.
-fn quote_if_needed(value: &str) -> String {
+fn put_quoted_if_needed(buffer: &mut BytesMut, value: &[u8]) {
     if value
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+        .iter()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(b))
     {
-        value.to_string()
+        buffer.put_slice(value);
     } else {
-        format!("\"{}\"", value.replace(['"', '\\'], ""))
+        buffer.put_u8(b'"');
+        for &byte in value.iter().filter(|&&b| b != b'"' && b != b'\\') {
+            buffer.put_u8(byte);
+        }
+        buffer.put_u8(b'"');
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use actix_web::http::header::HeaderValue;
+
     use super::*;
 
     fn headers(pairs: &[(&HeaderName, &str)]) -> HeaderMap {
@@ -189,6 +263,17 @@ mod tests {
             map.append((*name).clone(), HeaderValue::from_str(value).unwrap());
         }
         map
+    }
+
+    fn forwarding(
+        trusted: &TrustedProxies,
+        peer: IpAddr,
+        incoming: &HeaderMap,
+        scheme: &'static str,
+        host: &'static str,
+    ) -> ForwardingHeaders {
+        let host = Bytes::from_static(host.as_bytes());
+        ForwardingHeaders::new(trusted, peer, incoming, scheme, &host, &mut BytesMut::new())
     }
 
     fn trusted(ranges: &[&str]) -> TrustedProxies {
@@ -209,7 +294,7 @@ mod tests {
         let forged = headers(&[(&X_FORWARDED_FOR, "1.1.1.1")]);
         let peer: IpAddr = "203.0.113.9".parse().unwrap();
         assert_eq!(proxies.client_ip(peer, &forged), peer);
-        let sent = ForwardingHeaders::new(&proxies, peer, &forged, "http", "example.com");
+        let sent = forwarding(&proxies, peer, &forged, "http", "example.com");
         assert_eq!(sent.x_forwarded_for, "203.0.113.9");
         assert_eq!(
             sent.forwarded,
@@ -229,7 +314,7 @@ mod tests {
             proxies.client_ip(peer, &incoming),
             "198.51.100.7".parse::<IpAddr>().unwrap()
         );
-        let sent = ForwardingHeaders::new(&proxies, peer, &incoming, "http", "example.com:8080");
+        let sent = forwarding(&proxies, peer, &incoming, "http", "example.com:8080");
         assert_eq!(sent.x_forwarded_for, "198.51.100.7, 10.1.1.1, 127.0.0.1");
         assert_eq!(sent.x_forwarded_proto, "https");
         assert_eq!(
@@ -258,8 +343,7 @@ mod tests {
             proxies.client_ip("::1".parse().unwrap(), &incoming),
             "2001:db8::17".parse::<IpAddr>().unwrap()
         );
-        let sent =
-            ForwardingHeaders::new(&proxies, "::1".parse().unwrap(), &incoming, "https", "h");
+        let sent = forwarding(&proxies, "::1".parse().unwrap(), &incoming, "https", "h");
         assert_eq!(
             sent.forwarded,
             "for=\"[2001:db8::17]:4711\";proto=https, for=\"[::1]\";host=h;proto=https"

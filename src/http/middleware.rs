@@ -96,7 +96,7 @@ where
             .get(&X_REQUEST_ID)
             .and_then(|value| value.to_str().ok())
             .filter(|id| is_sane_request_id(id))
-            .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string);
+            .map_or_else(new_request_id, str::to_string);
         let span = tracing::info_span!(
             "request",
             method = %req.method(),
@@ -188,6 +188,15 @@ fn route_label<B>(res: &ServiceResponse<B>) -> Cow<'static, str> {
     }
 }
 
+/// A fresh request id: a v4 UUID, encoded without going through `core::fmt`.
+fn new_request_id() -> String {
+    let mut encoded = [0; uuid::fmt::Hyphenated::LENGTH];
+    uuid::Uuid::new_v4()
+        .hyphenated()
+        .encode_lower(&mut encoded)
+        .to_owned()
+}
+
 /// A client's request id is echoed when it is short and made of safe characters.
 fn is_sane_request_id(id: &str) -> bool {
     (1..=128).contains(&id.len())
@@ -207,5 +216,14 @@ mod tests {
         assert!(!is_sane_request_id("has space"));
         assert!(!is_sane_request_id("<script>"));
         assert!(!is_sane_request_id(&"a".repeat(129)));
+    }
+
+    #[test]
+    fn generated_request_ids_are_v4_uuids() {
+        let id = new_request_id();
+        assert!(is_sane_request_id(&id));
+        let parsed = uuid::Uuid::parse_str(&id).unwrap();
+        assert_eq!(parsed.get_version_num(), 4);
+        assert_eq!(id, parsed.hyphenated().to_string());
     }
 }

@@ -22,13 +22,13 @@ use actix_web::error::PayloadError;
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::Stream;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use super::backend_worker::{HopKey, X_GATEHOUSE_HOP, X_GATEHOUSE_PEER};
-use super::forwarded::{ForwardingHeaders, TrustedProxies};
+use super::backend_worker::{HopKey, HOP_HEADER, PEER_HEADER};
+use super::forwarded::{is_forwarding_header, ForwardingHeaders, TrustedProxies};
 use super::middleware::X_REQUEST_ID;
 use super::upstream_client::{ConnectError, Pooled, UpstreamClient};
 use crate::actors::balancer::selection::client_key;
@@ -136,27 +136,31 @@ impl From<ProxyError> for ApiError {
     }
 }
 
-/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus
-/// `Expect`, which Gatehouse answers itself, and the two that the proxy sets on its hop
-/// to a backend worker (a client's are never passed on).
-const HOP_BY_HOP: [HeaderName; 11] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::PROXY_AUTHORIZATION,
-    header::EXPECT,
-    X_GATEHOUSE_HOP,
-    X_GATEHOUSE_PEER,
-];
-
-/// Whether header `name` is hop-by-hop or framing: never forwarded as it is.
+/// Whether header `name` is hop-by-hop (RFC 9110 §7.6.1), `Expect` (which Gatehouse
+/// answers itself), framing, or one of the two that the proxy sets on its hop to a
+/// backend worker (a client's are never passed on): never forwarded as it is.
 fn is_hop_by_hop(name: &str) -> bool {
-    HOP_BY_HOP.iter().any(|hop| hop.as_str() == name) || name == "content-length"
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "proxy-authorization"
+            | "expect"
+            | "content-length"
+            | HOP_HEADER
+            | PEER_HEADER
+    )
 }
+
+/// `X-Request-Id` as hyper's `http` types spell it.
+const UPSTREAM_X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+const UPSTREAM_HOP: http::HeaderName = http::HeaderName::from_static(HOP_HEADER);
+const UPSTREAM_PEER: http::HeaderName = http::HeaderName::from_static(PEER_HEADER);
 
 /// Whether `name` is listed in one of the `Connection` header values `listed`.
 fn named_by_connection<'a>(mut listed: impl Iterator<Item = &'a [u8]>, name: &str) -> bool {
@@ -189,15 +193,14 @@ pub fn end_to_end_headers(from: &HeaderMap) -> HeaderMap {
 
 /// The end-to-end headers of an upstream answer, as the client's response takes them.
 fn response_headers(from: &http::HeaderMap) -> HeaderMap {
-    let has_connection = from.contains_key(http::header::CONNECTION);
+    let connection = from.get_all(http::header::CONNECTION);
+    let has_connection = connection.iter().next().is_some();
     let mut headers = HeaderMap::with_capacity(from.len());
     for (name, value) in from {
         if is_hop_by_hop(name.as_str())
             || (has_connection
                 && named_by_connection(
-                    from.get_all(http::header::CONNECTION)
-                        .iter()
-                        .map(http::HeaderValue::as_bytes),
+                    connection.iter().map(http::HeaderValue::as_bytes),
                     name.as_str(),
                 ))
         {
@@ -222,11 +225,13 @@ pub fn is_idempotent(method: &Method) -> bool {
 }
 
 /// The request as it goes upstream, independent of the client connection so that it
-/// can be sent again (retries) or later (background revalidation).
+/// can be sent again (retries) or later (background revalidation). Its headers are
+/// already hyper's: each attempt sends a clone, which shares the values' bytes.
 pub struct UpstreamRequest {
     pub method: Method,
-    pub path_and_query: String,
-    pub headers: HeaderMap,
+    /// The request target, before the server's base path.
+    pub path_and_query: Bytes,
+    pub headers: http::HeaderMap,
     /// Hash of the client address, for `ip_hash`.
     pub client_key: u64,
     /// The client connection's address, told to backend workers.
@@ -236,12 +241,18 @@ pub struct UpstreamRequest {
 impl UpstreamRequest {
     /// The request `req` forwarded on `route`: path (without the route prefix when it
     /// strips it), end-to-end headers, original `Host`, forwarding headers, request id.
+    ///
+    /// Built in one pass over the client's headers, straight into hyper's header map;
+    /// every value written here (and every client value, which has to be copied from
+    /// actix-http's `http` version to hyper's) goes into one buffer that the values
+    /// then share, so the whole request costs a handful of allocations.
     pub fn from_client(
         req: &HttpRequest,
         route: &Route,
         strip_prefix: bool,
         proxy: &Proxy,
     ) -> Self {
+        let client = req.headers();
         let path = req.uri().path();
         let path = if strip_prefix {
             match strip_path_prefix(route.prefix(), path) {
@@ -251,59 +262,99 @@ impl UpstreamRequest {
         } else {
             path
         };
-        let path_and_query = match req.uri().query() {
-            Some(query) => format!("{path}?{query}"),
-            None => path.to_string(),
-        };
+        let query = req.uri().query();
         let peer_addr = req.peer_addr();
         let peer = peer_addr.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |addr| addr.ip());
-        let host = req
-            .headers()
+        let host = client
             .get(header::HOST)
             .and_then(|value| value.to_str().ok())
-            .map(str::to_string)
-            .or_else(|| req.uri().authority().map(|a| a.to_string()))
+            .or_else(|| req.uri().authority().map(|authority| authority.as_str()))
             .unwrap_or_default();
         let scheme = if req.app_config().secure() {
             "https"
         } else {
             "http"
         };
-        let mut headers = end_to_end_headers(req.headers());
-        ForwardingHeaders::new(&proxy.trusted, peer, req.headers(), scheme, &host)
-            .apply(&mut headers);
-        if let Ok(host) = HeaderValue::from_str(&host) {
-            headers.insert(header::HOST, host);
+        let client_bytes: usize = client.iter().map(|(_, value)| value.len()).sum();
+        let mut buffer = BytesMut::with_capacity(
+            client_bytes + path.len() + query.map_or(0, str::len) + 2 * host.len() + 256,
+        );
+        let request_id = REQUEST_ID
+            .try_with(|id| {
+                buffer.put_slice(id.as_bytes());
+                buffer.split().freeze()
+            })
+            .ok();
+        let mut headers = http::HeaderMap::with_capacity(client.len() + 6);
+        let has_connection = client.contains_key(header::CONNECTION);
+        for (name, value) in client {
+            let name = name.as_str();
+            // Host, the forwarding headers and the request id are set below.
+            if is_hop_by_hop(name)
+                || name == "host"
+                || is_forwarding_header(name)
+                || (request_id.is_some() && name == X_REQUEST_ID.as_str())
+                || (has_connection
+                    && named_by_connection(
+                        client
+                            .get_all(header::CONNECTION)
+                            .map(HeaderValue::as_bytes),
+                        name,
+                    ))
+            {
+                continue;
+            }
+            let Ok(name) = http::HeaderName::from_bytes(name.as_bytes()) else {
+                continue;
+            };
+            buffer.put_slice(value.as_bytes());
+            if let Ok(value) = http::HeaderValue::from_maybe_shared(buffer.split().freeze()) {
+                headers.append(name, value);
+            }
         }
-        if let Some(id) = REQUEST_ID
-            .try_with(|id| HeaderValue::from_str(id).ok())
-            .ok()
-            .flatten()
-        {
-            headers.insert(X_REQUEST_ID, id);
+
+        buffer.put_slice(host.as_bytes());
+        let host = buffer.split().freeze();
+        ForwardingHeaders::new(&proxy.trusted, peer, client, scheme, &host, &mut buffer)
+            .apply(&mut headers);
+        if let Ok(host) = http::HeaderValue::from_maybe_shared(host) {
+            headers.insert(http::header::HOST, host);
+        }
+        if let Some(Ok(id)) = request_id.map(http::HeaderValue::from_maybe_shared) {
+            headers.insert(UPSTREAM_X_REQUEST_ID, id);
+        }
+
+        buffer.put_slice(path.as_bytes());
+        if let Some(query) = query {
+            buffer.put_u8(b'?');
+            buffer.put_slice(query.as_bytes());
         }
         Self {
             method: req.method().clone(),
-            path_and_query,
+            path_and_query: buffer.freeze(),
             headers,
-            client_key: client_key(proxy.trusted.client_ip(peer, req.headers())),
+            client_key: client_key(proxy.trusted.client_ip(peer, client)),
             peer: peer_addr,
         }
     }
+}
 
-    /// The headers of the hop to a backend worker: the instance's key and the client
-    /// connection's address. Empty for any other server.
-    pub fn worker_hop(&self, member: &Member, key: &HopKey) -> Vec<(HeaderName, HeaderValue)> {
-        if member.url.worker().is_none() {
-            return Vec::new();
-        }
-        let mut hop = vec![(X_GATEHOUSE_HOP, key.header_value())];
-        if let Some(peer) = self.peer {
-            if let Ok(value) = HeaderValue::from_str(&peer.to_string()) {
-                hop.push((X_GATEHOUSE_PEER, value));
-            }
-        }
-        hop
+/// Adds the headers of the hop to a backend worker to `headers`: the instance's key and
+/// the client connection's address `peer`. Nothing for any other server.
+pub fn add_worker_hop(
+    headers: &mut http::HeaderMap,
+    member: &Member,
+    key: &HopKey,
+    peer: Option<SocketAddr>,
+) {
+    if member.url.worker().is_none() {
+        return;
+    }
+    if let Ok(value) = http::HeaderValue::from_bytes(key.header_value().as_bytes()) {
+        headers.insert(UPSTREAM_HOP, value);
+    }
+    if let Some(Ok(value)) = peer.map(|peer| http::HeaderValue::from_str(&peer.to_string())) {
+        headers.insert(UPSTREAM_PEER, value);
     }
 }
 
@@ -567,32 +618,18 @@ fn outgoing(
     body: Option<&RequestBody>,
     hop_key: &HopKey,
 ) -> Result<hyper::Request<OutgoingBody>, AttemptError> {
+    let method = http::Method::from_bytes(request.method.as_str().as_bytes())
+        .map_err(|_| AttemptError::InvalidPath)?;
+    let uri = http::Uri::from_maybe_shared(member.url.target_for(&request.path_and_query))
+        .map_err(|_| AttemptError::InvalidPath)?;
     let body = body.map_or(OutgoingBody::Empty, |body| {
         OutgoingBody::Client(body.stream())
     });
     let mut outgoing = hyper::Request::new(body);
-    *outgoing.method_mut() = http::Method::from_bytes(request.method.as_str().as_bytes())
-        .map_err(|_| AttemptError::InvalidPath)?;
-    *outgoing.uri_mut() = member
-        .url
-        .path_for(&request.path_and_query)
-        .parse()
-        .map_err(|_| AttemptError::InvalidPath)?;
-    let headers = outgoing.headers_mut();
-    headers.reserve(request.headers.len());
-    let hop = request.worker_hop(member, hop_key);
-    for (name, value) in request
-        .headers
-        .iter()
-        .chain(hop.iter().map(|(n, v)| (n, v)))
-    {
-        if let (Ok(name), Ok(value)) = (
-            http::HeaderName::from_bytes(name.as_str().as_bytes()),
-            http::HeaderValue::from_bytes(value.as_bytes()),
-        ) {
-            headers.append(name, value);
-        }
-    }
+    *outgoing.method_mut() = method;
+    *outgoing.uri_mut() = uri;
+    *outgoing.headers_mut() = request.headers.clone();
+    add_worker_hop(outgoing.headers_mut(), member, hop_key, request.peer);
     Ok(outgoing)
 }
 
@@ -749,7 +786,7 @@ pub async fn send(
                     AttemptError::InvalidPath => {
                         return Err(ProxyError::BadGateway(format!(
                             "{} is not a valid request target",
-                            request.path_and_query
+                            String::from_utf8_lossy(&request.path_and_query)
                         )))
                     }
                 };

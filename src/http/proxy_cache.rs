@@ -86,8 +86,8 @@ async fn answer(
     // client's conditional requests itself; the upstream is asked with the cache's own
     // validators, never with a client's.
     let mut request = UpstreamRequest::from_client(req, route, strip_prefix, proxy);
-    request.headers.remove(header::IF_NONE_MATCH);
-    request.headers.remove(header::IF_MODIFIED_SINCE);
+    request.headers.remove(http::header::IF_NONE_MATCH);
+    request.headers.remove(http::header::IF_MODIFIED_SINCE);
 
     if let Some(cached) = cached {
         match cached.freshness() {
@@ -203,9 +203,7 @@ async fn revalidate(
     authorized: bool,
 ) -> Result<HttpResponse, ApiError> {
     request.method = Method::GET;
-    for (name, value) in cached.validators() {
-        request.headers.insert(name, value);
-    }
+    cached.ask_with_validators(&mut request.headers);
     match proxy::send(proxy, pool, &request, None).await {
         Ok(upstream) if upstream.status == StatusCode::NOT_MODIFIED => {
             let fresh = refreshed(
@@ -264,9 +262,7 @@ async fn refresh(
     authorized: bool,
 ) {
     request.method = Method::GET;
-    for (name, value) in cached.validators() {
-        request.headers.insert(name, value);
-    }
+    cached.ask_with_validators(&mut request.headers);
     let Ok(upstream) = proxy::send(proxy, pool, &request, None).await else {
         return;
     };

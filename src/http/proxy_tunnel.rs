@@ -12,7 +12,7 @@ use futures_util::{stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio_util::io::ReaderStream;
 
-use super::proxy::{end_to_end_headers, Proxy, ProxyError, UpstreamRequest};
+use super::proxy::{add_worker_hop, end_to_end_headers, Proxy, ProxyError, UpstreamRequest};
 use super::upstream_client::{connect, ConnectError};
 use crate::actors::balancer::Pool;
 
@@ -57,22 +57,26 @@ pub async fn tunnel(
         }
     };
 
-    let mut head = format!(
-        "{} {} HTTP/1.1\r\n",
-        request.method,
-        member.url.path_for(&request.path_and_query)
-    )
-    .into_bytes();
-    let hop = request.worker_hop(member, &proxy.hop_key);
+    let mut head = Vec::new();
+    head.extend_from_slice(request.method.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(&member.url.target_for(&request.path_and_query));
+    head.extend_from_slice(b" HTTP/1.1\r\n");
+    let peer = request.peer;
     let mut headers = request.headers;
     // The upgrade headers are hop-by-hop and were dropped; this hop asks for them again.
-    if let Some(upgrade) = req.headers().get(header::UPGRADE) {
-        headers.insert(header::UPGRADE, upgrade.clone());
+    if let Some(upgrade) = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|upgrade| http::HeaderValue::from_bytes(upgrade.as_bytes()).ok())
+    {
+        headers.insert(http::header::UPGRADE, upgrade);
     }
-    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    for (name, value) in hop {
-        headers.insert(name, value);
-    }
+    headers.insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("upgrade"),
+    );
+    add_worker_hop(&mut headers, member, &proxy.hop_key, peer);
     for (name, value) in &headers {
         head.extend_from_slice(name.as_str().as_bytes());
         head.extend_from_slice(b": ");

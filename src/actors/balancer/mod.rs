@@ -143,6 +143,19 @@ impl UpstreamUrl {
     pub fn path_for(&self, path_and_query: &str) -> String {
         format!("{}{}", self.base_path, path_and_query)
     }
+
+    /// The same as [`Self::path_for`] for the proxy: without a base path the target is
+    /// `path_and_query` itself, shared, not copied.
+    pub fn target_for(&self, path_and_query: &bytes::Bytes) -> bytes::Bytes {
+        if self.base_path.is_empty() {
+            return path_and_query.clone();
+        }
+        let mut target =
+            bytes::BytesMut::with_capacity(self.base_path.len() + path_and_query.len());
+        target.extend_from_slice(self.base_path.as_bytes());
+        target.extend_from_slice(path_and_query);
+        target.freeze()
+    }
 }
 
 impl fmt::Display for UpstreamUrl {
@@ -606,6 +619,10 @@ mod tests {
         let url = UpstreamUrl::parse("http://localhost:3000/base/").unwrap();
         assert_eq!(url.authority(), "localhost:3000");
         assert_eq!(url.path_for("/x?y=1"), "/base/x?y=1");
+        assert_eq!(
+            url.target_for(&bytes::Bytes::from_static(b"/x?y=1")),
+            "/base/x?y=1"
+        );
         assert!(!url.is_https());
         assert_eq!(UpstreamUrl::parse("http://h").unwrap().authority(), "h:80");
         let secure = UpstreamUrl::parse("https://h").unwrap();
