@@ -112,7 +112,7 @@ records_write!(
     |txn, env, msg| async move {
         let record = write::create(txn, &env, &msg.requester, &msg.collection, msg.body).await?;
         let change = RecordEvent::new(Action::Create, &record);
-        let mut shown = read::present(txn, &env, &msg.requester, &[record], &msg.expand, &msg.fields).await?;
+        let mut shown = read::present(txn, &env, &msg.requester, vec![record], &msg.expand, &msg.fields).await?;
         Ok((shown.remove(0), vec![change]))
     }
 );
@@ -123,7 +123,7 @@ records_write!(
     |txn, env, msg| async move {
         let record = write::update(txn, &env, &msg.requester, &msg.collection, &msg.id, msg.body).await?;
         let change = RecordEvent::new(Action::Update, &record);
-        let mut shown = read::present(txn, &env, &msg.requester, &[record], &msg.expand, &msg.fields).await?;
+        let mut shown = read::present(txn, &env, &msg.requester, vec![record], &msg.expand, &msg.fields).await?;
         Ok((shown.remove(0), vec![change]))
     }
 );

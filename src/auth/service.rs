@@ -518,7 +518,8 @@ impl AuthService {
                         }
                     }
                     let mut shown =
-                        read::present(txn, &env, &requester, &[record], &expand, &fields).await?;
+                        read::present(txn, &env, &requester, vec![record], &expand, &fields)
+                            .await?;
                     Ok::<_, AuthError>((shown.remove(0), queued, change))
                 })
             })

@@ -193,12 +193,12 @@ async fn render(
     action: Action,
     group: &Group,
 ) -> Result<Bytes, RecordError> {
-    let records = std::slice::from_ref(record);
+    let records = || vec![record.clone()];
     let expand = group.options.query_param("expand");
     let fields = group.options.query_param("fields");
-    let shown = match present(txn, env, &group.requester, records, expand, fields).await {
+    let shown = match present(txn, env, &group.requester, records(), expand, fields).await {
         Ok(mut shown) => shown.remove(0),
-        Err(_) => present(txn, env, &group.requester, records, "", "")
+        Err(_) => present(txn, env, &group.requester, records(), "", "")
             .await?
             .remove(0),
     };

@@ -291,7 +291,7 @@ async fn run_item(
         txn,
         env,
         requester,
-        &[record],
+        vec![record],
         &text("expand"),
         &text("fields"),
     )

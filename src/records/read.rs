@@ -110,26 +110,34 @@ pub async fn fetch<C: ConnectionTrait>(
 }
 
 /// The response JSON of records: expanded, shown as the requester may see them, and
-/// trimmed to `fields`.
+/// trimmed to `fields`. Without `expand` each record becomes its JSON in place
+/// ([`Record::into_json`]); expansion reads the records after they are shown.
 pub async fn present<C: ConnectionTrait>(
     conn: &C,
     env: &RecordsEnv,
     requester: &Requester,
-    records: &[Record],
+    records: Vec<Record>,
     expand_param: &str,
     fields_param: &str,
 ) -> Result<Vec<Value>, RecordError> {
     let fields = parse_fields(fields_param)?;
     let paths = ExpandPaths::parse(expand_param)?;
-    let viewers = viewers(conn, env, requester, records).await?;
-    let mut items: Vec<Value> = records
-        .iter()
-        .zip(viewers)
-        .map(|(record, viewer)| record.to_json(viewer))
-        .collect();
-    if !paths.is_empty() {
-        expand(conn, env, requester, records, &mut items, &paths).await?;
-    }
+    let viewers = viewers(conn, env, requester, &records).await?;
+    let mut items: Vec<Value> = if paths.is_empty() {
+        records
+            .into_iter()
+            .zip(viewers)
+            .map(|(record, viewer)| record.into_json(viewer))
+            .collect()
+    } else {
+        let mut items: Vec<Value> = records
+            .iter()
+            .zip(viewers)
+            .map(|(record, viewer)| record.to_json(viewer))
+            .collect();
+        expand(conn, env, requester, &records, &mut items, &paths).await?;
+        items
+    };
     if let Some(fields) = fields {
         for item in &mut items {
             fields.apply(item);
@@ -230,7 +238,7 @@ pub async fn list<C: ConnectionTrait>(
         let pages = (total + query.per_page as i64 - 1) / query.per_page as i64;
         (total, pages)
     };
-    let items = present(conn, env, requester, &records, &query.expand, &query.fields).await?;
+    let items = present(conn, env, requester, records, &query.expand, &query.fields).await?;
     Ok(json!({
         "page": query.page,
         "perPage": query.per_page,
@@ -289,7 +297,7 @@ pub async fn view<C: ConnectionTrait>(
         conn,
         env,
         requester,
-        std::slice::from_ref(&record),
+        vec![record],
         expand_param,
         fields_param,
     )
