@@ -15,7 +15,7 @@ use super::oauth::{Provider, ProviderUser};
 use super::passwords::{PasswordHasher, VerifyPassword};
 use super::rate_limit::{Bucket, RateLimiter, RetryAfter};
 use super::sessions::{self, Session, SessionGuard, ValidSession};
-use super::tokens::{self, Claims, TokenKind, TokenSigner};
+use super::tokens::{self, Claims, TokenKind, TokenSigner, VerifiedToken};
 use super::{AuthError, AuthIdentity, AuthResponse, ClientInfo};
 use crate::actors::database::Db;
 use crate::actors::mailer::Mailer;
@@ -261,7 +261,7 @@ impl AuthService {
             sid,
             ValidSession {
                 record: record.clone(),
-                token_hash: issued.hash,
+                token: VerifiedToken::new(&issued.token),
                 expires: issued.expires.timestamp(),
             },
         );
@@ -295,31 +295,26 @@ impl AuthService {
         let Some(claims) = tokens::peek(token).filter(|c| c.kind == TokenKind::Auth.claim()) else {
             return Ok(None);
         };
-        let (Some(sid), Some(hash)) = (claims.sid.clone(), tokens::signature_hash(token)) else {
+        let Some(sid) = claims.sid.clone() else {
             return Ok(None);
         };
         if self.sessions.is_revoked(&sid) {
             return Ok(None);
         }
         let now = Utc::now().timestamp();
-        let accept = |record: &Record, stored_hash: &[u8; 32], expires: i64| {
-            expires > now
-                && bool::from(stored_hash.ct_eq(&hash))
-                && record.id() == claims.id
-                && record.collection.id == claims.collection_id
-                && self
-                    .signer
-                    .verify(TokenKind::Auth, record.text("tokenKey"), token)
-                    .is_some()
-        };
+        // A cached session holds the token it was validated with (signature, kind,
+        // record): that same token needs no second signature check.
         if let Some(valid) = self.sessions.get(&sid) {
             return Ok(
-                accept(&valid.record, &valid.token_hash, valid.expires).then(|| AuthIdentity {
+                (valid.expires > now && valid.token.is(token)).then(|| AuthIdentity {
                     record: valid.record.clone(),
                     session_id: sid,
                 }),
             );
         }
+        let Some(hash) = tokens::signature_hash(token) else {
+            return Ok(None);
+        };
 
         let Some(collection) = self
             .registry
@@ -351,7 +346,14 @@ impl AuthService {
         if session.revoked
             || session.record_ref != record.id()
             || session.collection_ref != record.collection.id
-            || !accept(&record, &stored_hash, expires)
+            || record.id() != claims.id
+            || record.collection.id != claims.collection_id
+            || expires <= now
+            || !bool::from(stored_hash.ct_eq(&hash))
+            || self
+                .signer
+                .verify(TokenKind::Auth, record.text("tokenKey"), token)
+                .is_none()
         {
             return Ok(None);
         }
@@ -359,7 +361,7 @@ impl AuthService {
             sid.clone(),
             ValidSession {
                 record: record.clone(),
-                token_hash: stored_hash,
+                token: VerifiedToken::new(token),
                 expires,
             },
         );

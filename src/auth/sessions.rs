@@ -10,6 +10,7 @@ use sea_orm::{ConnectionTrait, DbErr, QueryResult};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::tokens::VerifiedToken;
 use crate::cluster::bus::{BusMessage, ClusterBus};
 use crate::collections::record::Record;
 
@@ -196,7 +197,8 @@ pub async fn list_active<C: ConnectionTrait>(
 #[derive(Debug, Clone)]
 pub struct ValidSession {
     pub record: Record,
-    pub token_hash: [u8; 32],
+    /// The session's current token, as it was verified.
+    pub token: VerifiedToken,
     /// Unix seconds.
     pub expires: i64,
 }

@@ -10,6 +10,7 @@ use std::path::Path;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 use crate::config::AuthSettings;
 
@@ -62,6 +63,8 @@ pub struct Claims {
 #[derive(Clone)]
 pub struct TokenSigner {
     secret: Vec<u8>,
+    /// HS256 only, `exp` required, no leeway: the same for every check.
+    validation: Validation,
 }
 
 impl std::fmt::Debug for TokenSigner {
@@ -72,8 +75,12 @@ impl std::fmt::Debug for TokenSigner {
 
 impl TokenSigner {
     pub fn new(secret: impl Into<Vec<u8>>) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 0;
+        validation.set_required_spec_claims(&["exp"]);
         Self {
             secret: secret.into(),
+            validation,
         }
     }
 
@@ -106,13 +113,10 @@ impl TokenSigner {
 
     /// Checks signature, algorithm, kind and expiry (no leeway).
     pub fn verify(&self, kind: TokenKind, token_key: &str, token: &str) -> Option<Claims> {
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = 0;
-        validation.set_required_spec_claims(&["exp"]);
         let data = jsonwebtoken::decode::<Claims>(
             token,
             &DecodingKey::from_secret(&self.key(kind, token_key)),
-            &validation,
+            &self.validation,
         )
         .ok()?;
         (data.claims.kind == kind.claim()).then_some(data.claims)
@@ -129,6 +133,31 @@ pub fn peek(token: &str) -> Option<Claims> {
 pub fn signature_hash(token: &str) -> Option<[u8; 32]> {
     let signature = token.rsplit('.').next().filter(|s| !s.is_empty())?;
     Some(Sha256::digest(signature.as_bytes()).into())
+}
+
+/// A token that was verified (or signed) here, kept to recognise it when it comes
+/// again: the same token needs no second signature check, only a comparison.
+#[derive(Clone)]
+pub struct VerifiedToken(Box<str>);
+
+impl std::fmt::Debug for VerifiedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("VerifiedToken([redacted])")
+    }
+}
+
+impl VerifiedToken {
+    /// Only for a token that [`TokenSigner::verify`] accepted or [`TokenSigner::sign`]
+    /// made.
+    pub fn new(token: &str) -> Self {
+        Self(token.into())
+    }
+
+    /// Whether `token` is this very token, compared in constant time (its length
+    /// aside).
+    pub fn is(&self, token: &str) -> bool {
+        self.0.as_bytes().ct_eq(token.as_bytes()).into()
+    }
 }
 
 fn load_or_create_secret(path: &Path) -> std::io::Result<Vec<u8>> {
@@ -239,6 +268,21 @@ mod tests {
                 .decode(payload)
                 .is_ok());
         }
+    }
+
+    #[test]
+    fn a_verified_token_recognises_only_itself() {
+        let signer = TokenSigner::new("s".repeat(40));
+        let token = signer.sign(TokenKind::Auth, "k", &auth_claims(later()));
+        let verified = VerifiedToken::new(&token);
+        assert!(verified.is(&token));
+        let mut other = token.clone();
+        other.pop();
+        assert!(!verified.is(&other));
+        other.push('x');
+        assert!(!verified.is(&other));
+        assert!(!verified.is(""));
+        assert_eq!(format!("{verified:?}"), "VerifiedToken([redacted])");
     }
 
     #[test]

@@ -94,7 +94,7 @@ impl QueueRow for Delivery {
 /// Queues `event` for each of `endpoints`, inside the caller's transaction.
 pub async fn enqueue<C: ConnectionTrait>(
     conn: &C,
-    event: &Event,
+    event: &Event<'_>,
     endpoints: &[String],
 ) -> Result<usize, DbErr> {
     let now = now_millis();

@@ -92,14 +92,14 @@ impl Subscription {
         })
     }
 
-    pub fn matches(&self, event: &Event) -> bool {
+    pub fn matches(&self, event: &Event<'_>) -> bool {
         match self {
             Self::All => true,
             Self::Kind { kind, collection } => {
                 *kind == event.kind
                     && collection
                         .as_ref()
-                        .is_none_or(|name| event.collection.as_deref() == Some(name))
+                        .is_none_or(|name| event.collection == Some(name.as_str()))
             }
         }
     }
@@ -152,7 +152,10 @@ pub async fn enabled<C: ConnectionTrait>(conn: &C) -> Result<Vec<Endpoint>, DbEr
 }
 
 /// The ids of the enabled endpoints subscribed to `event`.
-pub async fn subscribed<C: ConnectionTrait>(conn: &C, event: &Event) -> Result<Vec<String>, DbErr> {
+pub async fn subscribed<C: ConnectionTrait>(
+    conn: &C,
+    event: &Event<'_>,
+) -> Result<Vec<String>, DbErr> {
     Ok(enabled(conn)
         .await?
         .into_iter()
@@ -427,11 +430,11 @@ mod tests {
 
     use super::*;
 
-    fn event(kind: EventKind, collection: Option<&str>) -> Event {
+    fn event(kind: EventKind, collection: Option<&str>) -> Event<'_> {
         Event {
             kind,
-            collection: collection.map(str::to_string),
-            data: json!({}),
+            collection,
+            data: crate::webhooks::EventData::Json(json!({})),
         }
     }
 

@@ -76,24 +76,29 @@ impl EventKind {
 }
 
 /// One event: its kind, the collection it concerns (if any) and its data.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Event {
+#[derive(Debug, Clone)]
+pub struct Event<'a> {
     pub kind: EventKind,
-    pub collection: Option<String>,
-    pub data: Value,
+    pub collection: Option<&'a str>,
+    data: EventData<'a>,
 }
 
-impl Event {
+/// An event's `data`. A record's JSON is built only when an endpoint gets the event:
+/// most writes have no subscriber.
+#[derive(Debug, Clone)]
+enum EventData<'a> {
+    Record(&'a Record),
+    Json(Value),
+}
+
+impl<'a> Event<'a> {
     /// A record or user event; the record as a superuser sees it (never its password
     /// hash or token key).
-    pub fn for_record(kind: EventKind, record: &Record) -> Self {
+    pub fn for_record(kind: EventKind, record: &'a Record) -> Self {
         Self {
             kind,
-            collection: Some(record.collection.name.clone()),
-            data: json!({
-                "collection": record.collection.name,
-                "record": record.to_json(Viewer::Superuser),
-            }),
+            collection: Some(&record.collection.name),
+            data: EventData::Record(record),
         }
     }
 
@@ -102,16 +107,23 @@ impl Event {
         Self {
             kind: EventKind::NewsletterSubscribed,
             collection: None,
-            data: json!({"email": email, "name": name}),
+            data: EventData::Json(json!({"email": email, "name": name})),
         }
     }
 
     /// The JSON body sent to endpoints (Standard Webhooks' payload shape).
     pub fn payload(&self, at: chrono::DateTime<chrono::Utc>) -> String {
+        let data = match &self.data {
+            EventData::Record(record) => json!({
+                "collection": record.collection.name,
+                "record": record.to_json(Viewer::Superuser),
+            }),
+            EventData::Json(data) => data.clone(),
+        };
         json!({
             "type": self.kind.as_str(),
             "timestamp": at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            "data": self.data,
+            "data": data,
         })
         .to_string()
     }
@@ -119,7 +131,7 @@ impl Event {
 
 /// Queues `event` for every enabled endpoint subscribed to it, inside the caller's
 /// transaction. Returns how many deliveries were queued.
-pub async fn emit<C: ConnectionTrait>(conn: &C, event: &Event) -> Result<usize, DbErr> {
+pub async fn emit<C: ConnectionTrait>(conn: &C, event: &Event<'_>) -> Result<usize, DbErr> {
     // In a transaction of the database actor the endpoints come from its memory copy,
     // unless this very transaction changed them.
     let cache = IN_TRANSACTION
@@ -248,7 +260,7 @@ impl EndpointCache {
     async fn subscribed<C: ConnectionTrait>(
         &self,
         conn: &C,
-        event: &Event,
+        event: &Event<'_>,
     ) -> Result<Vec<String>, DbErr> {
         let (copy, generation) = {
             let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);

@@ -1,3 +1,4 @@
+use base64::Engine;
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -263,10 +264,21 @@ async fn tokens_are_accepted_raw_or_as_bearer_and_bad_ones_are_guests(backend: B
         .await
         .unwrap();
     assert_eq!(bearer.status(), 200);
+    let current = bearer.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // The live token's signature under another payload, while its session is cached.
+    let mut claims = token_payload(&current);
+    claims["exp"] = json!(claims["exp"].as_i64().unwrap() + 3600);
+    let parts: Vec<&str> = current.split('.').collect();
+    let payload = base64::engine::general_purpose::STANDARD_NO_PAD.encode(claims.to_string());
+    let forged = format!("{}.{payload}.{}", parts[0], parts[2]);
 
     let mut tampered = new_token.clone();
     tampered.pop();
-    for bad in ["garbage", "a.b.c", tampered.as_str(), ""] {
+    for bad in ["garbage", "a.b.c", tampered.as_str(), forged.as_str(), ""] {
         let response = app
             .with_token(Method::POST, refresh, bad)
             .send()
@@ -276,6 +288,12 @@ async fn tokens_are_accepted_raw_or_as_bearer_and_bad_ones_are_guests(backend: B
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["code"], "unauthorized");
     }
+    let genuine = app
+        .with_token(Method::POST, refresh, &current)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(genuine.status(), 200);
     // A bad token on a public route is a guest, not an error.
     let public = app
         .with_token(
