@@ -7,7 +7,7 @@ use gatehouse::config::Strategy;
 
 use crate::support::spawn_front;
 use crate::support::tcp_proxy::TcpProxy;
-use crate::support::upstream::{eventually, proxy_route, within, Upstream};
+use crate::support::upstream::{eventually, proxy_route, within, DeadAddress, Upstream};
 use crate::support::TestApp;
 
 async fn upstreams(n: usize) -> Vec<Upstream> {
@@ -278,10 +278,8 @@ async fn a_failing_health_endpoint_takes_a_server_out() {
 #[actix_web::test]
 async fn the_status_endpoint_shows_health_in_flight_and_failures() {
     let servers = upstreams(1).await;
-    let dead = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap()
-    };
+    let reserved = DeadAddress::new();
+    let dead = reserved.addr;
     let app = spawn_front(|s| {
         proxy_route(
             s,

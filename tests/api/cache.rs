@@ -4,7 +4,7 @@
 
 use reqwest::header;
 
-use crate::support::upstream::{eventually, proxy_route, within, Upstream};
+use crate::support::upstream::{eventually, proxy_route, within, DeadAddress, Upstream};
 use crate::support::{spawn_front, TestApp};
 
 async fn cached_app(upstream: &Upstream) -> TestApp {
@@ -543,11 +543,8 @@ async fn a_purge_empties_redis_and_the_other_instances_memory() {
 async fn without_redis_the_cache_keeps_serving_from_memory() {
     let upstream = Upstream::start("a").await;
     // Nothing listens on this port: the tier is unavailable from the start.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let dead = DeadAddress::new();
+    let port = dead.addr.port();
     let upstream_url = upstream.url();
     let app = spawn_front(move |s| {
         proxy_route(s, "/", "app", &[upstream_url], |_| {}, |r| r.cache = true);

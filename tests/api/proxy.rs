@@ -9,7 +9,7 @@ use reqwest::header;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::spawn_front;
-use crate::support::upstream::{proxy_route, start_websocket_echo, within, Upstream};
+use crate::support::upstream::{proxy_route, start_websocket_echo, within, DeadAddress, Upstream};
 
 #[actix_web::test]
 async fn requests_are_forwarded_with_forwarding_headers_and_without_hop_by_hop_ones() {
@@ -226,10 +226,8 @@ async fn idempotent_requests_are_retried_on_another_server_after_a_503() {
 #[actix_web::test]
 async fn connection_failures_are_retried_even_for_posts() {
     let live = Upstream::start("live").await;
-    let dead = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap()
-    };
+    let reserved = DeadAddress::new();
+    let dead = reserved.addr;
     let app = spawn_front(|s| {
         proxy_route(
             s,
@@ -257,10 +255,8 @@ async fn connection_failures_are_retried_even_for_posts() {
 
 #[actix_web::test]
 async fn no_healthy_server_is_a_503_in_the_error_envelope() {
-    let dead = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap()
-    };
+    let reserved = DeadAddress::new();
+    let dead = reserved.addr;
     let app = spawn_front(|s| {
         proxy_route(
             s,
@@ -401,10 +397,8 @@ async fn metric(app: &crate::support::TestApp, sample: &str) -> f64 {
 #[actix_web::test]
 async fn metrics_count_upstream_answers_failures_and_retries() {
     let live = Upstream::start("a").await;
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let reserved = DeadAddress::new();
+    let dead = reserved.addr;
     let servers = [format!("http://{dead}"), live.url()];
     let app =
         spawn_front(|s| proxy_route(s, "/", "app", &servers, |p| p.max_fails = 0, |_| {})).await;

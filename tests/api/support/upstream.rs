@@ -15,6 +15,28 @@ use gatehouse::config::{RouteHandler, RouteSettings, Settings, UpstreamSettings}
 use rustls::pki_types::pem::PemObject;
 use tokio::sync::Notify;
 
+/// A loopback address where nothing listens, reserved while this value lives: a socket
+/// bound to it but not listening, so connections to it are refused and no other test's
+/// server can be given the port meanwhile (as it can once a listener is dropped).
+pub struct DeadAddress {
+    pub addr: SocketAddr,
+    _socket: socket2::Socket,
+}
+
+impl DeadAddress {
+    pub fn new() -> Self {
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        let any_port: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        socket.bind(&any_port.into()).unwrap();
+        let addr = socket.local_addr().unwrap().as_socket().unwrap();
+        Self {
+            addr,
+            _socket: socket,
+        }
+    }
+}
+
 /// What an upstream saw of one request.
 #[derive(Debug, Clone)]
 pub struct Seen {
