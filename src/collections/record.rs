@@ -279,6 +279,24 @@ mod tests {
         })
     }
 
+    const VIEWERS: [Viewer; 4] = [
+        Viewer::Other,
+        Viewer::Owner,
+        Viewer::Manager,
+        Viewer::Superuser,
+    ];
+
+    /// A user with a password, a token key, an email it keeps private and a hidden field.
+    fn user_with_secrets() -> Record {
+        let mut record = Record::new(users());
+        record.set("id", "abc");
+        record.set("password", "$argon2id$…");
+        record.set("tokenKey", "key");
+        record.set("email", "a@b.co");
+        record.set("secretNote", "note");
+        record
+    }
+
     #[test]
     fn zero_values_follow_pocketbase() {
         let record = Record::new(users());
@@ -289,18 +307,8 @@ mod tests {
 
     #[test]
     fn secrets_and_hidden_fields_and_private_email_are_not_shown() {
-        let mut record = Record::new(users());
-        record.set("id", "abc");
-        record.set("password", "$argon2id$…");
-        record.set("tokenKey", "key");
-        record.set("email", "a@b.co");
-        record.set("secretNote", "note");
-        for viewer in [
-            Viewer::Other,
-            Viewer::Owner,
-            Viewer::Manager,
-            Viewer::Superuser,
-        ] {
+        let mut record = user_with_secrets();
+        for viewer in VIEWERS {
             let json = record.to_json(viewer);
             assert!(json.get("password").is_none());
             assert!(json.get("tokenKey").is_none());
@@ -318,24 +326,14 @@ mod tests {
 
     #[test]
     fn into_json_shows_what_to_json_shows_in_the_same_order() {
-        let mut record = Record::new(users());
-        record.set("id", "abc");
-        record.set("password", "$argon2id$…");
-        record.set("tokenKey", "key");
-        record.set("email", "a@b.co");
-        record.set("secretNote", "note");
+        let record = user_with_secrets();
         let mut unordered = record.clone();
         unordered.values.shift_remove("id");
         unordered.set("id", "abc");
         let mut extra = record.clone();
         extra.set("notAField", 1);
         for record in [record, unordered, extra] {
-            for viewer in [
-                Viewer::Other,
-                Viewer::Owner,
-                Viewer::Manager,
-                Viewer::Superuser,
-            ] {
+            for viewer in VIEWERS {
                 let shown = record.to_json(viewer);
                 let owned = record.clone().into_json(viewer);
                 let keys = |json: &Value| {
