@@ -4,7 +4,6 @@
 
 use std::net::IpAddr;
 
-use reqwest::Method;
 use serde_json::{json, Value};
 
 use gatehouse::config::{RouteHandler, Settings};
@@ -125,14 +124,10 @@ async fn log_in_from(
         .any(|cookie| cookie.to_str().unwrap().contains("; Secure"));
     let body: Value = response.json().await.unwrap();
     let token = body["token"].as_str().unwrap();
-    let sessions: Value = app
-        .with_token(Method::GET, "/api/collections/users/sessions", token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (status, sessions) = app
+        .get_json("/api/collections/users/sessions", Some(token))
+        .await;
+    assert_eq!(status, 200, "{sessions}");
     let current = sessions["items"]
         .as_array()
         .unwrap()
