@@ -11,10 +11,15 @@ use actix_web::http::header::{HeaderMap, HeaderName};
 use bytes::{BufMut, Bytes, BytesMut};
 use ipnet::IpNet;
 
-pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-pub const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+const X_FORWARDED_FOR_NAME: &str = "x-forwarded-for";
+const X_FORWARDED_PROTO_NAME: &str = "x-forwarded-proto";
+const X_FORWARDED_HOST_NAME: &str = "x-forwarded-host";
+const FORWARDED_NAME: &str = "forwarded";
+
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static(X_FORWARDED_FOR_NAME);
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static(X_FORWARDED_PROTO_NAME);
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static(X_FORWARDED_HOST_NAME);
+pub const FORWARDED: HeaderName = HeaderName::from_static(FORWARDED_NAME);
 
 /// The address ranges whose forwarding headers are believed.
 #[derive(Debug, Clone, Default)]
@@ -108,10 +113,11 @@ pub struct ForwardingHeaders {
 mod upstream {
     use http::HeaderName;
 
-    pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-    pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-    pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-    pub const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+    pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static(super::X_FORWARDED_FOR_NAME);
+    pub const X_FORWARDED_PROTO: HeaderName =
+        HeaderName::from_static(super::X_FORWARDED_PROTO_NAME);
+    pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static(super::X_FORWARDED_HOST_NAME);
+    pub const FORWARDED: HeaderName = HeaderName::from_static(super::FORWARDED_NAME);
 }
 
 impl ForwardingHeaders {
@@ -198,7 +204,7 @@ impl ForwardingHeaders {
 pub fn is_forwarding_header(name: &str) -> bool {
     matches!(
         name,
-        "x-forwarded-for" | "x-forwarded-proto" | "x-forwarded-host" | "forwarded"
+        X_FORWARDED_FOR_NAME | X_FORWARDED_PROTO_NAME | X_FORWARDED_HOST_NAME | FORWARDED_NAME
     )
 }
 
