@@ -27,12 +27,17 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<DatabaseConnection, 
         }
     }
     let mut options = ConnectOptions::new(url.expose());
+    // sqlx pings a connection when it goes back to the pool (a broken one is closed
+    // there) and, unless told otherwise, again when it is taken out: a second round
+    // trip to SQLite's thread or PostgreSQL for every query, which only catches a
+    // connection that broke while idle (its first query fails, and the pool drops it).
     options
         .max_connections(settings.max_connections)
         .min_connections(1)
         .connect_timeout(settings.connect_timeout)
         .acquire_timeout(settings.connect_timeout)
         .idle_timeout(Duration::from_secs(300))
+        .test_before_acquire(false)
         .sqlx_logging(false);
     if url.is_sqlite() {
         options.map_sqlx_sqlite_opts(|opts| {
