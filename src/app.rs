@@ -227,6 +227,7 @@ impl Application {
         if settings.database.auto_migrate {
             db::migrate_up(&conn, None).await?;
         }
+        let writer = db::connect_writer(&settings.database, &conn).await?;
         let registry = Arc::new(Registry::new(store::load_collections(&conn).await?));
         let signer = TokenSigner::from_settings(&settings.auth).map_err(|err| {
             StartError::Auth(format!(
@@ -306,6 +307,7 @@ impl Application {
             let metrics = metrics.clone();
             let records = records.clone();
             let endpoints = endpoint_cache.clone();
+            let writer = writer.clone();
             move || {
                 DatabaseActor::new(
                     conn.clone(),
@@ -314,6 +316,7 @@ impl Application {
                     metrics.clone(),
                     records.clone(),
                     endpoints.clone(),
+                    writer.clone(),
                 )
             }
         });

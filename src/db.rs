@@ -18,6 +18,31 @@ pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// turns on WAL, foreign keys and a busy timeout; for PostgreSQL, creates the schema
 /// and puts it first on the search path.
 pub async fn connect(settings: &DatabaseSettings) -> Result<DatabaseConnection, DbErr> {
+    connect_pool(settings, settings.max_connections).await
+}
+
+/// The connection pool for write transactions. SQLite lets one connection write at a
+/// time, and a connection that finds the write lock taken sleeps in SQLite's busy
+/// handler (1, 2, 5, 10 … ms, growing) instead of being woken when it frees: with a
+/// few concurrent creates, most of their time went to those sleeps. So on a SQLite
+/// file writes get a pool of one connection, as PocketBase does, where they wait their
+/// turn in arrival order (sqlx's pool is fair). PostgreSQL writes concurrently, and
+/// `conn` serves for both.
+pub async fn connect_writer(
+    settings: &DatabaseSettings,
+    conn: &DatabaseConnection,
+) -> Result<DatabaseConnection, DbErr> {
+    if settings.url.sqlite_path().is_some() {
+        connect_pool(settings, 1).await
+    } else {
+        Ok(conn.clone())
+    }
+}
+
+async fn connect_pool(
+    settings: &DatabaseSettings,
+    max_connections: u32,
+) -> Result<DatabaseConnection, DbErr> {
     let url = &settings.url;
     if let Some(parent) = url.sqlite_path().as_deref().and_then(|p| p.parent()) {
         if !parent.as_os_str().is_empty() {
@@ -32,7 +57,7 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<DatabaseConnection, 
     // trip to SQLite's thread or PostgreSQL for every query, which only catches a
     // connection that broke while idle (its first query fails, and the pool drops it).
     options
-        .max_connections(settings.max_connections)
+        .max_connections(max_connections)
         .min_connections(1)
         .connect_timeout(settings.connect_timeout)
         .acquire_timeout(settings.connect_timeout)

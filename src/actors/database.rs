@@ -78,6 +78,8 @@ pub struct DatabaseActor {
     pub(crate) records: Arc<RecordsEnv>,
     /// The webhook endpoints transactions queue deliveries for.
     endpoints: Arc<EndpointCache>,
+    /// Write transactions' pool (see [`crate::db::connect_writer`]).
+    writer: DatabaseConnection,
 }
 
 impl DatabaseActor {
@@ -88,6 +90,7 @@ impl DatabaseActor {
         metrics: Arc<Metrics>,
         records: Arc<RecordsEnv>,
         endpoints: Arc<EndpointCache>,
+        writer: DatabaseConnection,
     ) -> Self {
         Self {
             conn,
@@ -96,6 +99,7 @@ impl DatabaseActor {
             metrics,
             records,
             endpoints,
+            writer,
         }
     }
 
@@ -110,7 +114,10 @@ impl DatabaseActor {
         T: Send + 'static,
         E: From<DbError> + std::error::Error + Send + 'static,
     {
-        let conn = self.conn.clone();
+        let conn = match mode {
+            TxMode::Read => self.conn.clone(),
+            TxMode::Write => self.writer.clone(),
+        };
         let addr = ctx.address();
         let endpoints = self.endpoints.clone();
         let job = if mode == TxMode::Write && conn.get_database_backend() == DbBackend::Sqlite {
