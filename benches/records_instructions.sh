@@ -21,35 +21,18 @@
 # GATEHOUSE_BIN names one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 
 REQUESTS=${REQUESTS:-1000}
 SIZE=${SIZE:-10000}
-GATEHOUSE_BIN=${GATEHOUSE_BIN:-}
 PORT=${PORT:-19190}
 admin_email=bench-root@example.com
 admin_password=bench-root-password-123
 user_email=bench-user@example.com
 user_password=bench-user-password-123
 
-if ! command -v valgrind >/dev/null; then
-    echo "bench: installing valgrind" >&2
-    apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null
-fi
-if [ -z "$GATEHOUSE_BIN" ]; then
-    echo "bench: building Gatehouse (release)" >&2
-    cargo build --release --quiet --bin gatehouse
-    GATEHOUSE_BIN=$PWD/target/release/gatehouse
-fi
-
-work=$(mktemp -d)
-server=
-cleanup() {
-    [ -n "$server" ] && kill "$server" 2>/dev/null || true
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
+need valgrind
+gatehouse=$(gatehouse_binary)
 
 # Gatehouse as benches/pocketbase.sh runs it, with one HTTP worker.
 export GATEHOUSE_ENV=production GATEHOUSE__DATABASE__URL="sqlite://$work/gatehouse.db?mode=rwc"
@@ -58,28 +41,22 @@ export GATEHOUSE__LOG__LEVEL=warn GATEHOUSE__LOG__ACCESS_LOG=false GATEHOUSE__BA
 export GATEHOUSE__AUTH__RATE_LIMITS__REGISTER_PER_IP__REQUESTS=0 GATEHOUSE__AUTH__VERIFY_EMAIL_ON_REGISTER=false
 export GATEHOUSE__SERVER__WORKERS=1
 base=http://127.0.0.1:$PORT
-serve=("$GATEHOUSE_BIN" serve --http "127.0.0.1:$PORT")
+serve=("$gatehouse" serve --http "127.0.0.1:$PORT")
 
-wait_up() {
-    for _ in $(seq 1 600); do
-        curl -fs "$base/api/health" >/dev/null 2>&1 && return 0
-        sleep 0.5
-    done
-    echo "bench: Gatehouse did not start" >&2
-    exit 1
-}
+# Under valgrind start-up takes a while.
+up() { wait_up "$base/api/health" 3000 "$work/$1.log"; }
 stop() {
     # valgrind runs the program in its own process: the signal reaches it.
-    kill -TERM "$server"
-    wait "$server" 2>/dev/null || true
-    server=
+    kill -TERM "${pids[0]}"
+    wait "${pids[0]}" 2>/dev/null || true
+    pids=()
 }
 
 echo "bench: seeding $SIZE records" >&2
-"$GATEHOUSE_BIN" superuser upsert "$admin_email" "$admin_password" >/dev/null
+"$gatehouse" superuser upsert "$admin_email" "$admin_password" >/dev/null
 "${serve[@]}" >"$work/seed.log" 2>&1 &
-server=$!
-wait_up
+pids=($!)
+up seed
 read -r admin_token user_token < <(python3 benches/records_api.py setup "$base" \
     "$admin_email" "$admin_password" "$user_email" "$user_password" gatehouse)
 record_id=$(python3 benches/records_api.py seed "$base" "$admin_token" 0 "$SIZE")
@@ -93,8 +70,8 @@ count() {
     local case=$1 n=$2
     valgrind --tool=callgrind --callgrind-out-file="$work/$case.$n.out" "${serve[@]}" \
         >"$work/$case.log" 2>&1 &
-    server=$!
-    wait_up
+    pids=($!)
+    up "$case"
     local repeat=(python3 benches/records_api.py repeat "$base" "$n")
     case $case in
         idle) ;;
