@@ -16,7 +16,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use actix::{
@@ -28,6 +28,7 @@ use actix_web::http::StatusCode;
 use bytes::Bytes;
 use moka::notification::RemovalCause;
 use moka::sync::Cache;
+use prometheus::IntCounter;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -246,6 +247,7 @@ pub struct ResponseCache {
     entries: Cache<CacheKey, Slot>,
     tier: Option<RedisTier>,
     metrics: Arc<Metrics>,
+    hits: Arc<HitCounters>,
     /// Counts purges and invalidations, so that an answer computed before one of them
     /// is not stored after it.
     generation: Arc<AtomicU64>,
@@ -254,6 +256,15 @@ pub struct ResponseCache {
     /// Keys being refreshed in the background, so that only one refresh runs.
     refreshing: Arc<Mutex<HashSet<CacheKey>>>,
     max_object_bytes: usize,
+}
+
+/// The counters every hit from memory moves, resolved on first use instead of by
+/// `with_label_values`, which hashes its labels on every call.
+#[derive(Default)]
+struct HitCounters {
+    lookup_memory_hit: OnceLock<IntCounter>,
+    lookup_memory_miss: OnceLock<IntCounter>,
+    response_hit_memory: OnceLock<IntCounter>,
 }
 
 /// The outcome of [`ResponseCache::begin_fetch`].
@@ -315,6 +326,7 @@ impl ResponseCache {
             entries,
             tier: None,
             metrics,
+            hits: Arc::default(),
             generation: Arc::default(),
             in_flight: Arc::default(),
             refreshing: Arc::default(),
@@ -354,10 +366,19 @@ impl ResponseCache {
 
     /// Counts an answer of a caching route (`X-Cache` label and where the copy was).
     pub fn count_response(&self, label: &str, tier: Tier) {
-        self.metrics
-            .cache_responses
-            .with_label_values(&[label, tier.label()])
-            .inc();
+        let counter = |label: &str, tier: Tier| {
+            self.metrics
+                .cache_responses
+                .with_label_values(&[label, tier.label()])
+        };
+        match (label, tier) {
+            ("HIT", Tier::Memory) => self
+                .hits
+                .response_hit_memory
+                .get_or_init(|| counter(label, tier))
+                .inc(),
+            _ => counter(label, tier).inc(),
+        }
     }
 
     /// The stored response for a request to `primary`: from memory, else from the
@@ -370,10 +391,16 @@ impl ResponseCache {
     ) -> Option<(Arc<CachedResponse>, Tier)> {
         let lookups = &self.metrics.cache_lookups;
         if let Some(found) = self.get(primary, request) {
-            lookups.with_label_values(&["memory", "hit"]).inc();
+            self.hits
+                .lookup_memory_hit
+                .get_or_init(|| lookups.with_label_values(&["memory", "hit"]))
+                .inc();
             return Some((found, Tier::Memory));
         }
-        lookups.with_label_values(&["memory", "miss"]).inc();
+        self.hits
+            .lookup_memory_miss
+            .get_or_init(|| lookups.with_label_values(&["memory", "miss"]))
+            .inc();
         let tier = self.tier.as_ref()?;
         match tier.get(primary, request).await {
             Ok(Some(response)) => {
