@@ -314,11 +314,17 @@ pub async fn serve_site(req: &HttpRequest, site: &StaticSite) -> HttpResponse {
         .hot
         .as_ref()
         .filter(|_| !req.headers().contains_key(header::RANGE));
-    let key = hot.map(|_| HotKey {
-        mount: mount.position,
-        rest: rest.into(),
-        accepts: u8::from(mount.precompressed && accepts_encoding(accept_encoding, "br"))
-            | (u8::from(mount.precompressed && accepts_encoding(accept_encoding, "gzip")) << 1),
+    let key = hot.map(|_| {
+        let [br, gzip] = if mount.precompressed {
+            accepted_encodings(accept_encoding, ["br", "gzip"])
+        } else {
+            [false; 2]
+        };
+        HotKey {
+            mount: mount.position,
+            rest: rest.into(),
+            accepts: u8::from(br) | (u8::from(gzip) << 1),
+        }
     });
     if let (Some(hot), Some(key)) = (hot, &key) {
         if let Some(file) = hot.files.get(key) {
@@ -526,6 +532,14 @@ fn content_type_for(path: &Path) -> mime_guess::Mime {
 
 /// Whether an `Accept-Encoding` header admits `token` (by name or `*`, with q > 0).
 fn accepts_encoding(header: &str, token: &str) -> bool {
+    let [accepted] = accepted_encodings(header, [token]);
+    accepted
+}
+
+/// Which of `tokens` an `Accept-Encoding` header admits, in one pass over the header:
+/// each token's first mention decides, else the last `*`.
+fn accepted_encodings<const N: usize>(header: &str, tokens: [&str; N]) -> [bool; N] {
+    let mut named = [None; N];
     let mut wildcard = false;
     for item in header.split(',') {
         let mut parts = item.split(';');
@@ -536,14 +550,17 @@ fn accepts_encoding(header: &str, token: &str) -> bool {
                 (key.trim() == "q").then(|| value.trim().parse::<f32>().unwrap_or(0.0))
             })
             .unwrap_or(1.0);
-        if name.eq_ignore_ascii_case(token) {
-            return quality > 0.0;
+        if let Some(slot) = tokens
+            .iter()
+            .position(|token| name.eq_ignore_ascii_case(token))
+        {
+            named[slot].get_or_insert(quality > 0.0);
         }
         if name == "*" {
             wildcard = quality > 0.0;
         }
     }
-    wildcard
+    named.map(|accepted| accepted.unwrap_or(wildcard))
 }
 
 #[cfg(test)]
@@ -584,6 +601,10 @@ mod tests {
         assert!(!accepts_encoding("identity", "gzip"));
         assert!(!accepts_encoding("", "gzip"));
         assert!(accepts_encoding("BR", "br"));
+        assert_eq!(
+            accepted_encodings("gzip;q=0, *, br;q=0", ["br", "gzip", "zstd"]),
+            [false, false, true]
+        );
     }
 
     #[test]
