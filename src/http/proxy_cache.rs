@@ -7,6 +7,7 @@
 //! (stale copy confirmed by the upstream with 304), `MISS` (fetched), `BYPASS`
 //! (not cacheable: other methods).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -29,10 +30,14 @@ pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 /// The cache key of a request: the URL as clients ask for it (what an operator purges).
 pub fn request_key(req: &HttpRequest) -> CacheKey {
     let path_and_query = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    CacheKey::primary(
-        &request_host(req.head()).to_ascii_lowercase(),
-        path_and_query,
-    )
+    let host = request_host(req.head());
+    // Hosts are nearly always lowercase already: no copy then.
+    let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    };
+    CacheKey::primary(&host, path_and_query)
 }
 
 /// Answers a GET or HEAD on a caching proxy route.
