@@ -26,6 +26,7 @@ use actix::{
 use actix_web::http::header::{HeaderMap, HeaderName};
 use actix_web::http::StatusCode;
 use bytes::Bytes;
+use foldhash::fast::RandomState;
 use moka::notification::RemovalCause;
 use moka::sync::Cache;
 use prometheus::IntCounter;
@@ -244,7 +245,9 @@ impl Tier {
 /// The shared, concurrent response store. Cloning is cheap; clones share everything.
 #[derive(Clone)]
 pub struct ResponseCache {
-    entries: Cache<CacheKey, Slot>,
+    /// Hashed with foldhash: std's SipHash was a third of each lookup, and foldhash's
+    /// per-process random seed still keeps colliding keys hard to choose.
+    entries: Cache<CacheKey, Slot, RandomState>,
     tier: Option<RedisTier>,
     metrics: Arc<Metrics>,
     hits: Arc<HitCounters>,
@@ -321,7 +324,7 @@ impl ResponseCache {
                 }
             })
             .support_invalidation_closures()
-            .build();
+            .build_with_hasher(RandomState::default());
         Self {
             entries,
             tier: None,
