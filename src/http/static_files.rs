@@ -26,6 +26,7 @@ use actix_web::{HttpRequest, HttpResponse};
 use bytes::Bytes;
 use foldhash::fast::RandomState;
 use moka::sync::Cache;
+use moka::Equivalent;
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTROLS};
 
 use crate::config::StaticSettings;
@@ -50,12 +51,30 @@ pub struct HotFiles {
     max_file_bytes: u64,
 }
 
+/// Lookups use a `HotKey<&str>`, borrowing the request's path: a hit allocates nothing.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct HotKey {
+struct HotKey<P = Box<str>> {
     mount: usize,
-    rest: Box<str>,
+    rest: P,
     /// Bit 0: accepts br; bit 1: accepts gzip.
     accepts: u8,
+}
+
+impl HotKey<&str> {
+    fn stored(&self) -> HotKey {
+        HotKey {
+            mount: self.mount,
+            rest: self.rest.into(),
+            accepts: self.accepts,
+        }
+    }
+}
+
+/// Hashes as the owned key does: `&str` and `Box<str>` both hash as `str`.
+impl Equivalent<HotKey> for HotKey<&str> {
+    fn equivalent(&self, key: &HotKey) -> bool {
+        self.mount == key.mount && self.rest == &*key.rest && self.accepts == key.accepts
+    }
 }
 
 /// A file's bytes and the headers of its 200 answer.
@@ -324,7 +343,7 @@ pub async fn serve_site(req: &HttpRequest, site: &StaticSite) -> HttpResponse {
         };
         HotKey {
             mount: mount.position,
-            rest: rest.into(),
+            rest,
             accepts: u8::from(br) | (u8::from(gzip) << 1),
         }
     });
@@ -341,7 +360,7 @@ pub async fn serve_site(req: &HttpRequest, site: &StaticSite) -> HttpResponse {
             if let (Some(hot), Some(key)) = (hot, key) {
                 if let Some(file) = HotFile::load(&chosen, hot.max_file_bytes) {
                     let file = Arc::new(file);
-                    hot.files.insert(key, file.clone());
+                    hot.files.insert(key.stored(), file.clone());
                     return file.respond(req, mount);
                 }
             }
