@@ -29,8 +29,12 @@ pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 
 /// The cache key of a request: the URL as clients ask for it (what an operator purges).
 pub fn request_key(req: &HttpRequest) -> CacheKey {
+    host_key(request_host(req.head()), req)
+}
+
+/// [`request_key`] with the request's host already found (by routing).
+fn host_key(host: &str, req: &HttpRequest) -> CacheKey {
     let path_and_query = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    let host = request_host(req.head());
     // Hosts are nearly always lowercase already: no copy then.
     let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
         Cow::Owned(host.to_ascii_lowercase())
@@ -40,15 +44,17 @@ pub fn request_key(req: &HttpRequest) -> CacheKey {
     CacheKey::primary(&host, path_and_query)
 }
 
-/// Answers a GET or HEAD on a caching proxy route.
+/// Answers a GET or HEAD on a caching proxy route; `host` is the request's, as
+/// [`request_host`] finds it.
 pub async fn forward_cached(
     req: &HttpRequest,
+    host: &str,
     pool: &Arc<Pool>,
     route: &Route,
     strip_prefix: bool,
     proxy: &web::Data<Proxy>,
 ) -> Result<HttpResponse, ApiError> {
-    let key = request_key(req);
+    let key = host_key(host, req);
     let found = proxy.cache.lookup(&key, req.headers()).await;
     let tier = found.as_ref().map_or(Tier::Memory, |(_, tier)| *tier);
     let response = answer(
