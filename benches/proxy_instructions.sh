@@ -1,23 +1,40 @@
 #!/usr/bin/env bash
-# User-space CPU instructions per proxied request, Gatehouse against nginx, counted by
+# User-space CPU instructions per request, Gatehouse against nginx, counted by
 # valgrind's callgrind: unlike requests per second, the count does not move with the
-# machine's load. Each server (one worker) proxies to a one-worker nginx upstream
-# answering 12 bytes; a client sends REQUESTS keep-alive GETs one after another. Each
-# server runs twice, with 0 and with REQUESTS requests, and the difference divided by
-# REQUESTS is the cost of one request (start-up and shutdown cancel out).
+# machine's load. Both servers (one worker each) are configured as benches/front_of_house.sh
+# configures them (benches/front_of_house_setup.sh), with a one-worker nginx upstream
+# answering 12 cacheable bytes. A client sends one warm-up request, zeroes callgrind's
+# counters (callgrind_control), sends REQUESTS keep-alive GETs one after another,
+# without Accept-Encoding as wrk does, and has the counters dumped: the count divided
+# by REQUESTS is the cost of one request, without start-up, warm-up or shutdown.
+# SCENARIO picks the request:
+#   proxy   GET /proxy/x, proxied to the upstream (default)
+#   static  GET /1k.txt, a 1 KiB file from the static root
+#   cache   GET /cached/x, a cache hit (nginx: proxy_cache; the warm-up fills the cache)
 #
-#   bash benches/proxy_instructions.sh                    # REQUESTS=4000
+#   bash benches/proxy_instructions.sh                    # SCENARIO=proxy REQUESTS=4000
+#   SCENARIO=static bash benches/proxy_instructions.sh
 #   GATEHOUSE_BIN=/tmp/gatehouse-old bash benches/proxy_instructions.sh
+#   KEEP=/tmp/out bash benches/proxy_instructions.sh      # keep the counts for callgrind_annotate
 #
 # Installs nginx and valgrind from Debian when missing; builds the release binary
 # unless GATEHOUSE_BIN names one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+SCENARIO=${SCENARIO:-proxy}
 REQUESTS=${REQUESTS:-4000}
 GATEHOUSE_BIN=${GATEHOUSE_BIN:-}
 FRONT_PORT=${FRONT_PORT:-19180}
 UPSTREAM_PORT=${UPSTREAM_PORT:-19182}
+KEEP=${KEEP:-}
+
+case "$SCENARIO" in
+    proxy) path=/proxy/x ;;
+    static) path=/1k.txt ;;
+    cache) path=/cached/x ;;
+    *) echo "bench: SCENARIO must be proxy, static or cache, not $SCENARIO" >&2; exit 2 ;;
+esac
 
 if ! command -v nginx >/dev/null || ! command -v valgrind >/dev/null; then
     echo "bench: installing nginx and valgrind" >&2
@@ -37,99 +54,61 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
-mkdir -p "$work/data" "$work/public"
 
-cat > "$work/upstream.conf" <<EOC
-user root; worker_processes 1; pid $work/upstream.pid; error_log $work/upstream.log;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    server {
-        listen 127.0.0.1:$UPSTREAM_PORT;
-        location / { default_type text/plain; return 200 "hello world\n"; }
-    }
-}
-EOC
-cat > "$work/nginx.conf" <<EOC
-user root; worker_processes 1; daemon off; master_process off;
-pid $work/nginx.pid; error_log $work/nginx.log;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    upstream app { server 127.0.0.1:$UPSTREAM_PORT; keepalive 64; }
-    server {
-        listen 127.0.0.1:$FRONT_PORT;
-        location /proxy/ { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
-        location = /healthz { return 200 "ok"; }
-    }
-}
-EOC
-cat > "$work/gatehouse.toml" <<EOC
-[server]
-bind = "127.0.0.1:$FRONT_PORT"
-workers = 1
-[database]
-url = "sqlite://$work/data/gatehouse.db?mode=rwc"
-actors = 1
-[static]
-root = "$work/public"
-[log]
-level = "warn"
-access_log = false
-[upstreams.app]
-servers = [{ url = "http://127.0.0.1:$UPSTREAM_PORT" }]
-[[routes]]
-path = "/api"
-handler = "api"
-[[routes]]
-path = "/proxy"
-handler = "proxy"
-upstream = "app"
-EOC
+. benches/front_of_house_setup.sh
+# Gatehouse and nginx take turns on the same port.
+front_of_house_setup "$work" 1 "$FRONT_PORT" "$FRONT_PORT" "$UPSTREAM_PORT"
 nginx -c "$work/upstream.conf"
 
-# count NAME N COMMAND... -> the instructions callgrind counted for N requests
-count() {
-    local name=$1 n=$2
-    shift 2
-    (cd "$work" && exec valgrind --tool=callgrind --callgrind-out-file="$work/$name.$n.out" "$@" \
+# per_request NAME COMMAND... -> the instructions callgrind counts for one request
+per_request() {
+    local name=$1
+    shift
+    # Each run starts with an empty cache: the warm-up request fills it.
+    rm -rf "${work:?}/cache" && mkdir "$work/cache"
+    (cd "$work" && exec valgrind --tool=callgrind --callgrind-out-file="$work/$name.out" "$@" \
         >"$work/$name.log" 2>&1) &
     local pid=$!
+    # Any answer means the server listens (nginx has no /healthz: a 404).
     for _ in $(seq 1 300); do
-        curl -fs "http://127.0.0.1:$FRONT_PORT/healthz" >/dev/null 2>&1 && break
+        curl -s -o /dev/null "http://127.0.0.1:$FRONT_PORT/healthz" && break
         sleep 1
     done
-    python3 - "$n" "$FRONT_PORT" <<'PY'
-import http.client, sys
-n, port = int(sys.argv[1]), int(sys.argv[2])
+    python3 - "$REQUESTS" "$FRONT_PORT" "$path" "$work/public/1k.txt" "$pid" <<'PY'
+import http.client, subprocess, sys
+n, port, path, static_file, pid = int(sys.argv[1]), int(sys.argv[2]), *sys.argv[3:]
+expected = open(static_file, "rb").read() if path == "/1k.txt" else b"hello world\n"
 connection = http.client.HTTPConnection("127.0.0.1", port)
-for _ in range(n):
-    connection.request("GET", "/proxy/x")
+
+def get():
+    connection.putrequest("GET", path, skip_accept_encoding=True)
+    connection.endheaders()
     response = connection.getresponse()
     body = response.read()
-    assert response.status == 200 and body == b"hello world\n", (response.status, body)
+    assert response.status == 200 and body == expected, (response.status, body)
+    return response.getheader("X-Cache")
+
+def callgrind(command):
+    subprocess.run(["callgrind_control", command, pid], check=True, stdout=subprocess.DEVNULL)
+
+get()
+callgrind("-z")
+for _ in range(n):
+    # Gatehouse says how it answered: after the warm-up, every answer is a hit.
+    assert get() in (None, "HIT")
+callgrind("-d")
 PY
     # valgrind runs the program in its own process: the signal reaches it.
     kill -TERM "$pid"
     wait "$pid" 2>/dev/null || true
-    awk '/^(summary|totals):/ { print $2; exit }' "$work/$name.$n.out"
-}
-
-per_request() {
-    local name=$1
-    shift
-    local idle busy
-    idle=$(count "$name" 0 "$@")
-    busy=$(count "$name" "$REQUESTS" "$@")
-    echo $(((busy - idle) / REQUESTS))
+    [ -n "$KEEP" ] && mkdir -p "$KEEP" && cp "$work/$name.out.1" "$KEEP/$SCENARIO.$name.out"
+    awk -v n="$REQUESTS" '/^(summary|totals):/ { printf "%d\n", $2 / n; exit }' "$work/$name.out.1"
 }
 
 export GATEHOUSE_ENV=production GATEHOUSE__AUTH__SECRET_FILE="$work/data/secret"
 g=$(per_request gatehouse "$GATEHOUSE_BIN" --config "$work/gatehouse.toml" serve)
-n=$(per_request nginx nginx -c "$work/nginx.conf")
+n=$(per_request nginx nginx -c "$work/nginx.conf" -g "daemon off; master_process off;")
 echo
-echo "user-space instructions per proxied request (callgrind, $REQUESTS keep-alive requests, 1 worker)"
+echo "user-space instructions per request, $SCENARIO $path (callgrind, $REQUESTS keep-alive requests, 1 worker)"
 printf '%-12s %12s\n' gatehouse "$g" nginx "$n"
 awk -v g="$g" -v n="$n" 'BEGIN { printf "%-12s %11.2fx\n", "ratio", g / n }'

@@ -204,7 +204,10 @@ pub fn request_host(head: &actix_web::dev::RequestHead) -> &str {
     if raw.starts_with('[') {
         raw.split_inclusive(']').next().unwrap_or(raw)
     } else {
-        raw.rsplit_once(':').map_or(raw, |(host, _)| host)
+        // A byte search: `rsplit_once(':')` costs several times more, on every request.
+        raw.bytes()
+            .rposition(|b| b == b':')
+            .map_or(raw, |colon| &raw[..colon])
     }
 }
 

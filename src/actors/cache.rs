@@ -16,7 +16,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use actix::{
@@ -26,8 +26,11 @@ use actix::{
 use actix_web::http::header::{HeaderMap, HeaderName};
 use actix_web::http::StatusCode;
 use bytes::Bytes;
+use foldhash::fast::RandomState;
 use moka::notification::RemovalCause;
 use moka::sync::Cache;
+use moka::Equivalent;
+use prometheus::IntCounter;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -43,12 +46,13 @@ const NAME: &str = "cache";
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Where a cached response lives: host, path with query, and — for responses with
-/// `Vary` — the values of the request headers it varies on.
+/// `Vary` — the values of the request headers it varies on. Lookups use a
+/// `CacheKey<&str>`, borrowing the request's: a hit copies nothing into a key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct CacheKey {
-    host: Arc<str>,
-    path: Arc<str>,
-    variant: Arc<str>,
+pub struct CacheKey<S = Arc<str>> {
+    host: S,
+    path: S,
+    variant: S,
 }
 
 impl CacheKey {
@@ -77,22 +81,63 @@ impl CacheKey {
 
     /// The key of the variant that `request` selects among responses varying on `names`.
     pub fn variant(&self, names: &[HeaderName], request: &HeaderMap) -> Self {
-        let mut variant = String::new();
-        for name in names {
-            variant.push_str(name.as_str());
-            variant.push('=');
-            for value in request.get_all(name) {
-                variant.push_str(&String::from_utf8_lossy(value.as_bytes()));
-                variant.push('\u{1f}');
-            }
-            variant.push('\u{1e}');
-        }
         Self {
             host: self.host.clone(),
             path: self.path.clone(),
-            variant: variant.into(),
+            variant: variant_id(names, request).into(),
         }
     }
+
+    /// This key, borrowed, for lookups.
+    pub fn borrowed(&self) -> CacheKey<&str> {
+        CacheKey {
+            host: &self.host,
+            path: &self.path,
+            variant: &self.variant,
+        }
+    }
+}
+
+impl<'a> CacheKey<&'a str> {
+    /// The key of a URL for a lookup, before any `Vary` is known.
+    pub fn lookup(host: &'a str, path_and_query: &'a str) -> Self {
+        Self {
+            host,
+            path: path_and_query,
+            variant: "",
+        }
+    }
+
+    /// The key as stored.
+    pub fn stored(&self) -> CacheKey {
+        CacheKey {
+            host: self.host.into(),
+            path: self.path.into(),
+            variant: self.variant.into(),
+        }
+    }
+}
+
+/// Hashes as the stored key does: `&str` and `Arc<str>` both hash as `str`.
+impl Equivalent<CacheKey> for CacheKey<&str> {
+    fn equivalent(&self, key: &CacheKey) -> bool {
+        self.host == &*key.host && self.path == &*key.path && self.variant == &*key.variant
+    }
+}
+
+/// The request header values that select a variant among responses varying on `names`.
+fn variant_id(names: &[HeaderName], request: &HeaderMap) -> String {
+    let mut variant = String::new();
+    for name in names {
+        variant.push_str(name.as_str());
+        variant.push('=');
+        for value in request.get_all(name) {
+            variant.push_str(&String::from_utf8_lossy(value.as_bytes()));
+            variant.push('\u{1f}');
+        }
+        variant.push('\u{1e}');
+    }
+    variant
 }
 
 /// A stored response.
@@ -243,9 +288,12 @@ impl Tier {
 /// The shared, concurrent response store. Cloning is cheap; clones share everything.
 #[derive(Clone)]
 pub struct ResponseCache {
-    entries: Cache<CacheKey, Slot>,
+    /// Hashed with foldhash: std's SipHash was a third of each lookup, and foldhash's
+    /// per-process random seed still keeps colliding keys hard to choose.
+    entries: Cache<CacheKey, Slot, RandomState>,
     tier: Option<RedisTier>,
     metrics: Arc<Metrics>,
+    hits: Arc<HitCounters>,
     /// Counts purges and invalidations, so that an answer computed before one of them
     /// is not stored after it.
     generation: Arc<AtomicU64>,
@@ -254,6 +302,15 @@ pub struct ResponseCache {
     /// Keys being refreshed in the background, so that only one refresh runs.
     refreshing: Arc<Mutex<HashSet<CacheKey>>>,
     max_object_bytes: usize,
+}
+
+/// The counters every hit from memory moves, resolved on first use instead of by
+/// `with_label_values`, which hashes its labels on every call.
+#[derive(Default)]
+struct HitCounters {
+    lookup_memory_hit: OnceLock<IntCounter>,
+    lookup_memory_miss: OnceLock<IntCounter>,
+    response_hit_memory: OnceLock<IntCounter>,
 }
 
 /// The outcome of [`ResponseCache::begin_fetch`].
@@ -310,11 +367,12 @@ impl ResponseCache {
                 }
             })
             .support_invalidation_closures()
-            .build();
+            .build_with_hasher(RandomState::default());
         Self {
             entries,
             tier: None,
             metrics,
+            hits: Arc::default(),
             generation: Arc::default(),
             in_flight: Arc::default(),
             refreshing: Arc::default(),
@@ -354,10 +412,19 @@ impl ResponseCache {
 
     /// Counts an answer of a caching route (`X-Cache` label and where the copy was).
     pub fn count_response(&self, label: &str, tier: Tier) {
-        self.metrics
-            .cache_responses
-            .with_label_values(&[label, tier.label()])
-            .inc();
+        let counter = |label: &str, tier: Tier| {
+            self.metrics
+                .cache_responses
+                .with_label_values(&[label, tier.label()])
+        };
+        match (label, tier) {
+            ("HIT", Tier::Memory) => self
+                .hits
+                .response_hit_memory
+                .get_or_init(|| counter(label, tier))
+                .inc(),
+            _ => counter(label, tier).inc(),
+        }
     }
 
     /// The stored response for a request to `primary`: from memory, else from the
@@ -365,20 +432,27 @@ impl ResponseCache {
     /// logged and counted, and answer as a miss.
     pub async fn lookup(
         &self,
-        primary: &CacheKey,
+        primary: &CacheKey<&str>,
         request: &HeaderMap,
     ) -> Option<(Arc<CachedResponse>, Tier)> {
         let lookups = &self.metrics.cache_lookups;
         if let Some(found) = self.get(primary, request) {
-            lookups.with_label_values(&["memory", "hit"]).inc();
+            self.hits
+                .lookup_memory_hit
+                .get_or_init(|| lookups.with_label_values(&["memory", "hit"]))
+                .inc();
             return Some((found, Tier::Memory));
         }
-        lookups.with_label_values(&["memory", "miss"]).inc();
+        self.hits
+            .lookup_memory_miss
+            .get_or_init(|| lookups.with_label_values(&["memory", "miss"]))
+            .inc();
         let tier = self.tier.as_ref()?;
-        match tier.get(primary, request).await {
+        let primary = primary.stored();
+        match tier.get(&primary, request).await {
             Ok(Some(response)) => {
                 lookups.with_label_values(&["redis", "hit"]).inc();
-                Some((self.fill_memory(primary, request, response), Tier::Redis))
+                Some((self.fill_memory(&primary, request, response), Tier::Redis))
             }
             Ok(None) => {
                 lookups.with_label_values(&["redis", "miss"]).inc();
@@ -409,13 +483,24 @@ impl ResponseCache {
 
     /// The stored response for a request to `primary`, choosing the variant by the
     /// request's headers when the URL has `Vary`.
-    pub fn get(&self, primary: &CacheKey, request: &HeaderMap) -> Option<Arc<CachedResponse>> {
+    pub fn get(
+        &self,
+        primary: &CacheKey<&str>,
+        request: &HeaderMap,
+    ) -> Option<Arc<CachedResponse>> {
         match self.entries.get(primary)? {
             Slot::Response(response) => Some(response),
-            Slot::Vary(names) => match self.entries.get(&primary.variant(&names, request))? {
-                Slot::Response(response) => Some(response),
-                Slot::Vary(_) => None,
-            },
+            Slot::Vary(names) => {
+                let id = variant_id(&names, request);
+                let variant = CacheKey {
+                    variant: id.as_str(),
+                    ..*primary
+                };
+                match self.entries.get(&variant)? {
+                    Slot::Response(response) => Some(response),
+                    Slot::Vary(_) => None,
+                }
+            }
         }
     }
 
@@ -718,6 +803,7 @@ mod tests {
         let de = request(&[(header::ACCEPT_LANGUAGE, "de")]);
         cache.insert(&key, &en, response("hello", &["accept-language"]));
         cache.insert(&key, &de, response("hallo", &["accept-language"]));
+        let key = key.borrowed();
         assert_eq!(cache.get(&key, &en).unwrap().body, "hello");
         assert_eq!(cache.get(&key, &de).unwrap().body, "hallo");
         assert!(cache.get(&key, &request(&[])).is_none());
@@ -741,10 +827,10 @@ mod tests {
             2
         );
         assert!(cache
-            .get(&CacheKey::primary("b", "/img/1"), &empty)
+            .get(&CacheKey::lookup("b", "/img/1"), &empty)
             .is_some());
         assert!(cache
-            .get(&CacheKey::primary("a", "/img/1"), &empty)
+            .get(&CacheKey::lookup("a", "/img/1"), &empty)
             .is_none());
     }
 
@@ -766,7 +852,7 @@ mod tests {
             ],
             None,
         );
-        let present = |path| cache.get(&CacheKey::primary("h", path), &empty).is_some();
+        let present = |path| cache.get(&CacheKey::lookup("h", path), &empty).is_some();
         assert!(!present("/api/collections/posts/records?page=1"));
         assert!(!present("/other"));
         assert!(present("/api/collections/postsx/records"));

@@ -80,7 +80,10 @@ pub async fn lookup(
     req: &HttpRequest,
     cacheable: &Cacheable,
 ) -> Option<HttpResponse> {
-    let (cached, tier) = state.cache.lookup(&cacheable.key, req.headers()).await?;
+    let (cached, tier) = state
+        .cache
+        .lookup(&cacheable.key.borrowed(), req.headers())
+        .await?;
     if cached.freshness() != Freshness::Fresh {
         return None;
     }

@@ -18,10 +18,9 @@ pub async fn dispatch(
     state: web::Data<AppState>,
     proxy: web::Data<Proxy>,
 ) -> Result<HttpResponse, ApiError> {
-    let Some(index) = state
-        .routes
-        .find_index(request_host(req.head()), req.path())
-    else {
+    // Found once: a cached proxy route keys its cache by it too.
+    let host = request_host(req.head());
+    let Some(index) = state.routes.find_index(host, req.path()) else {
         return Ok(HttpResponse::NotFound()
             .content_type("text/plain; charset=utf-8")
             .body("404 Not Found\n"));
@@ -50,6 +49,6 @@ pub async fn dispatch(
         RouteAction::Proxy {
             upstream,
             strip_prefix,
-        } => proxy::forward(req, payload, route, upstream, *strip_prefix, &proxy).await,
+        } => proxy::forward(&req, host, payload, route, upstream, *strip_prefix, &proxy).await,
     }
 }

@@ -1,13 +1,14 @@
 //! The middleware every request passes: request id, tracing span, access log, metrics,
 //! and a last line of defence that turns a panicking handler into a 500.
 
-use std::borrow::Cow;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::future::{ready, Future, Ready};
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform};
@@ -15,7 +16,9 @@ use actix_web::error::InternalError;
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{Error, ResponseError};
+use foldhash::fast::RandomState;
 use futures_util::FutureExt;
+use prometheus::{Histogram, IntCounter, IntCounterVec};
 use tracing::Instrument;
 
 use crate::error::{ApiError, REQUEST_ID};
@@ -64,7 +67,7 @@ where
     fn new_transform(&self, service: S) -> Self::Future {
         ready(Ok(RequestTelemetryService {
             service: Rc::new(service),
-            metrics: self.metrics.clone(),
+            metrics: Rc::new(WorkerMetrics::new(self.metrics.clone())),
             access_log: self.access_log,
             count: self.count,
         }))
@@ -73,7 +76,7 @@ where
 
 pub struct RequestTelemetryService<S> {
     service: Rc<S>,
-    metrics: Arc<Metrics>,
+    metrics: Rc<WorkerMetrics>,
     access_log: bool,
     count: bool,
 }
@@ -118,21 +121,26 @@ where
         let handled = async move {
             match AssertUnwindSafe(response).catch_unwind().await {
                 Ok(Ok(mut res)) => {
-                    let (route, status) = (route_label(&res), res.status());
-                    outcome.finish(res.headers_mut(), &route, status);
+                    let route = outcome
+                        .count
+                        .then(|| outcome.metrics.for_path(res.request()));
+                    let status = res.status();
+                    outcome.finish(res.headers_mut(), route, status);
                     Ok(res)
                 }
                 Ok(Err(err)) => {
                     let mut res = err.error_response();
                     let status = res.status();
-                    outcome.finish(res.headers_mut(), "(error)", status);
+                    let route = outcome.count.then(|| outcome.metrics.for_label("(error)"));
+                    outcome.finish(res.headers_mut(), route, status);
                     Err(InternalError::from_response(err, res).into())
                 }
                 Err(_) => {
                     tracing::error!("request handler panicked");
                     let mut res = ApiError::internal().error_response();
                     let status = res.status();
-                    outcome.finish(res.headers_mut(), "(panic)", status);
+                    let route = outcome.count.then(|| outcome.metrics.for_label("(panic)"));
+                    outcome.finish(res.headers_mut(), route, status);
                     Err(InternalError::from_response("request handler panicked", res).into())
                 }
             }
@@ -146,26 +154,20 @@ struct Outcome {
     started: Instant,
     method: Method,
     header: HeaderValue,
-    metrics: Arc<Metrics>,
+    metrics: Rc<WorkerMetrics>,
     access_log: bool,
     count: bool,
 }
 
 impl Outcome {
-    fn finish(self, headers: &mut HeaderMap, route: &str, status: StatusCode) {
+    /// `route` is `None` when requests are not counted.
+    fn finish(self, headers: &mut HeaderMap, route: Option<Rc<RouteMetrics>>, status: StatusCode) {
         headers.insert(X_REQUEST_ID, self.header);
-        if !self.count {
+        let Some(route) = route else {
             return;
-        }
+        };
         let elapsed = self.started.elapsed();
-        self.metrics
-            .http_requests
-            .with_label_values(&[route, self.method.as_str(), status.as_str()])
-            .inc();
-        self.metrics
-            .http_duration
-            .with_label_values(&[route])
-            .observe(elapsed.as_secs_f64());
+        route.count(&self.method, status, elapsed);
         if self.access_log {
             tracing::info!(
                 target: "gatehouse::access",
@@ -177,14 +179,110 @@ impl Outcome {
     }
 }
 
-/// The route pattern for metrics: the matched pattern, or a fixed label for requests
-/// that no pattern matched, so that arbitrary paths cannot blow up the label set.
-fn route_label<B>(res: &ServiceResponse<B>) -> Cow<'static, str> {
-    let req = res.request();
-    match req.match_pattern() {
-        Some(pattern) => Cow::Owned(pattern),
-        None if req.path().starts_with("/api/") => Cow::Borrowed("(api unmatched)"),
-        None => Cow::Borrowed("(static)"),
+/// Paths whose route [`WorkerMetrics`] remembers, per worker; further paths have their
+/// route looked up every time.
+const REMEMBERED_PATHS: usize = 1024;
+
+/// Paths longer than this are not remembered.
+const REMEMBERED_PATH_BYTES: usize = 256;
+
+/// Method and status pairs whose counter a route keeps at hand; clients choose methods.
+const REMEMBERED_COUNTERS: usize = 32;
+
+/// One worker's handles to the request metrics. `with_label_values` hashes its labels
+/// and locks the metric vector on every call, and finding a path's route pattern walks
+/// actix's resource map and allocates: together most of what the middleware cost per
+/// request. Each route's handles are resolved once, and the route of each path is
+/// remembered (for a bounded number of paths, as clients choose paths).
+struct WorkerMetrics {
+    metrics: Arc<Metrics>,
+    by_label: RefCell<HashMap<Box<str>, Rc<RouteMetrics>, RandomState>>,
+    by_path: RefCell<HashMap<Box<str>, Rc<RouteMetrics>, RandomState>>,
+}
+
+/// The metrics of one route label.
+struct RouteMetrics {
+    label: Box<str>,
+    duration: Histogram,
+    all_requests: IntCounterVec,
+    /// By method and status: a route sees a handful of them.
+    requests: RefCell<Vec<(Method, StatusCode, IntCounter)>>,
+}
+
+impl RouteMetrics {
+    fn count(&self, method: &Method, status: StatusCode, elapsed: Duration) {
+        let mut requests = self.requests.borrow_mut();
+        match requests
+            .iter()
+            .find(|(m, s, _)| *s == status && m == method)
+        {
+            Some((_, _, counter)) => counter.inc(),
+            None => {
+                let counter = self.all_requests.with_label_values(&[
+                    &self.label,
+                    method.as_str(),
+                    status.as_str(),
+                ]);
+                counter.inc();
+                if requests.len() < REMEMBERED_COUNTERS {
+                    requests.push((method.clone(), status, counter));
+                }
+            }
+        }
+        self.duration.observe(elapsed.as_secs_f64());
+    }
+}
+
+impl WorkerMetrics {
+    fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            metrics,
+            by_label: RefCell::default(),
+            by_path: RefCell::default(),
+        }
+    }
+
+    /// The metrics of the route that answered `req`.
+    fn for_path(&self, req: &actix_web::HttpRequest) -> Rc<RouteMetrics> {
+        let path = req.path();
+        if let Some(route) = self.by_path.borrow().get(path) {
+            return route.clone();
+        }
+        let route = match req.match_pattern() {
+            Some(pattern) => self.for_label(&pattern),
+            None => self.for_label(unmatched_label(path)),
+        };
+        let mut by_path = self.by_path.borrow_mut();
+        if by_path.len() < REMEMBERED_PATHS && path.len() <= REMEMBERED_PATH_BYTES {
+            by_path.insert(path.into(), route.clone());
+        }
+        route
+    }
+
+    fn for_label(&self, label: &str) -> Rc<RouteMetrics> {
+        if let Some(route) = self.by_label.borrow().get(label) {
+            return route.clone();
+        }
+        let route = Rc::new(RouteMetrics {
+            label: label.into(),
+            duration: self.metrics.http_duration.with_label_values(&[label]),
+            all_requests: self.metrics.http_requests.clone(),
+            requests: RefCell::default(),
+        });
+        self.by_label
+            .borrow_mut()
+            .insert(label.into(), route.clone());
+        route
+    }
+}
+
+/// The label of a path that no route pattern matched: a fixed one, so that arbitrary
+/// paths cannot blow up the label set.
+fn unmatched_label(path: &str) -> &'static str {
+    if path.starts_with("/api/") {
+        "(api unmatched)"
+    } else {
+        "(static)"
     }
 }
 

@@ -933,9 +933,11 @@ impl MessageBody for UpstreamBody {
     }
 }
 
-/// Forwards `req` on a proxy route to `upstream`.
+/// Forwards `req` on a proxy route to `upstream`; `host` is the request's, as
+/// [`crate::routing::request_host`] found it for routing.
 pub async fn forward(
-    req: HttpRequest,
+    req: &HttpRequest,
+    host: &str,
     payload: web::Payload,
     route: &Route,
     upstream: &str,
@@ -945,17 +947,18 @@ pub async fn forward(
     let Some(pool) = proxy.upstreams.get(upstream).cloned() else {
         return Err(ProxyError::NoHealthyUpstream(upstream.to_string()).into());
     };
-    let upgrade = super::proxy_tunnel::is_upgrade(&req);
+    let upgrade = super::proxy_tunnel::is_upgrade(req);
     if !upgrade && route.cache && matches!(*req.method(), Method::GET | Method::HEAD) {
-        return super::proxy_cache::forward_cached(&req, &pool, route, strip_prefix, proxy).await;
+        return super::proxy_cache::forward_cached(req, host, &pool, route, strip_prefix, proxy)
+            .await;
     }
-    let request = UpstreamRequest::from_client(&req, route, strip_prefix, proxy);
+    let request = UpstreamRequest::from_client(req, route, strip_prefix, proxy);
     if upgrade {
-        return super::proxy_tunnel::tunnel(&req, payload, &pool, request, proxy)
+        return super::proxy_tunnel::tunnel(req, payload, &pool, request, proxy)
             .await
             .map_err(ApiError::from);
     }
-    let body = RequestBody::new(&req, payload, route.max_body_bytes, proxy.body_read_timeout)?;
+    let body = RequestBody::new(req, payload, route.max_body_bytes, proxy.body_read_timeout)?;
     let upstream = send(proxy, &pool, &request, body.as_ref()).await?;
     let mut response = into_response(upstream, req.method(), proxy.read_timeout, None);
     if route.cache {

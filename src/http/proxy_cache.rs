@@ -7,6 +7,7 @@
 //! (stale copy confirmed by the upstream with 304), `MISS` (fetched), `BYPASS`
 //! (not cacheable: other methods).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -28,22 +29,35 @@ pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 
 /// The cache key of a request: the URL as clients ask for it (what an operator purges).
 pub fn request_key(req: &HttpRequest) -> CacheKey {
-    let path_and_query = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    CacheKey::primary(
-        &request_host(req.head()).to_ascii_lowercase(),
-        path_and_query,
-    )
+    CacheKey::primary(&key_host(request_host(req.head())), path_and_query(req))
 }
 
-/// Answers a GET or HEAD on a caching proxy route.
+/// The host as cache keys hold it: lowercase. Hosts nearly always are already: no copy
+/// then.
+fn key_host(host: &str) -> Cow<'_, str> {
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }
+}
+
+fn path_and_query(req: &HttpRequest) -> &str {
+    req.uri().path_and_query().map_or("/", |pq| pq.as_str())
+}
+
+/// Answers a GET or HEAD on a caching proxy route; `host` is the request's, as
+/// [`request_host`] finds it.
 pub async fn forward_cached(
     req: &HttpRequest,
+    host: &str,
     pool: &Arc<Pool>,
     route: &Route,
     strip_prefix: bool,
     proxy: &web::Data<Proxy>,
 ) -> Result<HttpResponse, ApiError> {
-    let key = request_key(req);
+    let host = key_host(host);
+    let key = CacheKey::lookup(&host, path_and_query(req));
     let found = proxy.cache.lookup(&key, req.headers()).await;
     let tier = found.as_ref().map_or(Tier::Memory, |(_, tier)| *tier);
     let response = answer(
@@ -73,7 +87,7 @@ async fn answer(
     route: &Route,
     strip_prefix: bool,
     proxy: &web::Data<Proxy>,
-    key: CacheKey,
+    key: CacheKey<&str>,
     cached: Option<Arc<CachedResponse>>,
 ) -> Result<HttpResponse, ApiError> {
     if let Some(cached) = &cached {
@@ -81,6 +95,7 @@ async fn answer(
             return Ok(from_cache(req, cached, "HIT"));
         }
     }
+    let key = key.stored();
     let authorized = req.headers().contains_key(header::AUTHORIZATION);
     // Only now, for a fetch, is the upstream request built. The cache answers the
     // client's conditional requests itself; the upstream is asked with the cache's own
@@ -143,7 +158,7 @@ async fn answer(
         Fetch::Follower(mut done) => {
             // Err(_) is the leader finishing: the sender is dropped, never used.
             let _ = done.changed().await;
-            if let Some(cached) = proxy.cache.get(&key, req.headers()) {
+            if let Some(cached) = proxy.cache.get(&key.borrowed(), req.headers()) {
                 if cached.freshness() == Freshness::Fresh {
                     return Ok(from_cache(req, &cached, "HIT"));
                 }
@@ -314,7 +329,7 @@ fn refreshed(
             let fresh = cached.revalidated(update, policy);
             cache.insert(key, client_headers, fresh);
             cache
-                .get(key, client_headers)
+                .get(&key.borrowed(), client_headers)
                 .unwrap_or_else(|| Arc::new(cached.revalidated(update, no_reuse())))
         }
         None => Arc::new(cached.revalidated(update, no_reuse())),
@@ -333,7 +348,9 @@ fn no_reuse() -> StoragePolicy {
 
 /// The client's answer from a cached copy: 304 when the client's own validators match.
 pub fn from_cache(req: &HttpRequest, cached: &CachedResponse, label: &'static str) -> HttpResponse {
-    let age = HeaderValue::from(cached.age().as_secs());
+    // `HeaderValue::from(u64)` costs twice this: it formats into a growing `BytesMut`.
+    let age = HeaderValue::from_str(itoa::Buffer::new().format(cached.age().as_secs()))
+        .expect("digits are a header value");
     if client_copy_is_current(req.headers(), &cached.headers) {
         let mut builder = HttpResponse::NotModified();
         for name in [

@@ -163,15 +163,25 @@ async fn metrics_count_requests_by_route_and_status(backend: Backend) {
     for _ in 0..3 {
         app.get("/api/health").await;
     }
-    app.get("/api/missing").await;
+    // Paths no route pattern matches are counted under fixed labels, whatever the path.
+    for path in [
+        "/api/missing",
+        "/api/other/missing",
+        "/index.html",
+        "/index.html",
+        "/nope",
+    ] {
+        app.get(path).await;
+    }
     let metrics = app.get("/metrics").await.text().await.unwrap();
-    assert!(
-        metrics.contains(
-            "gatehouse_http_requests_total{method=\"GET\",route=\"/api/health\",status=\"200\"} 3"
-        ),
-        "{metrics}"
-    );
-    assert!(metrics.contains("status=\"404\""), "{metrics}");
+    for line in [
+        "gatehouse_http_requests_total{method=\"GET\",route=\"/api/health\",status=\"200\"} 3",
+        "gatehouse_http_requests_total{method=\"GET\",route=\"(api unmatched)\",status=\"404\"} 2",
+        "gatehouse_http_requests_total{method=\"GET\",route=\"(static)\",status=\"200\"} 2",
+        "gatehouse_http_requests_total{method=\"GET\",route=\"(static)\",status=\"404\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from {metrics}");
+    }
     assert!(
         metrics.contains("gatehouse_http_request_duration_seconds_bucket{route=\"/api/health\"")
     );
