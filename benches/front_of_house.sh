@@ -19,6 +19,7 @@
 # prints figures and always exits 0 once it has measured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 
 WORKERS=${WORKERS:-2}
 CONNECTIONS=${CONNECTIONS:-64}
@@ -26,33 +27,18 @@ DURATION=${DURATION:-5s}
 ROUNDS=${ROUNDS:-3}
 THREADS=${THREADS:-2}
 SCENARIOS=${SCENARIOS:-static1k static100k proxy cache}
-GATEHOUSE_BIN=${GATEHOUSE_BIN:-}
 GATEHOUSE_PORT=${GATEHOUSE_PORT:-18080}
 NGINX_PORT=${NGINX_PORT:-18081}
 UPSTREAM_PORT=${UPSTREAM_PORT:-18082}
 
-if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
-    echo "bench: installing nginx and wrk" >&2
-    apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx wrk >/dev/null
-fi
+need nginx wrk
+gatehouse=$(gatehouse_binary)
 
-if [ -z "$GATEHOUSE_BIN" ]; then
-    echo "bench: building Gatehouse (release)" >&2
-    cargo build --release --quiet --bin gatehouse
-    GATEHOUSE_BIN=./target/release/gatehouse
-fi
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+on_exit() {
     [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
     [ -f "$work/upstream.pid" ] && kill "$(cat "$work/upstream.pid")" 2>/dev/null || true
     sleep 0.5
-    rm -rf "$work"
 }
-trap cleanup EXIT
 
 . benches/front_of_house_setup.sh
 front_of_house_setup "$work" "$WORKERS" "$GATEHOUSE_PORT" "$NGINX_PORT" "$UPSTREAM_PORT"
@@ -60,7 +46,7 @@ front_of_house_setup "$work" "$WORKERS" "$GATEHOUSE_PORT" "$NGINX_PORT" "$UPSTRE
 nginx -c "$work/upstream.conf"
 nginx -c "$work/nginx.conf"
 GATEHOUSE_ENV=production GATEHOUSE__AUTH__SECRET_FILE="$work/data/secret" \
-    "$GATEHOUSE_BIN" --config "$work/gatehouse.toml" serve \
+    "$gatehouse" --config "$work/gatehouse.toml" serve \
     >"$work/gatehouse.log" 2>&1 &
 pids+=($!)
 

@@ -21,10 +21,10 @@
 # unless GATEHOUSE_BIN names one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 
 SCENARIO=${SCENARIO:-proxy}
 REQUESTS=${REQUESTS:-4000}
-GATEHOUSE_BIN=${GATEHOUSE_BIN:-}
 FRONT_PORT=${FRONT_PORT:-19180}
 UPSTREAM_PORT=${UPSTREAM_PORT:-19182}
 KEEP=${KEEP:-}
@@ -36,24 +36,13 @@ case "$SCENARIO" in
     *) echo "bench: SCENARIO must be proxy, static or cache, not $SCENARIO" >&2; exit 2 ;;
 esac
 
-if ! command -v nginx >/dev/null || ! command -v valgrind >/dev/null; then
-    echo "bench: installing nginx and valgrind" >&2
-    apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx valgrind >/dev/null
-fi
-if [ -z "$GATEHOUSE_BIN" ]; then
-    echo "bench: building Gatehouse (release)" >&2
-    cargo build --release --quiet --bin gatehouse
-    GATEHOUSE_BIN=$PWD/target/release/gatehouse
-fi
+need nginx valgrind
+gatehouse=$(gatehouse_binary)
 
-work=$(mktemp -d)
-cleanup() {
+on_exit() {
     [ -f "$work/upstream.pid" ] && kill "$(cat "$work/upstream.pid")" 2>/dev/null || true
     sleep 0.3
-    rm -rf "$work"
 }
-trap cleanup EXIT
 
 . benches/front_of_house_setup.sh
 # Gatehouse and nginx take turns on the same port.
@@ -106,7 +95,7 @@ PY
 }
 
 export GATEHOUSE_ENV=production GATEHOUSE__AUTH__SECRET_FILE="$work/data/secret"
-g=$(per_request gatehouse "$GATEHOUSE_BIN" --config "$work/gatehouse.toml" serve)
+g=$(per_request gatehouse "$gatehouse" --config "$work/gatehouse.toml" serve)
 n=$(per_request nginx nginx -c "$work/nginx.conf" -g "daemon off; master_process off;")
 echo
 echo "user-space instructions per request, $SCENARIO $path (callgrind, $REQUESTS keep-alive requests, 1 worker)"
