@@ -158,6 +158,8 @@ pub struct Application {
     webhooks: Webhooks,
     webhook_drain_timeout: std::time::Duration,
     conn: DatabaseConnection,
+    /// Write transactions' pool: on SQLite a pool of its own, else `conn` again.
+    writer: DatabaseConnection,
     /// Backend actor threads, in the order they are stopped.
     arbiters: Vec<Arbiter>,
 }
@@ -507,6 +509,7 @@ impl Application {
             webhooks,
             webhook_drain_timeout,
             conn,
+            writer,
             arbiters,
         })
     }
@@ -561,8 +564,10 @@ impl Application {
         drop(self.webhooks);
         drop(self.db);
         stop_arbiters(self.arbiters).await;
-        if let Err(err) = self.conn.close().await {
-            tracing::warn!(%err, "closing the database pool failed");
+        for pool in [self.writer, self.conn] {
+            if let Err(err) = pool.close().await {
+                tracing::warn!(%err, "closing a database pool failed");
+            }
         }
         tracing::info!("shutdown complete");
         result

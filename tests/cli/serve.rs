@@ -49,6 +49,18 @@ async fn sigterm_finishes_in_flight_requests_then_exits() {
         format!("sqlite://{}/g.db?mode=rwc", dir.path().display()),
     );
     let mut server = Server::start(command).await;
+    // A write, so that the write transactions' pool holds a connection too.
+    let registered = reqwest::Client::new()
+        .post(server.url("/api/collections/users/records"))
+        .json(&serde_json::json!({
+            "email": "leaving@example.com",
+            "password": "a long enough password",
+            "passwordConfirm": "a long enough password",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 200);
 
     let response = reqwest::get(server.url("/big.bin")).await.unwrap();
     assert_eq!(response.status(), 200);
@@ -73,6 +85,13 @@ async fn sigterm_finishes_in_flight_requests_then_exits() {
 
     let status = server.wait_exit(Duration::from_secs(20)).await;
     assert!(status.success(), "{status:?}");
+    // SQLite folds its write-ahead log into the file and removes it when the last
+    // connection closes: every pool was closed.
+    assert!(dir.path().join("g.db").exists());
+    assert!(
+        !dir.path().join("g.db-wal").exists(),
+        "the database was closed before exiting"
+    );
 }
 
 /// SIGTERM ends realtime event streams at once, so they do not hold the graceful stop
