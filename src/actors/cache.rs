@@ -58,11 +58,7 @@ pub struct CacheKey<S = Arc<str>> {
 impl CacheKey {
     /// The key of a URL, before any `Vary` is known.
     pub fn primary(host: &str, path_and_query: &str) -> Self {
-        Self {
-            host: host.into(),
-            path: path_and_query.into(),
-            variant: "".into(),
-        }
+        CacheKey::lookup(host, path_and_query).stored()
     }
 
     pub fn host(&self) -> &str {
