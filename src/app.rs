@@ -13,6 +13,7 @@ use crate::actors::auth::AuthActor;
 use crate::actors::balancer::{BalancerActor, Upstreams};
 use crate::actors::cache::{CacheActor, ResponseCache};
 use crate::actors::database::{DatabaseActor, Db};
+use crate::actors::group_commit::GroupCommit;
 use crate::actors::mailer::{Mailer, MailerActor};
 use crate::actors::maintenance::Maintenance;
 use crate::actors::realtime::RealtimeActor;
@@ -158,8 +159,8 @@ pub struct Application {
     webhooks: Webhooks,
     webhook_drain_timeout: std::time::Duration,
     conn: DatabaseConnection,
-    /// Write transactions' pool: on SQLite a pool of its own, else `conn` again.
-    writer: DatabaseConnection,
+    /// SQLite's write connection (see [`db::connect_writer`]).
+    writer: Option<DatabaseConnection>,
     /// Backend actor threads, in the order they are stopped.
     arbiters: Vec<Arbiter>,
 }
@@ -229,7 +230,7 @@ impl Application {
         if settings.database.auto_migrate {
             db::migrate_up(&conn, None).await?;
         }
-        let writer = db::connect_writer(&settings.database, &conn).await?;
+        let writer = db::connect_writer(&settings.database).await?;
         let registry = Arc::new(Registry::new(store::load_collections(&conn).await?));
         let signer = TokenSigner::from_settings(&settings.auth).map_err(|err| {
             StartError::Auth(format!(
@@ -309,7 +310,13 @@ impl Application {
             let metrics = metrics.clone();
             let records = records.clone();
             let endpoints = endpoint_cache.clone();
-            let writer = writer.clone();
+            let group_commit = writer.clone().map(|writer| {
+                GroupCommit::start(
+                    writer,
+                    endpoint_cache.clone(),
+                    settings.database.connect_timeout,
+                )
+            });
             move || {
                 DatabaseActor::new(
                     conn.clone(),
@@ -318,7 +325,7 @@ impl Application {
                     metrics.clone(),
                     records.clone(),
                     endpoints.clone(),
-                    writer.clone(),
+                    group_commit.clone(),
                 )
             }
         });
@@ -564,7 +571,7 @@ impl Application {
         drop(self.webhooks);
         drop(self.db);
         stop_arbiters(self.arbiters).await;
-        for pool in [self.writer, self.conn] {
+        for pool in self.writer.into_iter().chain([self.conn]) {
             if let Err(err) = pool.close().await {
                 tracing::warn!(%err, "closing a database pool failed");
             }

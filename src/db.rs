@@ -21,21 +21,20 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<DatabaseConnection, 
     connect_pool(settings, settings.max_connections).await
 }
 
-/// The connection pool for write transactions. SQLite lets one connection write at a
-/// time, and a connection that finds the write lock taken sleeps in SQLite's busy
-/// handler (1, 2, 5, 10 … ms, growing) instead of being woken when it frees: with a
-/// few concurrent creates, most of their time went to those sleeps. So on a SQLite
-/// file writes get a pool of one connection, as PocketBase does, where they wait their
-/// turn in arrival order (sqlx's pool is fair). PostgreSQL writes concurrently, and
-/// `conn` serves for both.
+/// SQLite's connection for write transactions (`None` for PostgreSQL, which writes
+/// concurrently, on the read pool). SQLite lets one connection write at a time, and a
+/// connection that finds the write lock taken sleeps in SQLite's busy handler (1, 2,
+/// 5, 10 … ms, growing) instead of being woken when it frees: with a few concurrent
+/// creates, most of their time went to those sleeps. So writes get a pool of one
+/// connection, as in PocketBase, where they take turns (see
+/// [`crate::actors::group_commit`]). One connection, not two taking turns: a
+/// connection drops its page cache whenever another one has written.
 pub async fn connect_writer(
     settings: &DatabaseSettings,
-    conn: &DatabaseConnection,
-) -> Result<DatabaseConnection, DbErr> {
-    if settings.url.sqlite_path().is_some() {
-        connect_pool(settings, 1).await
-    } else {
-        Ok(conn.clone())
+) -> Result<Option<DatabaseConnection>, DbErr> {
+    match settings.url.sqlite_path() {
+        Some(_) => connect_pool(settings, 1).await.map(Some),
+        None => Ok(None),
     }
 }
 

@@ -4,7 +4,8 @@
 //! actor hands each query to the pool and is free for the next message at once, so many
 //! queries run concurrently and no mailbox becomes a one-at-a-time queue. Several
 //! instances share the pool (see [`ActorPool`]), so the CPU side of queries (encoding,
-//! decoding rows) spreads over threads as well.
+//! decoding rows) spreads over threads as well. On SQLite, write transactions take turns
+//! on one connection and commit in groups (see [`GroupCommit`]).
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -16,10 +17,11 @@ use actix::{
     Actor, ActorContext, AsyncContext, Context, Handler, Message, ResponseFuture, Supervised,
 };
 use sea_orm::{
-    sqlx, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, RuntimeErr,
-    Statement, TransactionError, TransactionTrait,
+    sqlx, DatabaseConnection, DatabaseTransaction, DbErr, RuntimeErr, TransactionError,
+    TransactionTrait,
 };
 
+use super::group_commit::GroupCommit;
 use super::supervisor::{contain, ActorPool, Crashed, Panicked};
 use crate::records::RecordsEnv;
 use crate::telemetry::Metrics;
@@ -32,6 +34,9 @@ const NAME: &str = "database";
 pub enum DbError {
     #[error(transparent)]
     Query(#[from] DbErr),
+    /// The commit of a group of write transactions (see [`GroupCommit`]) failed.
+    #[error("committing a group of writes failed: {0}")]
+    Commit(Arc<DbErr>),
     #[error(transparent)]
     Panicked(#[from] Panicked),
     #[error("the database actor is not running")]
@@ -46,8 +51,10 @@ impl DbError {
     /// taken past the busy timeout, or PostgreSQL gave up on a serialization conflict,
     /// a deadlock or its connection limit.
     pub fn is_overload(&self) -> bool {
-        let DbError::Query(err) = self else {
-            return false;
+        let err = match self {
+            DbError::Query(err) => err,
+            DbError::Commit(err) => &**err,
+            _ => return false,
         };
         if matches!(err, DbErr::ConnectionAcquire(_)) {
             return true;
@@ -78,8 +85,8 @@ pub struct DatabaseActor {
     pub(crate) records: Arc<RecordsEnv>,
     /// The webhook endpoints transactions queue deliveries for.
     endpoints: Arc<EndpointCache>,
-    /// Write transactions' pool (see [`crate::db::connect_writer`]).
-    writer: DatabaseConnection,
+    /// SQLite's write transactions (PostgreSQL's run on `conn`).
+    group_commit: Option<GroupCommit>,
 }
 
 impl DatabaseActor {
@@ -90,7 +97,7 @@ impl DatabaseActor {
         metrics: Arc<Metrics>,
         records: Arc<RecordsEnv>,
         endpoints: Arc<EndpointCache>,
-        writer: DatabaseConnection,
+        group_commit: Option<GroupCommit>,
     ) -> Self {
         Self {
             conn,
@@ -99,7 +106,7 @@ impl DatabaseActor {
             metrics,
             records,
             endpoints,
-            writer,
+            group_commit,
         }
     }
 
@@ -114,17 +121,12 @@ impl DatabaseActor {
         T: Send + 'static,
         E: From<DbError> + std::error::Error + Send + 'static,
     {
-        let conn = match mode {
-            TxMode::Read => self.conn.clone(),
-            TxMode::Write => self.writer.clone(),
-        };
+        if let (TxMode::Write, Some(group_commit)) = (mode, &self.group_commit) {
+            return Box::pin(group_commit.submit(job, ctx.address()));
+        }
+        let conn = self.conn.clone();
         let addr = ctx.address();
         let endpoints = self.endpoints.clone();
-        let job = if mode == TxMode::Write && conn.get_database_backend() == DbBackend::Sqlite {
-            write_locked(job)
-        } else {
-            job
-        };
         Box::pin(async move {
             // Deliveries the transaction queued go out as soon as it has committed.
             let transaction =
@@ -169,29 +171,6 @@ impl DatabaseActor {
 pub enum TxMode {
     Read,
     Write,
-}
-
-/// SQLite starts transactions deferred: one that reads and then writes fails with
-/// `SQLITE_BUSY` (no waiting) if another connection committed in between. A write
-/// transaction therefore takes the write lock first, waiting for it as long as the
-/// busy timeout allows — what `BEGIN IMMEDIATE` does, which sea-orm cannot issue.
-fn write_locked<T: Send + 'static, E: From<DbError> + Send + 'static>(
-    job: TxJob<T, E>,
-) -> TxJob<T, E> {
-    Box::new(move |txn| {
-        Box::pin(async move {
-            // Prepared (and so cached per connection): preparing it took a tenth of
-            // a create's instructions.
-            let take_lock = Statement::from_string(
-                DbBackend::Sqlite,
-                "UPDATE \"_collections\" SET \"id\" = \"id\" WHERE 1 = 0",
-            );
-            txn.execute(take_lock)
-                .await
-                .map_err(|err| E::from(DbError::Query(err)))?;
-            job(txn).await
-        })
-    })
 }
 
 impl Actor for DatabaseActor {

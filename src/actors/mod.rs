@@ -16,6 +16,7 @@ pub mod balancer;
 pub mod cache;
 pub mod database;
 pub mod delivery;
+pub mod group_commit;
 pub mod mailer;
 pub mod maintenance;
 pub mod realtime;
