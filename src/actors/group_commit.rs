@@ -14,12 +14,14 @@
 //! its turn runs without a savepoint, as a transaction of its own.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::dev::ToEnvelope;
 use actix::{Actor, Addr, Handler};
+use futures_util::FutureExt;
 use sea_orm::{
     ConnAcquireErr, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
     Statement, TransactionTrait,
@@ -162,7 +164,13 @@ async fn run(
         }
         if !jobs.is_empty() {
             // Deliveries the group queued go out once it has committed.
-            let _ = waking_after_commit(endpoints.clone(), commit_group(&conn, jobs)).await;
+            let group = waking_after_commit(endpoints.clone(), commit_group(&conn, jobs));
+            // Jobs' panics are contained one by one; should this task's own code panic,
+            // the group's callers are answered (their replies dropped: the database is
+            // unavailable) and the queue goes on being served.
+            if AssertUnwindSafe(group).catch_unwind().await.is_err() {
+                tracing::error!("a group of write transactions panicked; what it had not committed was rolled back");
+            }
         }
     }
 }
