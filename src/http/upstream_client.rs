@@ -15,6 +15,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use foldhash::fast::RandomState;
 use http_body::Body;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
@@ -157,7 +158,8 @@ struct Idle<B> {
 
 /// One worker's upstream connections, idle ones by pool member.
 pub struct UpstreamClient<B> {
-    idle: RefCell<HashMap<u64, Vec<Idle<B>>>>,
+    /// Looked up twice per request (checkout, release): foldhash, not SipHash.
+    idle: RefCell<HashMap<u64, Vec<Idle<B>>, RandomState>>,
     connect_timeout: Duration,
     keep_alive: Duration,
 }
@@ -169,7 +171,7 @@ where
 {
     pub fn new(connect_timeout: Duration, keep_alive: Duration) -> Self {
         Self {
-            idle: RefCell::new(HashMap::new()),
+            idle: RefCell::default(),
             connect_timeout,
             keep_alive,
         }
