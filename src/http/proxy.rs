@@ -611,9 +611,11 @@ enum AttemptError {
     InvalidPath,
 }
 
-/// The request as hyper sends it to `member`.
+/// The request as hyper sends it to `member`, with `headers`, the request's own or a
+/// copy of them.
 fn outgoing(
     request: &UpstreamRequest,
+    headers: http::HeaderMap,
     member: &Member,
     body: Option<&RequestBody>,
     hop_key: &HopKey,
@@ -628,17 +630,18 @@ fn outgoing(
     let mut outgoing = hyper::Request::new(body);
     *outgoing.method_mut() = method;
     *outgoing.uri_mut() = uri;
-    *outgoing.headers_mut() = request.headers.clone();
+    *outgoing.headers_mut() = headers;
     add_worker_hop(outgoing.headers_mut(), member, hop_key, request.peer);
     Ok(outgoing)
 }
 
-/// One attempt on one server: a kept-alive connection (or a new one), the request,
-/// and the response head within `read_timeout`.
+/// One attempt on one server: a kept-alive connection (or a new one), the request
+/// with `headers`, and the response head within `read_timeout`.
 async fn attempt(
     proxy: &Proxy,
     member: &Member,
     request: &UpstreamRequest,
+    headers: http::HeaderMap,
     body: Option<&RequestBody>,
 ) -> Result<(hyper::Response<Incoming>, Pooled<OutgoingBody>), AttemptError> {
     let mut connection = proxy
@@ -646,7 +649,7 @@ async fn attempt(
         .checkout(member)
         .await
         .map_err(AttemptError::Connect)?;
-    let mut outgoing = outgoing(request, member, body, &proxy.hop_key)?;
+    let mut outgoing = outgoing(request, headers, member, body, &proxy.hop_key)?;
     loop {
         let sent = tokio::time::timeout(
             proxy.read_timeout,
@@ -681,7 +684,7 @@ async fn attempt(
 pub async fn send(
     proxy: &Proxy,
     pool: &Arc<Pool>,
-    request: &UpstreamRequest,
+    mut request: UpstreamRequest,
     body: Option<&RequestBody>,
 ) -> Result<Upstream, ProxyError> {
     let candidates = pool.candidates(request.client_key);
@@ -713,7 +716,13 @@ pub async fn send(
         let is_last = attempt_number + 1 == tries;
         let in_flight = pool.start_request(index);
         let member = pool.member(index);
-        let result = attempt(proxy, member, request, body).await;
+        // Only an attempt that may be followed by another needs a copy of the headers.
+        let headers = if is_last {
+            std::mem::take(&mut request.headers)
+        } else {
+            request.headers.clone()
+        };
+        let result = attempt(proxy, member, &request, headers, body).await;
         if let Some(violation) = body.and_then(RequestBody::violation) {
             return Err(violation);
         }
@@ -959,7 +968,7 @@ pub async fn forward(
             .map_err(ApiError::from);
     }
     let body = RequestBody::new(req, payload, route.max_body_bytes, proxy.body_read_timeout)?;
-    let upstream = send(proxy, &pool, &request, body.as_ref()).await?;
+    let upstream = send(proxy, &pool, request, body.as_ref()).await?;
     let mut response = into_response(upstream, req.method(), proxy.read_timeout, None);
     if route.cache {
         response.headers_mut().insert(

@@ -147,7 +147,7 @@ async fn answer(
 
     if *req.method() == Method::HEAD {
         // A HEAD answer has no body to store; it is forwarded as it is.
-        let upstream = proxy::send(proxy, pool, &request, None).await?;
+        let upstream = proxy::send(proxy, pool, request, None).await?;
         return Ok(labelled(
             proxy::into_response(upstream, req.method(), proxy.read_timeout, None),
             "MISS",
@@ -166,14 +166,14 @@ async fn answer(
             None
         }
     };
-    fetch(req, pool, &request, proxy, key, guard, authorized).await
+    fetch(req, pool, request, proxy, key, guard, authorized).await
 }
 
 /// Fetches from the upstream and stores the answer as it streams, when it may be stored.
 async fn fetch(
     req: &HttpRequest,
     pool: &Arc<Pool>,
-    request: &UpstreamRequest,
+    request: UpstreamRequest,
     proxy: &Proxy,
     key: CacheKey,
     guard: Option<FetchGuard>,
@@ -219,7 +219,7 @@ async fn revalidate(
 ) -> Result<HttpResponse, ApiError> {
     request.method = Method::GET;
     cached.ask_with_validators(&mut request.headers);
-    match proxy::send(proxy, pool, &request, None).await {
+    match proxy::send(proxy, pool, request, None).await {
         Ok(upstream) if upstream.status == StatusCode::NOT_MODIFIED => {
             let fresh = refreshed(
                 &proxy.cache,
@@ -278,7 +278,7 @@ async fn refresh(
 ) {
     request.method = Method::GET;
     cached.ask_with_validators(&mut request.headers);
-    let Ok(upstream) = proxy::send(proxy, pool, &request, None).await else {
+    let Ok(upstream) = proxy::send(proxy, pool, request, None).await else {
         return;
     };
     if upstream.status == StatusCode::NOT_MODIFIED {
