@@ -121,8 +121,24 @@ impl DatabaseActor {
         T: Send + 'static,
         E: From<DbError> + std::error::Error + Send + 'static,
     {
+        self.transaction_then(ctx, mode, job, None)
+    }
+
+    /// Runs `job` like [`Self::transaction`], and `committed` on its value once it has
+    /// committed. On SQLite that happens in commit order (see [`GroupCommit::submit`]).
+    pub(crate) fn transaction_then<T, E>(
+        &self,
+        ctx: &mut Context<Self>,
+        mode: TxMode,
+        job: TxJob<T, E>,
+        committed: Option<AfterCommit<T>>,
+    ) -> ResponseFuture<Result<T, E>>
+    where
+        T: Send + 'static,
+        E: From<DbError> + std::error::Error + Send + 'static,
+    {
         if let (TxMode::Write, Some(group_commit)) = (mode, &self.group_commit) {
-            return Box::pin(group_commit.submit(job, ctx.address()));
+            return Box::pin(group_commit.submit(job, committed, ctx.address()));
         }
         let conn = self.conn.clone();
         let addr = ctx.address();
@@ -132,7 +148,12 @@ impl DatabaseActor {
             let transaction =
                 crate::webhooks::waking_after_commit(endpoints, conn.transaction(job));
             match contain(NAME, addr, transaction).await {
-                Ok(Ok(value)) => Ok(value),
+                Ok(Ok(mut value)) => {
+                    if let Some(committed) = committed {
+                        committed(&mut value);
+                    }
+                    Ok(value)
+                }
                 Ok(Err(TransactionError::Transaction(err))) => Err(err),
                 Ok(Err(TransactionError::Connection(err))) => Err(DbError::Query(err).into()),
                 Err(panicked) => Err(DbError::Panicked(panicked).into()),
@@ -235,6 +256,10 @@ pub type TxJob<T, E> = Box<
         ) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>>
         + Send,
 >;
+
+/// Runs on a transaction's value once it has committed (see
+/// [`DatabaseActor::transaction_then`]).
+pub type AfterCommit<T> = Box<dyn FnOnce(&mut T) + Send>;
 
 /// Reads run on the pool, outside a transaction (see [`DatabaseActor::query`]).
 pub type QueryJob<T, E> = Box<

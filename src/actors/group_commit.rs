@@ -28,7 +28,7 @@ use sea_orm::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-use super::database::{DbError, TxJob};
+use super::database::{AfterCommit, DbError, TxJob};
 use super::supervisor::{contain, Crashed};
 use crate::webhooks::{waking_after_commit, EndpointCache};
 
@@ -56,12 +56,15 @@ impl GroupCommit {
         GroupCommit { queue }
     }
 
-    /// Queues `job`; the answer arrives once its group has committed or it failed. A
-    /// job that panics is rolled back alone and restarts `actor`, the database actor
-    /// that took it, as a panic in the actor's own work would.
+    /// Queues `job` when first polled; the answer arrives once its group has committed
+    /// or it failed. `committed` runs on the job's value once it has committed, before
+    /// the next job's, so that what it publishes goes out in commit order. A job that
+    /// panics is rolled back alone and restarts `actor`, the database actor that took it,
+    /// as a panic in the actor's own work would.
     pub fn submit<T, E, A>(
         &self,
         job: TxJob<T, E>,
+        committed: Option<AfterCommit<T>>,
         actor: Addr<A>,
     ) -> impl Future<Output = Result<T, E>>
     where
@@ -70,17 +73,24 @@ impl GroupCommit {
         A: Actor + Handler<Crashed>,
         A::Context: ToEnvelope<A, Crashed>,
     {
-        let (reply, answer) = oneshot::channel();
-        let queued = Queued {
-            job: Box::new(Typed { job, reply, actor }),
-            since: Instant::now(),
-        };
-        let sent = self.queue.send(queued).is_ok();
+        let queue = self.queue.clone();
         async move {
-            match answer.await {
-                Ok(result) if sent => result,
-                _ => Err(E::from(DbError::ActorGone)),
+            let (reply, answer) = oneshot::channel();
+            let queued = Queued {
+                job: Box::new(Typed {
+                    job,
+                    committed,
+                    reply,
+                    actor,
+                }),
+                since: Instant::now(),
+            };
+            if queue.send(queued).is_err() {
+                return Err(E::from(DbError::ActorGone));
             }
+            answer
+                .await
+                .unwrap_or_else(|_| Err(E::from(DbError::ActorGone)))
         }
     }
 }
@@ -107,6 +117,7 @@ struct Outcome {
 
 struct Typed<T, E, A: Actor> {
     job: TxJob<T, E>,
+    committed: Option<AfterCommit<T>>,
     reply: oneshot::Sender<Result<T, E>>,
     actor: Addr<A>,
 }
@@ -119,7 +130,12 @@ where
     A::Context: ToEnvelope<A, Crashed>,
 {
     fn run<'c>(self: Box<Self>, txn: &'c DatabaseTransaction) -> Ran<'c> {
-        let Typed { job, reply, actor } = *self;
+        let Typed {
+            job,
+            committed,
+            reply,
+            actor,
+        } = *self;
         Box::pin(async move {
             let (succeeded, result) = match contain("database", actor, job(txn)).await {
                 Ok(Ok(value)) => (true, Ok(value)),
@@ -128,10 +144,16 @@ where
             };
             Outcome {
                 succeeded,
-                answer: Box::new(move |committed| {
-                    let result = match committed {
-                        Err(err) if succeeded => Err(E::from(err)),
-                        _ => result,
+                answer: Box::new(move |commit| {
+                    let result = match (commit, result) {
+                        (Err(err), Ok(_)) => Err(E::from(err)),
+                        (Ok(()), Ok(mut value)) => {
+                            if let Some(committed) = committed {
+                                committed(&mut value);
+                            }
+                            Ok(value)
+                        }
+                        (_, Err(err)) => Err(err),
                     };
                     let _ = reply.send(result);
                 }),
@@ -263,13 +285,14 @@ mod tests {
     use std::time::Duration;
 
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
 
     use actix::{Actor, Addr, Context, Handler};
     use futures_util::future::join_all;
     use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbErr};
 
     use super::GroupCommit;
-    use crate::actors::database::{DbError, TxJob};
+    use crate::actors::database::{AfterCommit, DbError, TxJob};
     use crate::actors::supervisor::Crashed;
     use crate::webhooks::EndpointCache;
 
@@ -285,6 +308,21 @@ mod tests {
 
         fn handle(&mut self, _: Crashed, _: &mut Context<Self>) {
             self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// The values after-commit hooks saw, in the order they ran.
+    #[derive(Default, Clone)]
+    struct Log(Arc<Mutex<Vec<i64>>>);
+
+    impl Log {
+        fn hook(&self) -> AfterCommit<i64> {
+            let log = self.clone();
+            Box::new(move |value| log.0.lock().unwrap().push(*value))
+        }
+
+        fn seen(&self) -> Vec<i64> {
+            self.0.lock().unwrap().clone()
         }
     }
 
@@ -350,15 +388,16 @@ mod tests {
             Duration::from_secs(5),
         );
         let (actor, crashes) = taker();
+        let log = Log::default();
         // Queued before the group's task runs, so that one transaction takes them all:
         // a failure after writing, a panic after writing, and a unique violation.
         let answers = join_all([
-            group.submit(insert(1, false, false), actor.clone()),
-            group.submit(insert(2, true, false), actor.clone()),
-            group.submit(insert(3, false, false), actor.clone()),
-            group.submit(insert(4, false, true), actor.clone()),
-            group.submit(insert(1, false, false), actor.clone()),
-            group.submit(insert(5, false, false), actor.clone()),
+            group.submit(insert(1, false, false), Some(log.hook()), actor.clone()),
+            group.submit(insert(2, true, false), Some(log.hook()), actor.clone()),
+            group.submit(insert(3, false, false), Some(log.hook()), actor.clone()),
+            group.submit(insert(4, false, true), Some(log.hook()), actor.clone()),
+            group.submit(insert(1, false, false), Some(log.hook()), actor.clone()),
+            group.submit(insert(5, false, false), Some(log.hook()), actor.clone()),
         ])
         .await;
         assert!(matches!(answers[0], Ok(1)), "{:?}", answers[0]);
@@ -376,16 +415,25 @@ mod tests {
         );
         assert!(matches!(answers[5], Ok(5)), "{:?}", answers[5]);
         assert_eq!(stored(&conn).await, [1, 3, 5]);
+        assert_eq!(
+            log.seen(),
+            [1, 3, 5],
+            "hooks ran for the committed, in order"
+        );
         actix::clock::sleep(Duration::from_millis(10)).await;
         assert_eq!(crashes.load(Ordering::SeqCst), 1, "the panic was reported");
 
         // A job alone in its turn: its failure rolls back its transaction.
         assert!(matches!(
-            group.submit(insert(6, true, false), actor.clone()).await,
+            group
+                .submit(insert(6, true, false), None, actor.clone())
+                .await,
             Err(Failed::ByJob)
         ));
         assert!(matches!(
-            group.submit(insert(7, false, false), actor.clone()).await,
+            group
+                .submit(insert(7, false, false), None, actor.clone())
+                .await,
             Ok(7)
         ));
         assert_eq!(stored(&conn).await, [1, 3, 5, 7]);
@@ -401,9 +449,7 @@ mod tests {
             Duration::ZERO,
         );
         let (actor, _) = taker();
-        let queued = group.submit(insert(1, false, false), actor.clone());
-        std::thread::sleep(Duration::from_millis(5));
-        match queued.await {
+        match group.submit(insert(1, false, false), None, actor).await {
             Err(Failed::Db(err)) => assert!(err.is_overload(), "{err}"),
             other => panic!("expected an overload, got {other:?}"),
         }

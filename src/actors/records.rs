@@ -7,7 +7,7 @@ use std::sync::Arc;
 use actix::{Context, Handler, Message, ResponseFuture};
 use serde_json::{Map, Value};
 
-use super::database::{DatabaseActor, QueryJob, TxJob, TxMode};
+use super::database::{AfterCommit, DatabaseActor, QueryJob, TxJob, TxMode};
 use crate::collections::definition::CollectionInput;
 use crate::collections::{Collection, Registry};
 use crate::realtime::{Action, RecordEvent};
@@ -74,8 +74,8 @@ records_read!(
 );
 
 /// Declares a write message like [`records_message!`] whose transaction also yields
-/// record changes: they are published to realtime subscribers once it committed,
-/// never for a write that rolled back.
+/// record changes: they are published to realtime subscribers once it committed, in
+/// commit order, never for a write that rolled back.
 macro_rules! records_write {
     ($(#[$doc:meta])* $name:ident { $($field:ident: $ty:ty),* $(,)? } -> $out:ty, |$txn:ident, $env:ident, $msg:ident| $body:expr) => {
         $(#[$doc])*
@@ -93,14 +93,14 @@ macro_rules! records_write {
                 let hub = $env.realtime.clone();
                 let job: TxJob<($out, Vec<RecordEvent>), RecordError> =
                     Box::new(move |$txn| Box::pin(async move { $body.await }));
-                let run = self.transaction(ctx, TxMode::Write, job);
-                Box::pin(async move {
-                    let (out, changes) = run.await?;
-                    for change in changes {
-                        hub.publish(change);
-                    }
-                    Ok(out)
-                })
+                let publish: AfterCommit<($out, Vec<RecordEvent>)> =
+                    Box::new(move |(_, changes)| {
+                        for change in changes.drain(..) {
+                            hub.publish(change);
+                        }
+                    });
+                let run = self.transaction_then(ctx, TxMode::Write, job, Some(publish));
+                Box::pin(async move { run.await.map(|(out, _)| out) })
             }
         }
     };

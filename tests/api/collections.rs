@@ -11,7 +11,41 @@ on_both_backends!(
     bad_changes_are_refused_before_anything_is_touched,
     unique_indexes_give_validation_not_unique,
     delete_import_and_truncate,
+    concurrent_collection_changes_all_take_effect,
 );
+
+/// Schema changes made at the same time each start from the one before: none is lost
+/// from the collections the server knows.
+async fn concurrent_collection_changes_all_take_effect(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let admin = app.superuser_token("root@example.com").await;
+    let names: Vec<String> = (0..8).map(|n| format!("together_{n}")).collect();
+    let creates = names.iter().map(|name| {
+        app.create_collection(
+            &admin,
+            json!({"name": name, "createRule": "", "fields": [{"name": "title", "type": "text"}]}),
+        )
+    });
+    futures_util::future::join_all(creates).await;
+    let (status, list) = app
+        .get_json("/api/collections?perPage=100", Some(&admin))
+        .await;
+    assert_eq!(status, 200);
+    for name in &names {
+        assert!(
+            list["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["name"] == name.as_str()),
+            "{name} is listed: {list}"
+        );
+        app.create_record(name, None, json!({"title": "here"}))
+            .await;
+    }
+}
 
 async fn the_collections_api_is_for_superusers_only(backend: Backend) {
     let Some(app) = spawn_app(backend).await else {

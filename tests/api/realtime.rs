@@ -690,3 +690,41 @@ async fn a_full_realtime_queue_disconnects_subscribers() {
         .await;
     assert_eq!(bystander.next_event().await.data["record"], next);
 }
+
+/// On SQLite, writes that commit together in one group still reach subscribers in
+/// commit order: the last event a client gets is the record as it was left.
+#[actix_web::test]
+async fn concurrent_updates_reach_subscribers_in_commit_order() {
+    let (app, admin) = notes_app(Backend::Sqlite)
+        .await
+        .expect("SQLite is always available");
+    let news = app
+        .create_record("news", None, json!({"headline": "start"}))
+        .await;
+    let id = news["id"].as_str().unwrap();
+    let topic = format!("news/{id}");
+    let mut sse = Sse::open(&app).await;
+    sse.subscribe(&app, None, &[&topic]).await;
+
+    let path = format!("/api/collections/news/records/{id}");
+    let bodies: Vec<Value> = (0..40)
+        .map(|n| json!({"headline": format!("update {n}")}))
+        .collect();
+    let updates = bodies
+        .iter()
+        .map(|body| app.send(Method::PATCH, &path, Some(&admin), Some(body)));
+    for response in futures_util::future::join_all(updates).await {
+        assert_eq!(response.status(), 200);
+    }
+    let mut headlines = Vec::new();
+    for _ in 0..40 {
+        let event = sse.next_event().await;
+        headlines.push(event.data["record"]["headline"].clone());
+    }
+    let stored: Value = app.get(&path).await.json().await.unwrap();
+    assert_eq!(
+        headlines.last(),
+        Some(&stored["headline"]),
+        "events in commit order: {headlines:?}"
+    );
+}
