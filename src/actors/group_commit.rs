@@ -191,7 +191,7 @@ async fn run(
             // the group's callers are answered (their replies dropped: the database is
             // unavailable) and the queue goes on being served.
             if AssertUnwindSafe(group).catch_unwind().await.is_err() {
-                tracing::error!("a group of write transactions panicked; what it had not committed was rolled back");
+                tracing::error!("group commit panicked; uncommitted writes were rolled back");
             }
         }
     }
