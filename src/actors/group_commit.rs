@@ -339,6 +339,15 @@ mod tests {
         Db(#[from] DbError),
     }
 
+    /// A group commit on a fresh SQLite file (kept while the folder lives), refusing
+    /// jobs that waited longer than `wait`.
+    async fn started(wait: Duration) -> (tempfile::TempDir, DatabaseConnection, GroupCommit) {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = database(dir.path()).await;
+        let group = GroupCommit::start(conn.clone(), Arc::new(EndpointCache::new(None)), wait);
+        (dir, conn, group)
+    }
+
     async fn database(dir: &std::path::Path) -> DatabaseConnection {
         let url = format!("sqlite://{}?mode=rwc", dir.join("group.db").display());
         let conn = Database::connect(url).await.unwrap();
@@ -380,13 +389,7 @@ mod tests {
 
     #[actix_web::test]
     async fn a_failing_job_in_a_group_loses_its_writes_and_only_its_own() {
-        let dir = tempfile::tempdir().unwrap();
-        let conn = database(dir.path()).await;
-        let group = GroupCommit::start(
-            conn.clone(),
-            Arc::new(EndpointCache::new(None)),
-            Duration::from_secs(5),
-        );
+        let (_dir, conn, group) = started(Duration::from_secs(5)).await;
         let (actor, crashes) = taker();
         let log = Log::default();
         // Queued before the group's task runs, so that one transaction takes them all:
@@ -441,13 +444,7 @@ mod tests {
 
     #[actix_web::test]
     async fn a_job_that_waited_past_its_limit_is_refused_as_an_overload() {
-        let dir = tempfile::tempdir().unwrap();
-        let conn = database(dir.path()).await;
-        let group = GroupCommit::start(
-            conn.clone(),
-            Arc::new(EndpointCache::new(None)),
-            Duration::ZERO,
-        );
+        let (_dir, conn, group) = started(Duration::ZERO).await;
         let (actor, _) = taker();
         match group.submit(insert(1, false, false), None, actor).await {
             Err(Failed::Db(err)) => assert!(err.is_overload(), "{err}"),
