@@ -27,7 +27,7 @@ use crate::records::RecordsEnv;
 use crate::telemetry::Metrics;
 use crate::webhooks::EndpointCache;
 
-const NAME: &str = "database";
+pub(super) const NAME: &str = "database";
 
 /// Why database work failed.
 #[derive(Debug, thiserror::Error)]

@@ -28,7 +28,7 @@ use sea_orm::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-use super::database::{AfterCommit, DbError, TxJob};
+use super::database::{AfterCommit, DbError, TxJob, NAME};
 use super::supervisor::{contain, Crashed};
 use crate::webhooks::{waking_after_commit, EndpointCache};
 
@@ -137,7 +137,7 @@ where
             actor,
         } = *self;
         Box::pin(async move {
-            let (succeeded, result) = match contain("database", actor, job(txn)).await {
+            let (succeeded, result) = match contain(NAME, actor, job(txn)).await {
                 Ok(Ok(value)) => (true, Ok(value)),
                 Ok(Err(err)) => (false, Err(err)),
                 Err(panicked) => (false, Err(E::from(DbError::Panicked(panicked)))),
