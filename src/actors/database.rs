@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{
-    Actor, ActorContext, AsyncContext, Context, Handler, Message, ResponseFuture, Supervised,
+    Actor, ActorContext, Addr, AsyncContext, Context, Handler, Message, ResponseFuture, Supervised,
 };
 use sea_orm::{
     sqlx, DatabaseConnection, DatabaseTransaction, DbErr, RuntimeErr, TransactionError,
@@ -137,17 +137,61 @@ impl DatabaseActor {
         T: Send + 'static,
         E: From<DbError> + std::error::Error + Send + 'static,
     {
-        if let (TxMode::Write, Some(group_commit)) = (mode, &self.group_commit) {
-            return Box::pin(group_commit.submit(job, committed, ctx.address()));
+        Box::pin(self.transactions(ctx).run(mode, job, committed))
+    }
+
+    /// The pool, for work a handler does outside a transaction.
+    pub(crate) fn connection(&self) -> &DatabaseConnection {
+        &self.conn
+    }
+
+    /// A handle that runs transactions from a future of the handler's own, for work
+    /// that must happen before its transaction begins (see [`Transactions::run`]).
+    pub(crate) fn transactions(&self, ctx: &mut Context<Self>) -> Transactions {
+        Transactions {
+            conn: self.conn.clone(),
+            actor: ctx.address(),
+            endpoints: self.endpoints.clone(),
+            group_commit: self.group_commit.clone(),
         }
-        let conn = self.conn.clone();
-        let addr = ctx.address();
-        let endpoints = self.endpoints.clone();
-        Box::pin(async move {
+    }
+}
+
+/// What running a transaction needs, taken from a [`DatabaseActor`].
+pub(crate) struct Transactions {
+    conn: DatabaseConnection,
+    actor: Addr<DatabaseActor>,
+    endpoints: Arc<EndpointCache>,
+    group_commit: Option<GroupCommit>,
+}
+
+impl Transactions {
+    /// Runs `job` in a transaction with panics contained (a panic restarts the actor
+    /// the handle came from), and `committed` on its value once it has committed.
+    pub(crate) fn run<T, E>(
+        self,
+        mode: TxMode,
+        job: TxJob<T, E>,
+        committed: Option<AfterCommit<T>>,
+    ) -> impl Future<Output = Result<T, E>> + Send
+    where
+        T: Send + 'static,
+        E: From<DbError> + std::error::Error + Send + 'static,
+    {
+        let Transactions {
+            conn,
+            actor,
+            endpoints,
+            group_commit,
+        } = self;
+        async move {
+            if let (TxMode::Write, Some(group_commit)) = (mode, group_commit) {
+                return group_commit.submit(job, committed, actor).await;
+            }
             // Deliveries the transaction queued go out as soon as it has committed.
             let transaction =
                 crate::webhooks::waking_after_commit(endpoints, conn.transaction(job));
-            match contain(NAME, addr, transaction).await {
+            match contain(NAME, actor, transaction).await {
                 Ok(Ok(mut value)) => {
                     if let Some(committed) = committed {
                         committed(&mut value);
@@ -158,7 +202,7 @@ impl DatabaseActor {
                 Ok(Err(TransactionError::Connection(err))) => Err(DbError::Query(err).into()),
                 Err(panicked) => Err(DbError::Panicked(panicked).into()),
             }
-        })
+        }
     }
 }
 

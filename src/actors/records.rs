@@ -12,6 +12,7 @@ use crate::collections::definition::CollectionInput;
 use crate::collections::{Collection, Registry};
 use crate::realtime::{Action, RecordEvent};
 use crate::records::read::{self, ListQuery};
+use crate::records::write::Passwords;
 use crate::records::{collections, write, RecordError, RecordsEnv, Requester};
 
 /// Declares a message answered with `Result<$out, RecordError>` and its handler,
@@ -75,9 +76,13 @@ records_read!(
 
 /// Declares a write message like [`records_message!`] whose transaction also yields
 /// record changes: they are published to realtime subscribers once it committed, in
-/// commit order, never for a write that rolled back.
+/// commit order, never for a write that rolled back. With `prepare`, `$prepare` runs
+/// first with `$pconn`, the pool, outside the transaction, and `$body` gets its value
+/// as `$prepared` (password hashing, which must not hold a write turn).
 macro_rules! records_write {
-    ($(#[$doc:meta])* $name:ident { $($field:ident: $ty:ty),* $(,)? } -> $out:ty, |$txn:ident, $env:ident, $msg:ident| $body:expr) => {
+    ($(#[$doc:meta])* $name:ident { $($field:ident: $ty:ty),* $(,)? } -> $out:ty,
+     prepare |$pconn:ident, $penv:ident, $pmsg:ident| $prepare:expr,
+     |$txn:ident, $env:ident, $msg:ident, $prepared:ident| $body:expr) => {
         $(#[$doc])*
         pub struct $name { $(pub $field: $ty),* }
 
@@ -90,27 +95,44 @@ macro_rules! records_write {
 
             fn handle(&mut self, $msg: $name, ctx: &mut Context<Self>) -> Self::Result {
                 let $env = self.records.clone();
-                let hub = $env.realtime.clone();
-                let job: TxJob<($out, Vec<RecordEvent>), RecordError> =
-                    Box::new(move |$txn| Box::pin(async move { $body.await }));
-                let publish: AfterCommit<($out, Vec<RecordEvent>)> =
-                    Box::new(move |(_, changes)| {
-                        for change in changes.drain(..) {
-                            hub.publish(change);
-                        }
-                    });
-                let run = self.transaction_then(ctx, TxMode::Write, job, Some(publish));
-                Box::pin(async move { run.await.map(|(out, _)| out) })
+                let conn = self.connection().clone();
+                let transactions = self.transactions(ctx);
+                Box::pin(async move {
+                    let $prepared = {
+                        let ($pconn, $penv, $pmsg) = (&conn, &$env, &$msg);
+                        $prepare.await?
+                    };
+                    let hub = $env.realtime.clone();
+                    let job: TxJob<($out, Vec<RecordEvent>), RecordError> =
+                        Box::new(move |$txn| Box::pin(async move { $body.await }));
+                    let publish: AfterCommit<($out, Vec<RecordEvent>)> =
+                        Box::new(move |(_, changes)| {
+                            for change in changes.drain(..) {
+                                hub.publish(change);
+                            }
+                        });
+                    let run = transactions.run(TxMode::Write, job, Some(publish));
+                    run.await.map(|(out, _)| out)
+                })
             }
         }
+    };
+    ($(#[$doc:meta])* $name:ident { $($field:ident: $ty:ty),* $(,)? } -> $out:ty,
+     |$txn:ident, $env:ident, $msg:ident| $body:expr) => {
+        records_write!(
+            $(#[$doc])* $name { $($field: $ty),* } -> $out,
+            prepare |_conn, _env, _msg| std::future::ready(Ok::<_, RecordError>(())),
+            |$txn, $env, $msg, _prepared| $body
+        );
     };
 }
 
 records_write!(
     /// Creates a record and answers with it as the requester sees it.
     CreateRecord { collection: String, body: Map<String, Value>, expand: String, fields: String, requester: Requester } -> Value,
-    |txn, env, msg| async move {
-        let record = write::create(txn, &env, &msg.requester, &msg.collection, msg.body).await?;
+    prepare |_conn, env, msg| Passwords::for_create(env, &msg.requester, &msg.collection, &msg.body),
+    |txn, env, msg, passwords| async move {
+        let record = write::create(txn, &env, &msg.requester, &msg.collection, msg.body, &passwords).await?;
         let change = RecordEvent::new(Action::Create, &record);
         let mut shown = read::present(txn, &env, &msg.requester, vec![record], &msg.expand, &msg.fields).await?;
         Ok((shown.remove(0), vec![change]))
@@ -120,8 +142,9 @@ records_write!(
 records_write!(
     /// Updates a record and answers with it as the requester sees it.
     UpdateRecord { collection: String, id: String, body: Map<String, Value>, expand: String, fields: String, requester: Requester } -> Value,
-    |txn, env, msg| async move {
-        let record = write::update(txn, &env, &msg.requester, &msg.collection, &msg.id, msg.body).await?;
+    prepare |conn, env, msg| Passwords::for_update(conn, env, &msg.requester, (&msg.collection, &msg.id), &msg.body),
+    |txn, env, msg, passwords| async move {
+        let record = write::update(txn, &env, &msg.requester, &msg.collection, &msg.id, msg.body, &passwords).await?;
         let change = RecordEvent::new(Action::Update, &record);
         let mut shown = read::present(txn, &env, &msg.requester, vec![record], &msg.expand, &msg.fields).await?;
         Ok((shown.remove(0), vec![change]))

@@ -28,6 +28,7 @@ use crate::domain::password::Password;
 use crate::mail::{self, MailContext, OutgoingMail};
 use crate::realtime::{Action, RecordEvent};
 use crate::records::batch::{self, BatchError, BatchItem};
+use crate::records::write::Passwords;
 use crate::records::{read, write, RecordsEnv, Requester};
 use crate::webhooks::{self, Event, EventKind};
 
@@ -493,6 +494,7 @@ impl AuthService {
             self.limit(Bucket::RegisterPerIp, &client.ip).await?;
         }
         let env = self.records.clone();
+        let passwords = Passwords::for_create(&env, &requester, &collection.name, &body).await?;
         let hub = env.realtime.clone();
         let verify = self
             .settings
@@ -504,7 +506,8 @@ impl AuthService {
                 Box::pin(async move {
                     let (expand, fields) = shape;
                     let record =
-                        write::create(txn, &env, &requester, &collection.name, body).await?;
+                        write::create(txn, &env, &requester, &collection.name, body, &passwords)
+                            .await?;
                     let change = RecordEvent::new(Action::Create, &record);
                     webhooks::emit(txn, &Event::for_record(EventKind::UserRegistered, &record))
                         .await?;
@@ -1043,7 +1046,15 @@ async fn link_or_create(
         None => {
             let guest = Requester::new(None, "POST", Map::new(), Map::new());
             (
-                write::create(txn, env, &guest, &collection.name, body).await?,
+                write::create(
+                    txn,
+                    env,
+                    &guest,
+                    &collection.name,
+                    body,
+                    &Passwords::default(),
+                )
+                .await?,
                 true,
             )
         }

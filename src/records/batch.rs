@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::read::present;
+use super::write::Passwords;
 use super::{write, RecordError, RecordsEnv, Requester};
 use crate::actors::database::DbError;
 use crate::auth::{AuthError, AuthIdentity};
@@ -259,7 +260,15 @@ async fn run_item(
     };
     let record = match operation {
         Operation::Create => {
-            let record = write::create(txn, env, requester, &collection, item.body).await?;
+            let record = write::create(
+                txn,
+                env,
+                requester,
+                &collection,
+                item.body,
+                &Passwords::default(),
+            )
+            .await?;
             outcome
                 .changes
                 .push(RecordEvent::new(Action::Create, &record));
@@ -267,7 +276,16 @@ async fn run_item(
             record
         }
         Operation::Update(id) => {
-            let record = write::update(txn, env, requester, &collection, &id, item.body).await?;
+            let record = write::update(
+                txn,
+                env,
+                requester,
+                &collection,
+                &id,
+                item.body,
+                &Passwords::default(),
+            )
+            .await?;
             outcome
                 .changes
                 .push(RecordEvent::new(Action::Update, &record));

@@ -29,6 +29,124 @@ use crate::webhooks::{self, Event, EventKind};
 /// A password to hash and store, from a create or update of an auth record.
 struct NewPassword(Password);
 
+/// Password work done before a write's transaction begins. Argon2id takes tens of
+/// milliseconds of a core; inside the transaction it would hold the write turn for all
+/// that time (on SQLite, the one writer and every write grouped with it). What is
+/// prepared here is used when the transaction meets the same password and stored hash;
+/// anything else is still hashed or checked inside, so no outcome depends on it.
+#[derive(Default)]
+pub struct Passwords {
+    /// The submitted password and its hash.
+    hashed: Option<(String, String)>,
+    /// The stored hash the submitted `oldPassword` was checked against, and the verdict.
+    old_checked: Option<(String, bool)>,
+}
+
+impl Passwords {
+    /// For a create in auth `collection`: hashes a valid, confirmed password, unless the
+    /// create is refused to the requester outright.
+    pub async fn for_create(
+        env: &RecordsEnv,
+        requester: &Requester,
+        collection: &str,
+        body: &Map<String, Value>,
+    ) -> Result<Self, RecordError> {
+        match env.collection(collection) {
+            Ok(collection)
+                if collection.is_auth()
+                    && (requester.superuser() || collection.create_rule.is_some()) =>
+            {
+                Ok(Self {
+                    hashed: hash_submitted(env, body).await?,
+                    old_checked: None,
+                })
+            }
+            _ => Ok(Self::default()),
+        }
+    }
+
+    /// For an update of record `id` in auth `collection` that sets a password: hashes
+    /// it and, for a requester other than a superuser, checks `oldPassword` against the
+    /// stored hash, read here outside the transaction.
+    pub async fn for_update(
+        conn: &impl ConnectionTrait,
+        env: &RecordsEnv,
+        requester: &Requester,
+        (collection, id): (&str, &str),
+        body: &Map<String, Value>,
+    ) -> Result<Self, RecordError> {
+        let collection = match env.collection(collection) {
+            Ok(collection)
+                if collection.is_auth()
+                    && (requester.superuser() || collection.update_rule.is_some()) =>
+            {
+                collection
+            }
+            _ => return Ok(Self::default()),
+        };
+        let Some(hashed) = hash_submitted(env, body).await? else {
+            return Ok(Self::default());
+        };
+        let mut prepared = Self {
+            hashed: Some(hashed),
+            old_checked: None,
+        };
+        if !requester.superuser() {
+            let stored = store::find_by(conn, &collection, "id", id)
+                .await?
+                .map(|record| record.text("password").to_string())
+                .filter(|hash| !hash.is_empty());
+            // An unknown id burns the same time (see `VerifyPassword`), so that timing
+            // does not tell which records exist.
+            let matches = verify(env, stored.clone(), old_password(body)).await?;
+            prepared.old_checked = stored.map(|stored| (stored, matches));
+        }
+        Ok(prepared)
+    }
+
+    async fn hash(&self, env: &RecordsEnv, password: NewPassword) -> Result<String, RecordError> {
+        match &self.hashed {
+            Some((plain, hash)) if plain == password.0.expose() => Ok(hash.clone()),
+            _ => hash(env, password).await,
+        }
+    }
+
+    async fn old_matches(
+        &self,
+        env: &RecordsEnv,
+        stored: Option<String>,
+        old: String,
+    ) -> Result<bool, RecordError> {
+        match (&self.old_checked, &stored) {
+            (Some((checked, matches)), Some(stored)) if checked == stored => Ok(*matches),
+            _ => verify(env, stored, old).await,
+        }
+    }
+}
+
+/// The hash of the password `body` submits, when it is valid and confirmed.
+async fn hash_submitted(
+    env: &RecordsEnv,
+    body: &Map<String, Value>,
+) -> Result<Option<(String, String)>, RecordError> {
+    let submitted = body.get("password").and_then(Value::as_str).unwrap_or("");
+    let confirmed = body.get("passwordConfirm").and_then(Value::as_str) == Some(submitted);
+    match Password::parse(submitted) {
+        Ok(password) if confirmed => Ok(Some((
+            submitted.to_string(),
+            hash(env, NewPassword(password)).await?,
+        ))),
+        _ => Ok(None),
+    }
+}
+
+fn old_password(body: &Map<String, Value>) -> String {
+    body.get("oldPassword")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string()
+}
+
 fn field_error(name: &str, code: &'static str, message: &str) -> (String, FieldError) {
     (name.to_string(), FieldError::new(code, message))
 }
@@ -312,6 +430,18 @@ async fn hash(env: &RecordsEnv, password: NewPassword) -> Result<String, RecordE
         .map_err(|_| RecordError::HasherGone)??)
 }
 
+async fn verify(
+    env: &RecordsEnv,
+    hash: Option<String>,
+    password: String,
+) -> Result<bool, RecordError> {
+    Ok(env
+        .hasher
+        .send(VerifyPassword { hash, password })
+        .await
+        .map_err(|_| RecordError::HasherGone)??)
+}
+
 /// Writes a new record; a unique violation that slipped past the check (a concurrent
 /// write) is still a field error, never a 500.
 async fn insert(
@@ -353,6 +483,7 @@ pub async fn create(
     requester: &Requester,
     collection: &str,
     body: Map<String, Value>,
+    passwords: &Passwords,
 ) -> Result<Record, RecordError> {
     const MESSAGE: &str = "Failed to create record.";
     let collection = env.collection(collection)?;
@@ -400,7 +531,7 @@ pub async fn create(
         return Err(failed(MESSAGE, errors));
     }
     if let Some(password) = password {
-        record.set("password", hash(env, password).await?);
+        record.set("password", passwords.hash(env, password).await?);
     }
     insert(txn, &record, MESSAGE).await?;
     webhooks::emit(txn, &Event::for_record(EventKind::RecordCreated, &record)).await?;
@@ -415,6 +546,7 @@ pub async fn update(
     collection: &str,
     id: &str,
     body: Map<String, Value>,
+    passwords: &Passwords,
 ) -> Result<Record, RecordError> {
     const MESSAGE: &str = "Failed to update record.";
     let collection = env.collection(collection)?;
@@ -434,19 +566,10 @@ pub async fn update(
     let mut errors = Errors::new();
     let password = apply_body(&mut record, Some(&existing), &body, &requester, &mut errors);
     if password.is_some() && !requester.superuser() {
-        let old = body
-            .get("oldPassword")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        let matches = env
-            .hasher
-            .send(VerifyPassword {
-                hash: Some(existing.text("password").to_string()).filter(|h| !h.is_empty()),
-                password: old,
-            })
-            .await
-            .map_err(|_| RecordError::HasherGone)??;
+        let stored = Some(existing.text("password").to_string()).filter(|h| !h.is_empty());
+        let matches = passwords
+            .old_matches(env, stored, old_password(&body))
+            .await?;
         if !matches {
             errors.push(field_error(
                 "oldPassword",
@@ -465,7 +588,7 @@ pub async fn update(
     }
     let password_changed = password.is_some();
     if let Some(password) = password {
-        record.set("password", hash(env, password).await?);
+        record.set("password", passwords.hash(env, password).await?);
     }
     match store::update(txn, &record).await {
         Err(err) if matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {

@@ -12,6 +12,7 @@ use super::signing::{self, SignatureError};
 use crate::config::{InboundHookSettings, InboundScheme};
 use crate::domain::filter::RequestContext;
 use crate::queue::now_millis;
+use crate::records::write::Passwords;
 use crate::records::{write, RecordError, RecordsEnv, Requester};
 
 /// The table of inbound events already stored (sea-orm entity).
@@ -123,7 +124,8 @@ pub async fn store(
             record_id: seen.and_then(|row| row.record_id),
         });
     }
-    let record = write::create(txn, env, &system(), collection, body).await?;
+    let record =
+        write::create(txn, env, &system(), collection, body, &Passwords::default()).await?;
     let record_id = record.id().to_string();
     txn.execute(
         txn.get_database_backend().build(

@@ -2,7 +2,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::on_both_backends;
-use crate::support::{spawn_app, Backend, TestApp};
+use crate::support::{spawn_app, spawn_app_with, Backend, TestApp};
 
 on_both_backends!(
     crud_answers_with_pocketbases_envelope_and_status_codes,
@@ -891,4 +891,64 @@ async fn create_rules_on_the_request_alone_tell_guests_from_users(backend: Backe
     assert_eq!(create("guests", None).await, 200);
     assert_eq!(app.count_rows("members").await, 1);
     assert_eq!(app.count_rows("guests").await, 1);
+}
+
+/// Argon2id runs before a write's transaction, so a registration or a password change
+/// holds up no other write while it hashes: on SQLite, whose one writer takes the
+/// writes in turn, they would otherwise all wait for the hash. Hashing is made slow
+/// here (16 MiB, 2 passes) so that the create sent during it is answered first.
+#[actix_web::test]
+async fn password_hashing_holds_no_write_turn() {
+    let Some(app) = spawn_app_with(Backend::Sqlite, |settings| {
+        settings.auth.password_hash.memory_kib = 16 * 1024;
+        settings.auth.password_hash.iterations = 2;
+    })
+    .await
+    else {
+        return;
+    };
+    let admin = app.superuser_token("root@example.com").await;
+    app.create_collection(
+        &admin,
+        json!({"name": "notes", "createRule": "", "fields": [{"name": "text", "type": "text"}]}),
+    )
+    .await;
+    let record = app.register("pat@example.com", "password-123").await;
+    let (token, _) = app.login("users", "pat@example.com", "password-123").await;
+    let change = json!({"oldPassword": "password-123", "password": "new-password-1", "passwordConfirm": "new-password-1"});
+    let slow_writes = [
+        (
+            Method::POST,
+            "/api/collections/users/records".to_string(),
+            None,
+            json!({"email": "sam@example.com", "password": "password-123", "passwordConfirm": "password-123"}),
+        ),
+        (
+            Method::PATCH,
+            path("users", &record["id"]),
+            Some(token.as_str()),
+            change,
+        ),
+    ];
+    for (method, target, token, body) in slow_writes {
+        let slow = async {
+            let response = app.send(method.clone(), &target, token, Some(&body)).await;
+            assert_eq!(response.status(), 200, "{method} {target}");
+            tokio::time::Instant::now()
+        };
+        let other = async {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            app.create_record("notes", None, json!({"text": "meanwhile"}))
+                .await;
+            tokio::time::Instant::now()
+        };
+        let (slow_done, other_done) = tokio::join!(slow, other);
+        assert!(
+            other_done < slow_done,
+            "the create waited for the {method}'s password hash"
+        );
+    }
+    app.login("users", "sam@example.com", "password-123").await;
+    app.login("users", "pat@example.com", "new-password-1")
+        .await;
 }
