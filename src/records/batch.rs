@@ -58,6 +58,8 @@ pub struct BatchItem {
     query: Map<String, Value>,
     headers: Map<String, Value>,
     body: Map<String, Value>,
+    /// Hashed before the transaction (see [`prepare_passwords`]).
+    passwords: Passwords,
 }
 
 /// Why one item failed.
@@ -165,6 +167,7 @@ impl From<ItemInput> for BatchItem {
             query,
             headers,
             body: input.body.unwrap_or_default(),
+            passwords: Passwords::default(),
         }
     }
 }
@@ -197,6 +200,41 @@ fn route(method: &str, path: &str) -> Option<(String, Operation)> {
         }
         _ => None,
     }
+}
+
+/// Hashes the passwords `items` set, all at once on the hasher pool, before their
+/// transaction begins (see [`Passwords`]): a batch creating many accounts would
+/// otherwise hold the write turn for one hash after another.
+pub async fn prepare_passwords(
+    items: &mut [BatchItem],
+    env: &RecordsEnv,
+    identity: &Option<AuthIdentity>,
+) -> Result<(), BatchError> {
+    let requester = Requester::new(identity.clone(), "POST", Map::new(), Map::new());
+    let prepared =
+        futures_util::future::try_join_all(items.iter().enumerate().map(|(index, item)| {
+            let requester = &requester;
+            async move {
+                let prepared = match &item.target {
+                    Some((collection, Operation::Create | Operation::Upsert)) => {
+                        Passwords::for_create(env, requester, collection, &item.body).await
+                    }
+                    Some((collection, Operation::Update(_))) => {
+                        Passwords::hash_for_update(env, requester, collection, &item.body).await
+                    }
+                    _ => Ok(Passwords::default()),
+                };
+                prepared.map_err(|err| BatchError::Item {
+                    index,
+                    failure: err.into(),
+                })
+            }
+        }))
+        .await?;
+    for (item, passwords) in items.iter_mut().zip(prepared) {
+        item.passwords = passwords;
+    }
+    Ok(())
 }
 
 /// Runs `items` in order in `txn`, each as the outer request's caller (`identity`,

@@ -34,7 +34,7 @@ struct NewPassword(Password);
 /// that time (on SQLite, the one writer and every write grouped with it). What is
 /// prepared here is used when the transaction meets the same password and stored hash;
 /// anything else is still hashed or checked inside, so no outcome depends on it.
-#[derive(Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Passwords {
     /// The submitted password and its hash.
     hashed: Option<(String, String)>,
@@ -51,23 +51,41 @@ impl Passwords {
         collection: &str,
         body: &Map<String, Value>,
     ) -> Result<Self, RecordError> {
-        match env.collection(collection) {
-            Ok(collection)
-                if collection.is_auth()
-                    && (requester.superuser() || collection.create_rule.is_some()) =>
-            {
-                Ok(Self {
-                    hashed: hash_submitted(env, body).await?,
-                    old_checked: None,
-                })
+        let hashed = match env.collection(collection) {
+            Ok(collection) if may_set_password(&collection, requester, &collection.create_rule) => {
+                hash_submitted(env, body).await?
             }
-            _ => Ok(Self::default()),
-        }
+            _ => None,
+        };
+        Ok(Self {
+            hashed,
+            old_checked: None,
+        })
     }
 
-    /// For an update of record `id` in auth `collection` that sets a password: hashes
-    /// it and, for a requester other than a superuser, checks `oldPassword` against the
-    /// stored hash, read here outside the transaction.
+    /// For an update in auth `collection`: hashes the password it sets, leaving
+    /// `oldPassword` to the transaction.
+    pub async fn hash_for_update(
+        env: &RecordsEnv,
+        requester: &Requester,
+        collection: &str,
+        body: &Map<String, Value>,
+    ) -> Result<Self, RecordError> {
+        let hashed = match env.collection(collection) {
+            Ok(collection) if may_set_password(&collection, requester, &collection.update_rule) => {
+                hash_submitted(env, body).await?
+            }
+            _ => None,
+        };
+        Ok(Self {
+            hashed,
+            old_checked: None,
+        })
+    }
+
+    /// Like [`Self::hash_for_update`] for record `id`, and for a requester other than a
+    /// superuser also checks `oldPassword` against the stored hash, read here outside
+    /// the transaction.
     pub async fn for_update(
         conn: &impl ConnectionTrait,
         env: &RecordsEnv,
@@ -75,32 +93,18 @@ impl Passwords {
         (collection, id): (&str, &str),
         body: &Map<String, Value>,
     ) -> Result<Self, RecordError> {
-        let collection = match env.collection(collection) {
-            Ok(collection)
-                if collection.is_auth()
-                    && (requester.superuser() || collection.update_rule.is_some()) =>
-            {
-                collection
-            }
-            _ => return Ok(Self::default()),
-        };
-        let Some(hashed) = hash_submitted(env, body).await? else {
-            return Ok(Self::default());
-        };
-        let mut prepared = Self {
-            hashed: Some(hashed),
-            old_checked: None,
-        };
-        if !requester.superuser() {
-            let stored = store::find_by(conn, &collection, "id", id)
-                .await?
-                .map(|record| record.text("password").to_string())
-                .filter(|hash| !hash.is_empty());
-            // An unknown id burns the same time (see `VerifyPassword`), so that timing
-            // does not tell which records exist.
-            let matches = verify(env, stored.clone(), old_password(body)).await?;
-            prepared.old_checked = stored.map(|stored| (stored, matches));
+        let mut prepared = Self::hash_for_update(env, requester, collection, body).await?;
+        if prepared.hashed.is_none() || requester.superuser() {
+            return Ok(prepared);
         }
+        let stored = store::find_by(conn, &env.collection(collection)?, "id", id)
+            .await?
+            .map(|record| record.text("password").to_string())
+            .filter(|hash| !hash.is_empty());
+        // An unknown id burns the same time (see `VerifyPassword`), so that timing does
+        // not tell which records exist.
+        let matches = verify(env, stored.clone(), old_password(body)).await?;
+        prepared.old_checked = stored.map(|stored| (stored, matches));
         Ok(prepared)
     }
 
@@ -122,6 +126,12 @@ impl Passwords {
             _ => verify(env, stored, old).await,
         }
     }
+}
+
+/// Whether a write under `rule` to `collection` may set a password for `requester`:
+/// an auth collection, and a rule that does not refuse everyone but superusers.
+fn may_set_password(collection: &Collection, requester: &Requester, rule: &Option<String>) -> bool {
+    collection.is_auth() && (requester.superuser() || rule.is_some())
 }
 
 /// The hash of the password `body` submits, when it is valid and confirmed.

@@ -893,8 +893,8 @@ async fn create_rules_on_the_request_alone_tell_guests_from_users(backend: Backe
     assert_eq!(app.count_rows("guests").await, 1);
 }
 
-/// Argon2id runs before a write's transaction, so a registration or a password change
-/// holds up no other write while it hashes: on SQLite, whose one writer takes the
+/// Argon2id runs before a write's transaction, so a registration, a password change or
+/// a batch creating accounts holds up no other write while it hashes: on SQLite, whose one writer takes the
 /// writes in turn, they would otherwise all wait for the hash. Hashing is made slow
 /// here (16 MiB, 2 passes) so that the create sent during it is answered first.
 #[actix_web::test]
@@ -916,6 +916,13 @@ async fn password_hashing_holds_no_write_turn() {
     let record = app.register("pat@example.com", "password-123").await;
     let (token, _) = app.login("users", "pat@example.com", "password-123").await;
     let change = json!({"oldPassword": "password-123", "password": "new-password-1", "passwordConfirm": "new-password-1"});
+    let account = |name: &str| {
+        json!({
+            "method": "POST",
+            "url": "/api/collections/users/records",
+            "body": {"email": format!("{name}@example.com"), "password": "password-123", "passwordConfirm": "password-123"}
+        })
+    };
     let slow_writes = [
         (
             Method::POST,
@@ -928,6 +935,12 @@ async fn password_hashing_holds_no_write_turn() {
             path("users", &record["id"]),
             Some(token.as_str()),
             change,
+        ),
+        (
+            Method::POST,
+            "/api/batch".to_string(),
+            None,
+            json!({"requests": [account("kim"), account("lou")]}),
         ),
     ];
     for (method, target, token, body) in slow_writes {
@@ -945,10 +958,12 @@ async fn password_hashing_holds_no_write_turn() {
         let (slow_done, other_done) = tokio::join!(slow, other);
         assert!(
             other_done < slow_done,
-            "the create waited for the {method}'s password hash"
+            "the create waited for the password hash of {method} {target}"
         );
     }
-    app.login("users", "sam@example.com", "password-123").await;
+    for email in ["sam@example.com", "kim@example.com", "lou@example.com"] {
+        app.login("users", email, "password-123").await;
+    }
     app.login("users", "pat@example.com", "new-password-1")
         .await;
 }
