@@ -12,12 +12,18 @@
 # Usage: benches/pocketbase.sh
 #   DURATION=10s CONNECTIONS=32 THREADS=2   the load of each case
 #   SIZES="10000 100000"                    record counts, ascending
-#   PG_URL=postgres://postgres@127.0.0.1:5432/test   PostgreSQL server (a private schema
-#                                           is created and dropped); PG_URL= skips it
+#   PG_URL=postgres://…                     PostgreSQL server (a private schema is created
+#                                           and dropped); PG_URL= skips it. Default: the
+#                                           local server's Unix socket, as a deployment on
+#                                           one machine connects, else 127.0.0.1:5432 (over
+#                                           TCP, sqlx negotiates TLS when the server offers
+#                                           it, as Debian's does: see the README)
 #   GATEHOUSE_BIN=/path/to/gatehouse        use that build instead of building one
 #   BASELINE_BIN=/tmp/gatehouse-old         also run that build on PostgreSQL (its own
 #                                           schema), case by case in turn with the others,
 #                                           for a same-run A/B
+#   BASELINE_PG_URL=postgres://…            connect that instance there instead (the same
+#                                           server by another way: TCP against the socket)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/lib.sh
@@ -26,7 +32,11 @@ duration=${DURATION:-10s}
 connections=${CONNECTIONS:-32}
 threads=${THREADS:-2}
 sizes=${SIZES:-10000 100000}
-pg_url=${PG_URL-postgres://postgres@127.0.0.1:5432/test}
+if [ -S /var/run/postgresql/.s.PGSQL.5432 ]; then
+    pg_url=${PG_URL-postgres://postgres@localhost/test?host=/var/run/postgresql}
+else
+    pg_url=${PG_URL-postgres://postgres@127.0.0.1:5432/test}
+fi
 pb_version=${POCKETBASE_VERSION:-0.40.6}
 admin_email=bench-root@example.com
 admin_password=bench-root-password-123
@@ -34,6 +44,7 @@ user_email=bench-user@example.com
 user_password=bench-user-password-123
 schema=bench_pocketbase_$$
 baseline_bin=${BASELINE_BIN:-}
+baseline_pg_url=${BASELINE_PG_URL:-$pg_url}
 
 need wrk
 gatehouse_bin=$(gatehouse_binary)
@@ -74,7 +85,7 @@ if [ -n "$pg_url" ]; then
     start_gatehouse gatehouse-postgres "$pg_url"
     targets+=(gatehouse-postgres)
     if [ -n "$baseline_bin" ]; then
-        start_gatehouse gatehouse-pg-baseline "$pg_url" "$baseline_bin" "${schema}_baseline"
+        start_gatehouse gatehouse-pg-baseline "$baseline_pg_url" "$baseline_bin" "${schema}_baseline"
         targets+=(gatehouse-pg-baseline)
     fi
 fi
@@ -147,6 +158,8 @@ EOF
     for target in "${targets[@]}"; do kill "${samplers[$target]}" 2>/dev/null || true; done
 
     printf '\n%s records, wrk -t%s -c%s -d%s (requests/s; ratio = Gatehouse / PocketBase)\n' "$size" "$threads" "$connections" "$duration"
+    if [ -n "$pg_url" ]; then printf 'GH PostgreSQL at %s\n' "$pg_url"; fi
+    if [ -n "$pg_url" ] && [ -n "$baseline_bin" ]; then printf 'PG baseline (%s) at %s\n' "$baseline_bin" "$baseline_pg_url"; fi
     header="%-12s %12s %16s %8s"
     row=(case PocketBase "GH SQLite" ratio)
     if [ -n "$pg_url" ]; then header+=" %16s %8s"; row+=("GH PostgreSQL" ratio); fi
