@@ -212,7 +212,10 @@ impl From<DbError> for ApiError {
                     ..Self::unavailable("The database is too busy; try again shortly.")
                 }
             }
-            DbError::Query(_) | DbError::Commit(_) | DbError::Panicked(_) => {
+            DbError::Query(_)
+            | DbError::Commit(_)
+            | DbError::Panicked(_)
+            | DbError::NestedWrite => {
                 tracing::error!(%err, "database work failed");
                 Self::internal()
             }

@@ -21,7 +21,7 @@ use sea_orm::{
     TransactionTrait,
 };
 
-use super::group_commit::GroupCommit;
+use super::group_commit::{self, GroupCommit};
 use super::supervisor::{contain, ActorPool, Crashed, Panicked};
 use crate::records::RecordsEnv;
 use crate::telemetry::Metrics;
@@ -41,6 +41,10 @@ pub enum DbError {
     Panicked(#[from] Panicked),
     #[error("the database actor is not running")]
     ActorGone,
+    /// A write transaction was asked for from inside another on SQLite's one writer,
+    /// where it would have waited for ever.
+    #[error("a write transaction was started inside another one")]
+    NestedWrite,
     #[error("{0}")]
     NotReady(String),
 }
@@ -378,6 +382,9 @@ impl Db {
         T: Send + 'static,
         E: From<DbError> + std::error::Error + Send + 'static,
     {
+        if mode == TxMode::Write && group_commit::inside_write_job() {
+            return Err(E::from(DbError::NestedWrite));
+        }
         self.pick()
             .send(Transact { mode, job })
             .await

@@ -36,6 +36,17 @@ use crate::webhooks::{waking_after_commit, EndpointCache};
 /// answers back.
 const MOST_PER_GROUP: usize = 64;
 
+tokio::task_local! {
+    /// Set while the group task runs jobs.
+    static RUNNING_JOBS: ();
+}
+
+/// Whether the caller runs inside a write job on SQLite's writer: a write it waited for
+/// would wait for the turn its own job holds, for ever.
+pub fn inside_write_job() -> bool {
+    RUNNING_JOBS.try_with(|_| ()).is_ok()
+}
+
 /// The queue of write transactions (cheap to clone).
 #[derive(Clone)]
 pub struct GroupCommit {
@@ -75,6 +86,9 @@ impl GroupCommit {
     {
         let queue = self.queue.clone();
         async move {
+            if inside_write_job() {
+                return Err(E::from(DbError::NestedWrite));
+            }
             let (reply, answer) = oneshot::channel();
             let queued = Queued {
                 job: Box::new(Typed {
@@ -187,6 +201,7 @@ async fn run(
         if !jobs.is_empty() {
             // Deliveries the group queued go out once it has committed.
             let group = waking_after_commit(endpoints.clone(), commit_group(&conn, jobs));
+            let group = RUNNING_JOBS.scope((), group);
             // Jobs' panics are contained one by one; should this task's own code panic,
             // the group's callers are answered (their replies dropped: the database is
             // unavailable) and the queue goes on being served.
@@ -385,6 +400,31 @@ mod tests {
         .iter()
         .map(|row| row.try_get_by_index::<i64>(0).unwrap())
         .collect()
+    }
+
+    #[actix_web::test]
+    async fn a_write_asked_for_inside_a_write_job_is_refused_not_awaited_for_ever() {
+        let (_dir, conn, group) = started(Duration::from_secs(5)).await;
+        let (actor, _) = taker();
+        let (inner, inner_actor) = (group.clone(), actor.clone());
+        let outer: TxJob<i64, Failed> = Box::new(move |txn| {
+            Box::pin(async move {
+                txn.execute_unprepared("INSERT INTO t (v) VALUES (1)")
+                    .await
+                    .map_err(|err| Failed::Db(DbError::Query(err)))?;
+                inner
+                    .submit(insert(2, false, false), None, inner_actor)
+                    .await
+            })
+        });
+        let answer = tokio::time::timeout(Duration::from_secs(5), group.submit(outer, None, actor))
+            .await
+            .expect("answered, not left waiting for its own turn");
+        assert!(
+            matches!(answer, Err(Failed::Db(DbError::NestedWrite))),
+            "{answer:?}"
+        );
+        assert_eq!(stored(&conn).await, [0_i64; 0], "the outer job rolled back");
     }
 
     #[actix_web::test]
