@@ -125,23 +125,7 @@ impl DatabaseActor {
         T: Send + 'static,
         E: From<DbError> + std::error::Error + Send + 'static,
     {
-        self.transaction_then(ctx, mode, job, None)
-    }
-
-    /// Runs `job` like [`Self::transaction`], and `committed` on its value once it has
-    /// committed. On SQLite that happens in commit order (see [`GroupCommit::submit`]).
-    pub(crate) fn transaction_then<T, E>(
-        &self,
-        ctx: &mut Context<Self>,
-        mode: TxMode,
-        job: TxJob<T, E>,
-        committed: Option<AfterCommit<T>>,
-    ) -> ResponseFuture<Result<T, E>>
-    where
-        T: Send + 'static,
-        E: From<DbError> + std::error::Error + Send + 'static,
-    {
-        Box::pin(self.transactions(ctx).run(mode, job, committed))
+        Box::pin(self.transactions(ctx).run(mode, job, None))
     }
 
     /// The pool, for work a handler does outside a transaction.
@@ -171,7 +155,8 @@ pub(crate) struct Transactions {
 
 impl Transactions {
     /// Runs `job` in a transaction with panics contained (a panic restarts the actor
-    /// the handle came from), and `committed` on its value once it has committed.
+    /// the handle came from), and `committed` on its value once it has committed: on
+    /// SQLite in commit order (see [`GroupCommit::submit`]).
     pub(crate) fn run<T, E>(
         self,
         mode: TxMode,
@@ -306,7 +291,7 @@ pub type TxJob<T, E> = Box<
 >;
 
 /// Runs on a transaction's value once it has committed (see
-/// [`DatabaseActor::transaction_then`]).
+/// [`Transactions::run`]).
 pub type AfterCommit<T> = Box<dyn FnOnce(&mut T) + Send>;
 
 /// Reads run on the pool, outside a transaction (see [`DatabaseActor::query`]).

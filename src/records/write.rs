@@ -51,16 +51,7 @@ impl Passwords {
         collection: &str,
         body: &Map<String, Value>,
     ) -> Result<Self, RecordError> {
-        let hashed = match env.collection(collection) {
-            Ok(collection) if may_set_password(&collection, requester, &collection.create_rule) => {
-                hash_submitted(env, body).await?
-            }
-            _ => None,
-        };
-        Ok(Self {
-            hashed,
-            old_checked: None,
-        })
+        Self::hashing(env, requester, collection, body, |c| &c.create_rule).await
     }
 
     /// For an update in auth `collection`: hashes the password it sets, leaving
@@ -71,16 +62,7 @@ impl Passwords {
         collection: &str,
         body: &Map<String, Value>,
     ) -> Result<Self, RecordError> {
-        let hashed = match env.collection(collection) {
-            Ok(collection) if may_set_password(&collection, requester, &collection.update_rule) => {
-                hash_submitted(env, body).await?
-            }
-            _ => None,
-        };
-        Ok(Self {
-            hashed,
-            old_checked: None,
-        })
+        Self::hashing(env, requester, collection, body, |c| &c.update_rule).await
     }
 
     /// Like [`Self::hash_for_update`] for record `id`, and for a requester other than a
@@ -108,6 +90,31 @@ impl Passwords {
         Ok(prepared)
     }
 
+    /// The hash of the password `body` sets in auth `collection`, valid and confirmed,
+    /// unless the collection's `rule` leaves the write to superusers and the requester
+    /// is not one (the write will be refused: no hashing for it).
+    async fn hashing(
+        env: &RecordsEnv,
+        requester: &Requester,
+        collection: &str,
+        body: &Map<String, Value>,
+        rule: impl Fn(&Collection) -> &Option<String>,
+    ) -> Result<Self, RecordError> {
+        let hashed = match env.collection(collection) {
+            Ok(collection)
+                if collection.is_auth()
+                    && (requester.superuser() || rule(&collection).is_some()) =>
+            {
+                hash_submitted(env, body).await?
+            }
+            _ => None,
+        };
+        Ok(Self {
+            hashed,
+            old_checked: None,
+        })
+    }
+
     async fn hash(&self, env: &RecordsEnv, password: NewPassword) -> Result<String, RecordError> {
         match &self.hashed {
             Some((plain, hash)) if plain == password.0.expose() => Ok(hash.clone()),
@@ -126,12 +133,6 @@ impl Passwords {
             _ => verify(env, stored, old).await,
         }
     }
-}
-
-/// Whether a write under `rule` to `collection` may set a password for `requester`:
-/// an auth collection, and a rule that does not refuse everyone but superusers.
-fn may_set_password(collection: &Collection, requester: &Requester, rule: &Option<String>) -> bool {
-    collection.is_auth() && (requester.superuser() || rule.is_some())
 }
 
 /// The hash of the password `body` submits, when it is valid and confirmed.
