@@ -219,8 +219,9 @@ pub async fn prepare_passwords(
                     Some((collection, Operation::Create | Operation::Upsert)) => {
                         Passwords::for_create(env, requester, collection, &item.body).await
                     }
-                    Some((collection, Operation::Update(_))) => {
-                        Passwords::hash_for_update(env, requester, collection, &item.body).await
+                    Some((collection, Operation::Update(id))) => {
+                        Passwords::hash_for_update(env, requester, (collection, id), &item.body)
+                            .await
                     }
                     _ => Ok(Passwords::default()),
                 };

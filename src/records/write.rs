@@ -51,23 +51,37 @@ impl Passwords {
         collection: &str,
         body: &Map<String, Value>,
     ) -> Result<Self, RecordError> {
-        Self::hashing(env, requester, collection, body, |c| &c.create_rule).await
+        Self::hashing(env, requester, collection, body, |c| {
+            c.create_rule.is_some()
+        })
+        .await
     }
 
-    /// For an update in auth `collection`: hashes the password it sets, leaving
-    /// `oldPassword` to the transaction.
+    /// For an update of record `id` in auth `collection`: hashes the password it sets,
+    /// leaving `oldPassword` to the transaction. Ahead of the transaction only for a
+    /// superuser or an account changing its own password: for anyone else the update
+    /// rule decides first, as hashing for callers it refuses would hand out argon2's
+    /// cost for free.
     pub async fn hash_for_update(
         env: &RecordsEnv,
         requester: &Requester,
-        collection: &str,
+        (collection, id): (&str, &str),
         body: &Map<String, Value>,
     ) -> Result<Self, RecordError> {
-        Self::hashing(env, requester, collection, body, |c| &c.update_rule).await
+        let own = |c: &Collection| {
+            requester.identity.as_ref().is_some_and(|identity| {
+                identity.record.collection.id == c.id && identity.record.id() == id
+            })
+        };
+        Self::hashing(env, requester, collection, body, |c| {
+            c.update_rule.is_some() && own(c)
+        })
+        .await
     }
 
-    /// Like [`Self::hash_for_update`] for record `id`, and for a requester other than a
-    /// superuser also checks `oldPassword` against the stored hash, read here outside
-    /// the transaction.
+    /// Like [`Self::hash_for_update`], and for an account changing its own password
+    /// also checks `oldPassword` against the stored hash, read here outside the
+    /// transaction.
     pub async fn for_update(
         conn: &impl ConnectionTrait,
         env: &RecordsEnv,
@@ -75,7 +89,7 @@ impl Passwords {
         (collection, id): (&str, &str),
         body: &Map<String, Value>,
     ) -> Result<Self, RecordError> {
-        let mut prepared = Self::hash_for_update(env, requester, collection, body).await?;
+        let mut prepared = Self::hash_for_update(env, requester, (collection, id), body).await?;
         if prepared.hashed.is_none() || requester.superuser() {
             return Ok(prepared);
         }
@@ -83,27 +97,24 @@ impl Passwords {
             .await?
             .map(|record| record.text("password").to_string())
             .filter(|hash| !hash.is_empty());
-        // An unknown id burns the same time (see `VerifyPassword`), so that timing does
-        // not tell which records exist.
         let matches = verify(env, stored.clone(), old_password(body)).await?;
         prepared.old_checked = stored.map(|stored| (stored, matches));
         Ok(prepared)
     }
 
     /// The hash of the password `body` sets in auth `collection`, valid and confirmed,
-    /// unless the collection's `rule` leaves the write to superusers and the requester
-    /// is not one (the write will be refused: no hashing for it).
+    /// for a superuser or a requester `allowed` to write there (others are left to the
+    /// transaction, which refuses them or hashes as before).
     async fn hashing(
         env: &RecordsEnv,
         requester: &Requester,
         collection: &str,
         body: &Map<String, Value>,
-        rule: impl Fn(&Collection) -> &Option<String>,
+        allowed: impl Fn(&Collection) -> bool,
     ) -> Result<Self, RecordError> {
         let hashed = match env.collection(collection) {
             Ok(collection)
-                if collection.is_auth()
-                    && (requester.superuser() || rule(&collection).is_some()) =>
+                if collection.is_auth() && (requester.superuser() || allowed(&collection)) =>
             {
                 hash_submitted(env, body).await?
             }
