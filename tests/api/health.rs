@@ -1,4 +1,6 @@
-use serde_json::Value;
+use gatehouse::actors::database::DbError;
+use sea_orm::{ConnectionTrait, Statement};
+use serde_json::{json, Value};
 
 use crate::on_both_backends;
 use crate::support::{postgres_url, skip, spawn_app, spawn_app_with, tcp_proxy::TcpProxy, Backend};
@@ -114,4 +116,77 @@ async fn postgres_connection_cut() {
         recovered,
         "readiness did not recover after the database came back"
     );
+}
+
+/// The README's advice for a PostgreSQL server on the same machine: its Unix socket
+/// (`?host=/var/run/postgresql`). Records are written and read through it, and the
+/// server sees a socket client, one without an address.
+#[actix_web::test]
+async fn postgres_over_its_unix_socket() {
+    const SOCKET_DIR: &str = "/var/run/postgresql";
+    let test = "postgres_over_its_unix_socket";
+    let Some(url) = postgres_url() else {
+        skip(test, "DATABASE_URL is not set to a PostgreSQL server");
+        return;
+    };
+    let mut over_socket = url::Url::parse(&url).unwrap();
+    let port = over_socket.port().unwrap_or(5432);
+    if !std::path::Path::new(SOCKET_DIR)
+        .join(format!(".s.PGSQL.{port}"))
+        .exists()
+    {
+        skip(
+            test,
+            "the PostgreSQL server has no socket in /var/run/postgresql",
+        );
+        return;
+    }
+    over_socket.set_host(Some("localhost")).unwrap();
+    over_socket
+        .query_pairs_mut()
+        .append_pair("host", SOCKET_DIR);
+    let Some(app) = spawn_app_with(Backend::Postgres, |settings| {
+        settings.database.url = gatehouse::config::ConnectionUrl::new(over_socket.to_string());
+    })
+    .await
+    else {
+        return;
+    };
+    let admin = app.superuser_token("root@example.com").await;
+    app.create_collection(
+        &admin,
+        json!({"name": "notes", "createRule": "", "viewRule": "", "fields": [{"name": "text", "type": "text"}]}),
+    )
+    .await;
+    let created = app
+        .create_record("notes", None, json!({"text": "over the socket"}))
+        .await;
+    let (status, read) = app
+        .get_json(
+            &format!(
+                "/api/collections/notes/records/{}",
+                created["id"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{read}");
+    assert_eq!(read["text"], "over the socket");
+    let client_has_no_address = app
+        .db
+        .transact::<bool, DbError, _>(|txn| {
+            Box::pin(async move {
+                let row = txn
+                    .query_one(Statement::from_string(
+                        txn.get_database_backend(),
+                        "SELECT inet_client_addr() IS NULL AS socket",
+                    ))
+                    .await?
+                    .expect("one row");
+                Ok(row.try_get::<bool>("", "socket")?)
+            })
+        })
+        .await
+        .unwrap();
+    assert!(client_has_no_address, "the connection went over TCP");
 }
