@@ -34,12 +34,22 @@ struct NewPassword(Password);
 /// that time (on SQLite, the one writer and every write grouped with it). What is
 /// prepared here is used when the transaction meets the same password and stored hash;
 /// anything else is still hashed or checked inside, so no outcome depends on it.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Passwords {
     /// The submitted password and its hash.
     hashed: Option<(String, String)>,
     /// The stored hash the submitted `oldPassword` was checked against, and the verdict.
     old_checked: Option<(String, bool)>,
+}
+
+/// Never shows the password, its hash or the stored hash.
+impl std::fmt::Debug for Passwords {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Passwords")
+            .field("hashed", &self.hashed.is_some())
+            .field("old_checked", &self.old_checked.is_some())
+            .finish()
+    }
 }
 
 impl Passwords {
@@ -755,4 +765,22 @@ fn remove<'a>(
         }
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Passwords;
+
+    #[test]
+    fn prepared_passwords_never_show_in_debug_output() {
+        let prepared = Passwords {
+            hashed: Some(("hunter2-secret".into(), "$argon2id$v=19$new".into())),
+            old_checked: Some(("$argon2id$v=19$stored".into(), true)),
+        };
+        let shown = format!("{prepared:?}");
+        for secret in ["hunter2-secret", "$argon2id"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert_eq!(shown, "Passwords { hashed: true, old_checked: true }");
+    }
 }
