@@ -238,12 +238,13 @@ impl Application {
                 settings.auth.secret_file.display()
             ))
         })?;
+        let metrics = Arc::new(Metrics::new());
         let hasher = PasswordHasher::start_pool(
             settings.password_hash_workers(),
             &settings.auth.password_hash,
+            metrics.password_hashing.clone(),
         )
         .map_err(|err| StartError::Auth(err.to_string()))?;
-        let metrics = Arc::new(Metrics::new());
         let sessions = Arc::new(SessionGuard::new(
             settings.auth.session_cache_capacity,
             settings.auth.session_cache_ttl,

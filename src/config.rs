@@ -58,7 +58,7 @@ pub struct BatchSettings {
     pub enabled: bool,
     /// Most requests in one batch.
     pub max_requests: usize,
-    /// The whole batch's transaction must finish within this.
+    /// The whole batch (its password hashing and its transaction) must finish within this.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
     /// Largest batch body (JSON or multipart), in bytes (413 beyond).

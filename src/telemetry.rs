@@ -54,6 +54,8 @@ pub struct Metrics {
     /// Purges other instances announced on the cluster bus.
     pub cache_invalidations_received: IntCounter,
     pub webhook_attempts: IntCounterVec,
+    /// Argon2id runs of the password hasher, by operation (`hash`, `verify`).
+    pub password_hashing: IntCounterVec,
 }
 
 impl Metrics {
@@ -166,6 +168,14 @@ impl Metrics {
             &["outcome"],
         )
         .expect("valid metric");
+        let password_hashing = IntCounterVec::new(
+            Opts::new(
+                "password_hashing_total",
+                "Argon2id runs of the password hasher by operation (hash, verify)",
+            ),
+            &["operation"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_duration.clone()),
@@ -184,6 +194,7 @@ impl Metrics {
             Box::new(cache_evictions.clone()),
             Box::new(cache_invalidations_received.clone()),
             Box::new(webhook_attempts.clone()),
+            Box::new(password_hashing.clone()),
         ] {
             registry
                 .register(collector)
@@ -208,6 +219,7 @@ impl Metrics {
             cache_evictions,
             cache_invalidations_received,
             webhook_attempts,
+            password_hashing,
         }
     }
 

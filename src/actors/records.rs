@@ -4,10 +4,11 @@
 
 use std::sync::Arc;
 
-use actix::{Context, Handler, Message, ResponseFuture};
+use actix::{AsyncContext, Context, Handler, Message, ResponseFuture};
 use serde_json::{Map, Value};
 
-use super::database::{AfterCommit, DatabaseActor, QueryJob, TxJob, TxMode};
+use super::database::{AfterCommit, DatabaseActor, DbError, QueryJob, TxJob, TxMode, NAME};
+use super::supervisor::contain;
 use crate::collections::definition::CollectionInput;
 use crate::collections::{Collection, Registry};
 use crate::realtime::{Action, RecordEvent};
@@ -77,8 +78,9 @@ records_read!(
 /// Declares a write message like [`records_message!`] whose transaction also yields
 /// record changes: they are published to realtime subscribers once it committed, in
 /// commit order, never for a write that rolled back. With `prepare`, `$prepare` runs
-/// first with `$pconn`, the pool, outside the transaction, and `$body` gets its value
-/// as `$prepared` (password hashing, which must not hold a write turn).
+/// first with `$pconn`, the pool, outside the transaction (panics contained as in it),
+/// and `$body` gets its value as `$prepared` (password hashing, which must not hold a
+/// write turn).
 macro_rules! records_write {
     ($(#[$doc:meta])* $name:ident { $($field:ident: $ty:ty),* $(,)? } -> $out:ty,
      prepare |$pconn:ident, $penv:ident, $pmsg:ident| $prepare:expr,
@@ -96,11 +98,17 @@ macro_rules! records_write {
             fn handle(&mut self, $msg: $name, ctx: &mut Context<Self>) -> Self::Result {
                 let $env = self.records.clone();
                 let conn = self.connection().clone();
+                let actor = ctx.address();
                 let transactions = self.transactions(ctx);
                 Box::pin(async move {
-                    let $prepared = {
+                    let prepare = async {
                         let ($pconn, $penv, $pmsg) = (&conn, &$env, &$msg);
-                        $prepare.await?
+                        $prepare.await
+                    };
+                    // Contained like the transaction: a panic answers and restarts the actor.
+                    let $prepared = match contain(NAME, actor, prepare).await {
+                        Ok(prepared) => prepared?,
+                        Err(panicked) => return Err(DbError::Panicked(panicked).into()),
                     };
                     let hub = $env.realtime.clone();
                     let job: TxJob<($out, Vec<RecordEvent>), RecordError> =

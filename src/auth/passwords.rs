@@ -8,6 +8,8 @@ use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 
+use prometheus::IntCounterVec;
+
 use crate::config::PasswordHashSettings;
 use crate::domain::password::Password;
 
@@ -19,6 +21,8 @@ pub struct HashError(String);
 /// One hashing thread.
 pub struct PasswordHasher {
     argon2: Argon2<'static>,
+    /// Counts runs by operation, in the server's pool (see [`Self::start_pool`]).
+    runs: Option<IntCounterVec>,
 }
 
 impl PasswordHasher {
@@ -32,19 +36,28 @@ impl PasswordHasher {
         .map_err(|err| HashError(err.to_string()))?;
         Ok(Self {
             argon2: Argon2::new(Algorithm::Argon2id, Version::V0x13, params),
+            runs: None,
         })
     }
 
-    /// Starts `threads` hashers.
+    /// Starts `threads` hashers, counting their runs in `runs` by operation.
     pub fn start_pool(
         threads: usize,
         settings: &PasswordHashSettings,
+        runs: IntCounterVec,
     ) -> Result<Addr<Self>, HashError> {
         Self::new(settings)?;
         let settings = settings.clone();
-        Ok(SyncArbiter::start(threads.max(1), move || {
-            Self::new(&settings).expect("parameters were checked above")
+        Ok(SyncArbiter::start(threads.max(1), move || Self {
+            runs: Some(runs.clone()),
+            ..Self::new(&settings).expect("parameters were checked above")
         }))
+    }
+
+    fn count(&self, operation: &str) {
+        if let Some(runs) = &self.runs {
+            runs.with_label_values(&[operation]).inc();
+        }
     }
 
     pub fn hash(&self, password: &str) -> Result<String, HashError> {
@@ -84,6 +97,7 @@ impl Handler<HashPassword> for PasswordHasher {
     type Result = Result<String, HashError>;
 
     fn handle(&mut self, msg: HashPassword, _: &mut SyncContext<Self>) -> Self::Result {
+        self.count("hash");
         contained(|| self.hash(msg.0.expose()))
     }
 }
@@ -101,6 +115,7 @@ impl Handler<VerifyPassword> for PasswordHasher {
     type Result = Result<bool, HashError>;
 
     fn handle(&mut self, msg: VerifyPassword, _: &mut SyncContext<Self>) -> Self::Result {
+        self.count("verify");
         contained(|| match &msg.hash {
             Some(hash) => self.verify(hash, &msg.password),
             None => {

@@ -299,15 +299,8 @@ async fn run_item(
     };
     let record = match operation {
         Operation::Create => {
-            let record = write::create(
-                txn,
-                env,
-                requester,
-                &collection,
-                item.body,
-                &Passwords::default(),
-            )
-            .await?;
+            let record =
+                write::create(txn, env, requester, &collection, item.body, &item.passwords).await?;
             outcome
                 .changes
                 .push(RecordEvent::new(Action::Create, &record));
@@ -322,7 +315,7 @@ async fn run_item(
                 &collection,
                 &id,
                 item.body,
-                &Passwords::default(),
+                &item.passwords,
             )
             .await?;
             outcome

@@ -61,10 +61,10 @@ impl Passwords {
         collection: &str,
         body: &Map<String, Value>,
     ) -> Result<Self, RecordError> {
-        Self::hashing(env, requester, collection, body, |c| {
+        let password = settable(env, requester, collection, body, |c| {
             c.create_rule.is_some()
-        })
-        .await
+        });
+        Self::hashing(env, password).await
     }
 
     /// For an update of record `id` in auth `collection`: hashes the password it sets,
@@ -78,20 +78,16 @@ impl Passwords {
         (collection, id): (&str, &str),
         body: &Map<String, Value>,
     ) -> Result<Self, RecordError> {
-        let own = |c: &Collection| {
-            requester.identity.as_ref().is_some_and(|identity| {
-                identity.record.collection.id == c.id && identity.record.id() == id
-            })
-        };
-        Self::hashing(env, requester, collection, body, |c| {
-            c.update_rule.is_some() && own(c)
-        })
+        Self::hashing(
+            env,
+            settable_by_update(env, requester, (collection, id), body),
+        )
         .await
     }
 
     /// Like [`Self::hash_for_update`], and for an account changing its own password
-    /// also checks `oldPassword` against the stored hash, read here outside the
-    /// transaction.
+    /// first checks `oldPassword` against the stored hash, read here outside the
+    /// transaction: the new password is hashed only if it matched.
     pub async fn for_update(
         conn: &impl ConnectionTrait,
         env: &RecordsEnv,
@@ -99,36 +95,27 @@ impl Passwords {
         (collection, id): (&str, &str),
         body: &Map<String, Value>,
     ) -> Result<Self, RecordError> {
-        let mut prepared = Self::hash_for_update(env, requester, (collection, id), body).await?;
-        if prepared.hashed.is_none() || requester.superuser() {
-            return Ok(prepared);
+        let password = settable_by_update(env, requester, (collection, id), body);
+        if password.is_none() || requester.superuser() {
+            return Self::hashing(env, password).await;
         }
         let stored = store::find_by(conn, &env.collection(collection)?, "id", id)
             .await?
             .map(|record| record.text("password").to_string())
             .filter(|hash| !hash.is_empty());
         let matches = verify(env, stored.clone(), old_password(body)).await?;
+        let mut prepared = Self::hashing(env, password.filter(|_| matches)).await?;
         prepared.old_checked = stored.map(|stored| (stored, matches));
         Ok(prepared)
     }
 
-    /// The hash of the password `body` sets in auth `collection`, valid and confirmed,
-    /// for a superuser or a requester `allowed` to write there (others are left to the
-    /// transaction, which refuses them or hashes as before).
-    async fn hashing(
-        env: &RecordsEnv,
-        requester: &Requester,
-        collection: &str,
-        body: &Map<String, Value>,
-        allowed: impl Fn(&Collection) -> bool,
-    ) -> Result<Self, RecordError> {
-        let hashed = match env.collection(collection) {
-            Ok(collection)
-                if collection.is_auth() && (requester.superuser() || allowed(&collection)) =>
-            {
-                hash_submitted(env, body).await?
+    async fn hashing(env: &RecordsEnv, password: Option<Password>) -> Result<Self, RecordError> {
+        let hashed = match password {
+            Some(password) => {
+                let plain = password.expose().to_string();
+                Some((plain, hash(env, NewPassword(password)).await?))
             }
-            _ => None,
+            None => None,
         };
         Ok(Self {
             hashed,
@@ -156,20 +143,38 @@ impl Passwords {
     }
 }
 
-/// The hash of the password `body` submits, when it is valid and confirmed.
-async fn hash_submitted(
+/// The valid, confirmed password `body` sets in auth `collection`, for a superuser or a
+/// requester `allowed` to write there (others are left to the transaction, which
+/// refuses them or hashes as before).
+fn settable(
     env: &RecordsEnv,
+    requester: &Requester,
+    collection: &str,
     body: &Map<String, Value>,
-) -> Result<Option<(String, String)>, RecordError> {
+    allowed: impl Fn(&Collection) -> bool,
+) -> Option<Password> {
+    let collection = env.collection(collection).ok()?;
+    if !collection.is_auth() || !(requester.superuser() || allowed(&collection)) {
+        return None;
+    }
     let submitted = body.get("password").and_then(Value::as_str).unwrap_or("");
     let confirmed = body.get("passwordConfirm").and_then(Value::as_str) == Some(submitted);
-    match Password::parse(submitted) {
-        Ok(password) if confirmed => Ok(Some((
-            submitted.to_string(),
-            hash(env, NewPassword(password)).await?,
-        ))),
-        _ => Ok(None),
-    }
+    Password::parse(submitted).ok().filter(|_| confirmed)
+}
+
+/// [`settable`] for an update of record `id`: by a superuser or the account itself.
+fn settable_by_update(
+    env: &RecordsEnv,
+    requester: &Requester,
+    (collection, id): (&str, &str),
+    body: &Map<String, Value>,
+) -> Option<Password> {
+    settable(env, requester, collection, body, |c| {
+        c.update_rule.is_some()
+            && requester.identity.as_ref().is_some_and(|identity| {
+                identity.record.collection.id == c.id && identity.record.id() == id
+            })
+    })
 }
 
 fn old_password(body: &Map<String, Value>) -> String {

@@ -893,10 +893,12 @@ async fn create_rules_on_the_request_alone_tell_guests_from_users(backend: Backe
     assert_eq!(app.count_rows("guests").await, 1);
 }
 
-/// Argon2id runs before a write's transaction, so a registration, a password change or
-/// a batch creating accounts holds up no other write while it hashes: on SQLite, whose one writer takes the
-/// writes in turn, they would otherwise all wait for the hash. Hashing is made slow
-/// here (16 MiB, 3 passes) so that the create sent during it is answered first.
+/// Argon2id runs before a write's transaction, once, so a registration, a password
+/// change or a batch creating accounts holds up no other write while it hashes: on
+/// SQLite, whose one writer takes the writes in turn, they would otherwise all wait for
+/// the hash. Hashing is made slow here (16 MiB, 3 passes) so that the create sent during
+/// it is answered first, and the hasher's runs (`/metrics`) show nothing was hashed or
+/// checked a second time inside the transaction.
 #[actix_web::test]
 async fn password_hashing_holds_no_write_turn() {
     let Some(app) = spawn_app_with(Backend::Sqlite, |settings| {
@@ -925,27 +927,32 @@ async fn password_hashing_holds_no_write_turn() {
             "body": {"email": format!("{name}@example.com"), "password": "password-123", "passwordConfirm": "password-123"}
         })
     };
+    // Each write with the hashes and checks it takes.
     let slow_writes = [
         (
             Method::POST,
             "/api/collections/users/records".to_string(),
             None,
             json!({"email": "sam@example.com", "password": "password-123", "passwordConfirm": "password-123"}),
+            (1, 0),
         ),
         (
             Method::PATCH,
             path("users", &record["id"]),
             Some(token.as_str()),
             change,
+            (1, 1),
         ),
         (
             Method::POST,
             "/api/batch".to_string(),
             None,
             json!({"requests": [account("kim"), account("lou")]}),
+            (2, 0),
         ),
     ];
-    for (method, target, token, body) in slow_writes {
+    for (method, target, token, body, runs) in slow_writes {
+        let before = hashing_runs(&app).await;
         let slow = async {
             let response = app.send(method.clone(), &target, token, Some(&body)).await;
             let status = response.status();
@@ -964,10 +971,42 @@ async fn password_hashing_holds_no_write_turn() {
             other_done < slow_done,
             "the create waited for the password hash of {method} {target}"
         );
+        let after = hashing_runs(&app).await;
+        assert_eq!(
+            (after.0 - before.0, after.1 - before.1),
+            runs,
+            "(hashes, checks) of {method} {target}"
+        );
     }
+    // A wrong old password costs its check and nothing more.
+    let before = hashing_runs(&app).await;
+    let wrong = app
+        .send(
+            Method::PATCH,
+            &path("users", &record["id"]),
+            Some(&token),
+            Some(&json!({"oldPassword": "not-the-password", "password": "other-password-2", "passwordConfirm": "other-password-2"})),
+        )
+        .await;
+    assert_eq!(wrong.status(), 400);
+    let after = hashing_runs(&app).await;
+    assert_eq!((after.0 - before.0, after.1 - before.1), (0, 1));
     for email in ["sam@example.com", "kim@example.com", "lou@example.com"] {
         app.login("users", email, "password-123").await;
     }
     app.login("users", "pat@example.com", "new-password-1")
         .await;
+}
+
+/// The password hasher's runs so far: (hashes, checks).
+async fn hashing_runs(app: &TestApp) -> (u64, u64) {
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let runs = |operation: &str| {
+        let prefix = format!("gatehouse_password_hashing_total{{operation=\"{operation}\"}} ");
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(prefix.as_str()))
+            .map_or(0, |n| n.parse().unwrap())
+    };
+    (runs("hash"), runs("verify"))
 }

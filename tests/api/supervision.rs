@@ -111,3 +111,25 @@ async fn a_panicking_transaction_writes_nothing(backend: Backend) {
         .unwrap();
     assert_eq!(rows, 0, "the write before the panic was rolled back");
 }
+
+/// On SQLite a write job holds the one writer's turn: a write transaction it asked for
+/// and awaited would wait for that turn for ever. It fails at once instead.
+#[actix_web::test]
+async fn a_write_asked_for_inside_a_write_fails_instead_of_waiting_for_ever() {
+    let app = spawn_app_with(Backend::Sqlite, |_| {})
+        .await
+        .expect("SQLite is always available");
+    let db = app.db.clone();
+    let outer = app.db.transact::<(), DbError, _>(move |_| {
+        Box::pin(async move {
+            db.transact::<(), DbError, _>(|_| Box::pin(async { Ok(()) }))
+                .await
+        })
+    });
+    let outcome = tokio::time::timeout(std::time::Duration::from_secs(10), outer)
+        .await
+        .expect("answered, not left waiting for its own turn");
+    assert!(matches!(outcome, Err(DbError::NestedWrite)), "{outcome:?}");
+    // The writer is free again.
+    assert!(app.count_rows("_collections").await > 0, "a write after it");
+}
