@@ -4,7 +4,7 @@
 # database: creates alone, then the same creates while `wrk -c4` registers accounts.
 # Usage: benches/writes_during_registrations.sh
 #   GATEHOUSE_BIN=… (else a release build) BASELINE_BIN=… (a second build, alternated)
-#   ROUNDS=2 DURATION=4s
+#   ROUNDS=2 DURATION=4s (in seconds, with the s)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/lib.sh
