@@ -202,7 +202,11 @@ fn route(method: &str, path: &str) -> Option<(String, Operation)> {
     }
 }
 
-/// Hashes the passwords `items` set, all at once on the hasher pool, before their
+/// How many of a batch's hashes wait on the hasher pool at once: enough to keep its
+/// threads busy, few enough that logins get their turns in between.
+const HASHES_AT_ONCE: usize = 4;
+
+/// Hashes the passwords `items` set, a few at a time on the hasher pool, before their
 /// transaction begins (see [`Passwords`]): a batch creating many accounts would
 /// otherwise hold the write turn for one hash after another.
 pub async fn prepare_passwords(
@@ -210,9 +214,11 @@ pub async fn prepare_passwords(
     env: &RecordsEnv,
     identity: &Option<AuthIdentity>,
 ) -> Result<(), BatchError> {
+    use futures_util::{StreamExt, TryStreamExt};
+
     let requester = Requester::new(identity.clone(), "POST", Map::new(), Map::new());
-    let prepared =
-        futures_util::future::try_join_all(items.iter().enumerate().map(|(index, item)| {
+    let prepared: Vec<Passwords> =
+        futures_util::stream::iter(items.iter().enumerate().map(|(index, item)| {
             let requester = &requester;
             async move {
                 let prepared = match &item.target {
@@ -231,6 +237,8 @@ pub async fn prepare_passwords(
                 })
             }
         }))
+        .buffered(HASHES_AT_ONCE)
+        .try_collect()
         .await?;
     for (item, passwords) in items.iter_mut().zip(prepared) {
         item.passwords = passwords;
