@@ -128,11 +128,6 @@ impl DatabaseActor {
         Box::pin(self.transactions(ctx).run(mode, job, None))
     }
 
-    /// The pool, for work a handler does outside a transaction.
-    pub(crate) fn connection(&self) -> &DatabaseConnection {
-        &self.conn
-    }
-
     /// A handle that runs transactions from a future of the handler's own, for work
     /// that must happen before its transaction begins (see [`Transactions::run`]).
     pub(crate) fn transactions(&self, ctx: &mut Context<Self>) -> Transactions {
@@ -154,6 +149,19 @@ pub(crate) struct Transactions {
 }
 
 impl Transactions {
+    /// The pool, for work done before the transaction.
+    pub(crate) fn connection(&self) -> &DatabaseConnection {
+        &self.conn
+    }
+
+    /// Runs `work`, done before the transaction, with panics contained as the
+    /// transaction's are.
+    pub(crate) async fn contain<T>(&self, work: impl Future<Output = T>) -> Result<T, DbError> {
+        contain(NAME, self.actor.clone(), work)
+            .await
+            .map_err(DbError::Panicked)
+    }
+
     /// Runs `job` in a transaction with panics contained (a panic restarts the actor
     /// the handle came from), and `committed` on its value once it has committed: on
     /// SQLite in commit order (see [`GroupCommit::submit`]).

@@ -4,11 +4,10 @@
 
 use std::sync::Arc;
 
-use actix::{AsyncContext, Context, Handler, Message, ResponseFuture};
+use actix::{Context, Handler, Message, ResponseFuture};
 use serde_json::{Map, Value};
 
-use super::database::{AfterCommit, DatabaseActor, DbError, QueryJob, TxJob, TxMode, NAME};
-use super::supervisor::contain;
+use super::database::{AfterCommit, DatabaseActor, QueryJob, TxJob, TxMode};
 use crate::collections::definition::CollectionInput;
 use crate::collections::{Collection, Registry};
 use crate::realtime::{Action, RecordEvent};
@@ -97,19 +96,13 @@ macro_rules! records_write {
 
             fn handle(&mut self, $msg: $name, ctx: &mut Context<Self>) -> Self::Result {
                 let $env = self.records.clone();
-                let conn = self.connection().clone();
-                let actor = ctx.address();
                 let transactions = self.transactions(ctx);
                 Box::pin(async move {
                     let prepare = async {
-                        let ($pconn, $penv, $pmsg) = (&conn, &$env, &$msg);
+                        let ($pconn, $penv, $pmsg) = (transactions.connection(), &$env, &$msg);
                         $prepare.await
                     };
-                    // Contained like the transaction: a panic answers and restarts the actor.
-                    let $prepared = match contain(NAME, actor, prepare).await {
-                        Ok(prepared) => prepared?,
-                        Err(panicked) => return Err(DbError::Panicked(panicked).into()),
-                    };
+                    let $prepared = transactions.contain(prepare).await??;
                     let hub = $env.realtime.clone();
                     let job: TxJob<($out, Vec<RecordEvent>), RecordError> =
                         Box::new(move |$txn| Box::pin(async move { $body.await }));
