@@ -103,7 +103,7 @@ impl Passwords {
             .await?
             .map(|record| record.text("password").to_string())
             .filter(|hash| !hash.is_empty());
-        let matches = verify(env, stored.clone(), old_password(body)).await?;
+        let matches = verify(env, stored.clone(), submitted(body, "oldPassword").into()).await?;
         let mut prepared = Self::hashing(env, password.filter(|_| matches)).await?;
         prepared.old_checked = stored.map(|stored| (stored, matches));
         Ok(prepared)
@@ -157,9 +157,9 @@ fn settable(
     if !collection.is_auth() || !(requester.superuser() || allowed(&collection)) {
         return None;
     }
-    let submitted = body.get("password").and_then(Value::as_str).unwrap_or("");
-    let confirmed = body.get("passwordConfirm").and_then(Value::as_str) == Some(submitted);
-    Password::parse(submitted).ok().filter(|_| confirmed)
+    let password = submitted(body, "password");
+    let confirmed = submitted(body, "passwordConfirm") == password;
+    Password::parse(password).ok().filter(|_| confirmed)
 }
 
 /// [`settable`] for an update of record `id`: by a superuser or the account itself.
@@ -177,11 +177,9 @@ fn settable_by_update(
     })
 }
 
-fn old_password(body: &Map<String, Value>) -> String {
-    body.get("oldPassword")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string()
+/// The text `body` submits for `field`; empty when it is missing or not text.
+fn submitted<'a>(body: &'a Map<String, Value>, field: &str) -> &'a str {
+    body.get(field).and_then(Value::as_str).unwrap_or("")
 }
 
 fn field_error(name: &str, code: &'static str, message: &str) -> (String, FieldError) {
@@ -254,23 +252,18 @@ fn apply_body(
     if creating {
         record.set("tokenKey", random_alphanumeric(50));
     }
-    let submitted = body.get("password").and_then(Value::as_str).unwrap_or("");
-    if !creating && submitted.is_empty() {
+    let new_password = submitted(body, "password");
+    if !creating && new_password.is_empty() {
         return None;
     }
-    let password = match Password::parse(submitted) {
+    let password = match Password::parse(new_password) {
         Ok(password) => Some(password),
         Err(err) => {
             errors.push(field_error("password", err.code(), &err.message()));
             None
         }
     };
-    if body
-        .get("passwordConfirm")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        != submitted
-    {
+    if submitted(body, "passwordConfirm") != new_password {
         errors.push(field_error(
             "passwordConfirm",
             "validation_values_mismatch",
@@ -605,7 +598,7 @@ pub async fn update(
     if password.is_some() && !requester.superuser() {
         let stored = Some(existing.text("password").to_string()).filter(|h| !h.is_empty());
         let matches = passwords
-            .old_matches(env, stored, old_password(&body))
+            .old_matches(env, stored, submitted(&body, "oldPassword").into())
             .await?;
         if !matches {
             errors.push(field_error(
