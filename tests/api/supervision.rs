@@ -1,5 +1,5 @@
 use gatehouse::actors::database::DbError;
-use sea_orm::{ConnectionTrait, Statement};
+use sea_orm::ConnectionTrait;
 
 use crate::on_both_backends;
 use crate::support::{spawn_app_with, Backend};
@@ -25,22 +25,7 @@ async fn a_panicking_database_job_is_contained_and_the_actor_restarts(backend: B
     // The only database actor was restarted: the next request through it succeeds.
     let ready = app.get("/readyz").await;
     assert_eq!(ready.status(), 200);
-    let value = app
-        .db
-        .transact::<i32, DbError, _>(|txn| {
-            Box::pin(async move {
-                let row = txn
-                    .query_one(Statement::from_string(
-                        txn.get_database_backend(),
-                        "SELECT 41 + 1 AS answer",
-                    ))
-                    .await?
-                    .expect("one row");
-                Ok(row.try_get::<i32>("", "answer")?)
-            })
-        })
-        .await
-        .unwrap();
+    let value: i32 = app.query_value("SELECT 41 + 1 AS answer").await;
     assert_eq!(value, 42);
 
     let metrics = app.get("/metrics").await.text().await.unwrap();
@@ -93,22 +78,7 @@ async fn a_panicking_transaction_writes_nothing(backend: Backend) {
         .await;
     assert!(matches!(crash, Err(DbError::Panicked(_))));
 
-    let rows = app
-        .db
-        .transact::<i64, DbError, _>(|txn| {
-            Box::pin(async move {
-                let row = txn
-                    .query_one(Statement::from_string(
-                        txn.get_database_backend(),
-                        "SELECT COUNT(*) AS n FROM probe",
-                    ))
-                    .await?
-                    .expect("one row");
-                Ok(row.try_get::<i64>("", "n")?)
-            })
-        })
-        .await
-        .unwrap();
+    let rows: i64 = app.query_value("SELECT COUNT(*) AS n FROM probe").await;
     assert_eq!(rows, 0, "the write before the panic was rolled back");
 }
 

@@ -85,16 +85,25 @@ impl TestApp {
 
     /// Counts rows of a table through the database actor.
     pub async fn count_rows(&self, table: &str) -> i64 {
-        let sql = format!("SELECT COUNT(*) AS n FROM \"{table}\"");
+        self.query_value(format!("SELECT COUNT(*) FROM \"{table}\""))
+            .await
+    }
+
+    /// The first column of the first row `sql` returns, read through the database actor.
+    pub async fn query_value<T: sea_orm::TryGetable + Send + 'static>(
+        &self,
+        sql: impl Into<String>,
+    ) -> T {
+        let sql = sql.into();
         self.db
-            .transact::<i64, DbError, _>(move |txn| {
+            .transact::<T, DbError, _>(move |txn| {
                 Box::pin(async move {
                     use sea_orm::{ConnectionTrait, Statement};
                     let row = txn
                         .query_one(Statement::from_string(txn.get_database_backend(), sql))
                         .await?
                         .expect("one row");
-                    Ok(row.try_get::<i64>("", "n")?)
+                    Ok(row.try_get_by_index::<T>(0)?)
                 })
             })
             .await

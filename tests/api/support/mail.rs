@@ -87,20 +87,9 @@ pub async fn wait_status(
     }
 }
 
-/// A number from a `SELECT COUNT(*) AS n …` query.
+/// A number from a `SELECT COUNT(*) …` query.
 pub async fn count(app: &TestApp, sql: &'static str) -> i64 {
-    app.db
-        .transact::<_, DbError, _>(move |txn| {
-            Box::pin(async move {
-                let row = txn
-                    .query_one(Statement::from_string(txn.get_database_backend(), sql))
-                    .await?
-                    .expect("one row");
-                Ok(row.try_get::<i64>("", "n")?)
-            })
-        })
-        .await
-        .unwrap()
+    app.query_value(sql).await
 }
 
 /// The first URL in `text` that contains `path`.
