@@ -2,7 +2,9 @@ use std::{
     collections::VecDeque,
     fmt,
     future::Future,
-    io, mem, net,
+    io,
+    mem::{self, MaybeUninit},
+    net,
     pin::Pin,
     rc::Rc,
     task::{Context, Poll},
@@ -15,7 +17,7 @@ use bytes::{Buf, BytesMut};
 use futures_core::ready;
 use pin_project_lite::pin_project;
 use tokio::{
-    io::{AsyncRead, AsyncWrite},
+    io::{AsyncRead, AsyncWrite, ReadBuf},
     time::sleep_until,
 };
 use tokio_util::codec::{Decoder as _, Encoder as _};
@@ -42,6 +44,33 @@ const MAX_PIPELINED_MESSAGES: usize = 16;
 
 /// Write buffer capacity at which we reallocate it after flushing.
 const WRITE_BUFFER_RETENTION_LIMIT: usize = 1024 * 128;
+
+/// Reads into a stack buffer for a connection whose read buffer was released, and moves
+/// what arrives into a newly allocated read buffer.
+fn poll_read_released<T: AsyncRead>(
+    io: Pin<&mut T>,
+    cx: &mut Context<'_>,
+    read_buf: &mut BytesMut,
+) -> Poll<io::Result<usize>> {
+    let mut scratch = [MaybeUninit::<u8>::uninit(); LW_BUFFER_SIZE];
+    let mut scratch = ReadBuf::uninit(&mut scratch);
+    ready!(io.poll_read(cx, &mut scratch))?;
+
+    let read = scratch.filled();
+    if !read.is_empty() {
+        read_buf.reserve(HW_BUFFER_SIZE);
+        read_buf.extend_from_slice(read);
+    }
+
+    Poll::Ready(Ok(read.len()))
+}
+
+/// Allocates a released write buffer again, at its usual size, before anything is encoded.
+fn reallocate_released(write_buf: &mut BytesMut) {
+    if write_buf.capacity() == 0 {
+        write_buf.reserve(HW_BUFFER_SIZE);
+    }
+}
 
 bitflags! {
     #[derive(Debug, Clone, Copy)]
@@ -226,6 +255,10 @@ where
 {
     pub(super) fn is_none(&self) -> bool {
         matches!(self, State::None)
+    }
+
+    fn is_sending_payload(&self) -> bool {
+        matches!(self, State::SendPayload { .. } | State::SendErrorPayload { .. })
     }
 }
 
@@ -686,11 +719,13 @@ where
                     while this.write_buf.len() < *this.h1_write_buffer_size {
                         match body.as_mut().poll_next(cx) {
                             Poll::Ready(Some(Ok(item))) => {
+                                reallocate_released(this.write_buf);
                                 this.codec
                                     .encode(Message::Chunk(Some(item)), this.write_buf)?;
                             }
 
                             Poll::Ready(None) => {
+                                reallocate_released(this.write_buf);
                                 this.codec.encode(Message::Chunk(None), this.write_buf)?;
 
                                 // if we have not yet pipelined to the next request, then
@@ -744,11 +779,13 @@ where
                     while this.write_buf.len() < *this.h1_write_buffer_size {
                         match body.as_mut().poll_next(cx) {
                             Poll::Ready(Some(Ok(item))) => {
+                                reallocate_released(this.write_buf);
                                 this.codec
                                     .encode(Message::Chunk(Some(item)), this.write_buf)?;
                             }
 
                             Poll::Ready(None) => {
+                                reallocate_released(this.write_buf);
                                 this.codec.encode(Message::Chunk(None), this.write_buf)?;
 
                                 // if we have not yet pipelined to the next request, then
@@ -1234,13 +1271,19 @@ where
                 return Ok(false);
             }
 
-            // grow buffer if necessary.
-            let remaining = this.read_buf.capacity() - this.read_buf.len();
-            if remaining < LW_BUFFER_SIZE {
-                this.read_buf.reserve(HW_BUFFER_SIZE - remaining);
-            }
+            let read = if this.read_buf.capacity() == 0 {
+                poll_read_released(io.as_mut(), cx, this.read_buf)
+            } else {
+                // grow buffer if necessary.
+                let remaining = this.read_buf.capacity() - this.read_buf.len();
+                if remaining < LW_BUFFER_SIZE {
+                    this.read_buf.reserve(HW_BUFFER_SIZE - remaining);
+                }
 
-            match tokio_util::io::poll_read_buf(io.as_mut(), cx, this.read_buf) {
+                tokio_util::io::poll_read_buf(io.as_mut(), cx, this.read_buf)
+            };
+
+            match read {
                 Poll::Ready(Ok(n)) => {
                     // When draining a dropped request payload, keep FINISHED set so the
                     // disconnect/keep-alive decision can be made once the payload is fully drained.
@@ -1271,6 +1314,22 @@ where
                     };
                 }
             }
+        }
+    }
+
+    /// Releases both buffers of a connection whose response body is waiting for its next
+    /// chunk with nothing left to read or write (Server-Sent Events, long polls), so that
+    /// thousands of such connections hold no buffer memory while they wait. They are
+    /// allocated again when the body yields or the client sends something.
+    fn release_buffers_while_streaming(self: Pin<&mut Self>) {
+        let this = self.project();
+
+        if this.state.is_sending_payload()
+            && this.read_buf.is_empty()
+            && this.write_buf.is_empty()
+        {
+            *this.read_buf = BytesMut::new();
+            *this.write_buf = BytesMut::new();
         }
     }
 
@@ -1436,6 +1495,8 @@ where
                             break;
                         }
                     }
+
+                    inner.as_mut().release_buffers_while_streaming();
 
                     // client is gone
                     if inner.flags.contains(Flags::WRITE_DISCONNECT) {
