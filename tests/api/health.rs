@@ -1,7 +1,9 @@
 use serde_json::{json, Value};
 
 use crate::on_both_backends;
-use crate::support::{postgres_url, skip, spawn_app, spawn_app_with, tcp_proxy::TcpProxy, Backend};
+use crate::support::{
+    postgres_addr, postgres_url, skip, spawn_app, spawn_app_with, tcp_proxy::TcpProxy, Backend,
+};
 
 on_both_backends!(
     liveness_and_readiness_answer,
@@ -70,17 +72,7 @@ async fn postgres_connection_cut() {
         return;
     };
     let parsed = url::Url::parse(&url).unwrap();
-    let target = format!(
-        "{}:{}",
-        parsed.host_str().unwrap(),
-        parsed.port().unwrap_or(5432)
-    );
-    let target = tokio::net::lookup_host(target)
-        .await
-        .unwrap()
-        .next()
-        .unwrap();
-    let mut proxy = TcpProxy::start(target).await;
+    let mut proxy = TcpProxy::start(postgres_addr(&parsed).await).await;
     let mut via_proxy = parsed.clone();
     via_proxy.set_host(Some("127.0.0.1")).unwrap();
     via_proxy.set_port(Some(proxy.addr.port())).unwrap();

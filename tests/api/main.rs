@@ -24,6 +24,7 @@ mod proxy;
 mod proxy_tls;
 mod realtime;
 mod records;
+mod round_trips;
 mod static_files;
 mod supervision;
 mod tls;

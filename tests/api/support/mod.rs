@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod certs;
 pub mod mail;
 pub mod oauth_provider;
+pub mod pg_wire;
 pub mod raw_http;
 // Shared with tests/cli, whose process tests alone hold the sink's answers.
 #[allow(dead_code)]
@@ -65,6 +66,16 @@ pub fn postgres_url() -> Option<String> {
     std::env::var("DATABASE_URL")
         .ok()
         .filter(|url| url.starts_with("postgres"))
+}
+
+/// The address of the PostgreSQL server that `url` names, over TCP.
+pub async fn postgres_addr(url: &url::Url) -> SocketAddr {
+    let target = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432));
+    tokio::net::lookup_host(target)
+        .await
+        .unwrap()
+        .next()
+        .unwrap()
 }
 
 /// A running Gatehouse with its own database and static root.

@@ -160,6 +160,15 @@ pub trait Connection: Send {
     #[doc(hidden)]
     fn should_flush(&self) -> bool;
 
+    /// Whether the pool must ping this connection when it is released. The ping brings a
+    /// connection back in step with its server (a query future dropped half-way, a queued
+    /// rollback); a driver that can tell its connection is already in step says `false`,
+    /// and the release costs no round trip.
+    #[doc(hidden)]
+    fn needs_ping_on_release(&self) -> bool {
+        true
+    }
+
     /// Establish a new database connection.
     ///
     /// A value of [`Options`][Self::Options] is parsed from the provided connection string. This parsing

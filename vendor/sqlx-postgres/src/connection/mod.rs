@@ -244,6 +244,15 @@ impl Connection for PgConnection {
     fn should_flush(&self) -> bool {
         !self.inner.stream.write_buffer().is_empty()
     }
+
+    /// In step: nothing waits to be sent, every reply up to the last `ReadyForQuery` has
+    /// been read, and no transaction is open.
+    #[doc(hidden)]
+    fn needs_ping_on_release(&self) -> bool {
+        self.inner.pending_ready_for_query_count > 0
+            || !self.inner.stream.write_buffer().is_empty()
+            || self.in_transaction()
+    }
 }
 
 // Implement `AsMut<Self>` so that `PgConnection` can be wrapped in
