@@ -246,12 +246,13 @@ impl Connection for PgConnection {
     }
 
     /// In step: nothing waits to be sent, every reply up to the last `ReadyForQuery` has
-    /// been read, and no transaction is open.
+    /// been read, and the server said it is outside any transaction block (a failed one
+    /// included).
     #[doc(hidden)]
     fn needs_ping_on_release(&self) -> bool {
         self.inner.pending_ready_for_query_count > 0
             || !self.inner.stream.write_buffer().is_empty()
-            || self.in_transaction()
+            || !matches!(self.inner.transaction_status, TransactionStatus::Idle)
     }
 }
 
