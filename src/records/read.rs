@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use sea_orm::sea_query::{Alias, Expr, Func, Query, SelectStatement, SimpleExpr};
-use sea_orm::ConnectionTrait;
+use sea_orm::{ConnectionTrait, QueryResult};
 use serde_json::{json, Value};
 
 use super::expand::{expand, ExpandPaths};
@@ -104,6 +104,10 @@ pub async fn fetch<C: ConnectionTrait>(
     let rows = conn
         .query_all(conn.get_database_backend().build(select))
         .await?;
+    decode(collection, &rows)
+}
+
+fn decode(collection: &Arc<Collection>, rows: &[QueryResult]) -> Result<Vec<Record>, RecordError> {
     rows.iter()
         .map(|row| Record::from_row(collection.clone(), row).map_err(RecordError::from))
         .collect()
@@ -223,18 +227,33 @@ pub async fn list<C: ConnectionTrait>(
         select
             .limit(query.per_page)
             .offset((query.page - 1).saturating_mul(query.per_page));
+        // The total rides on every row of the page as a subquery: one statement, one
+        // round trip and one snapshot for both. Only a page with no rows counts apart.
+        if !query.skip_total {
+            select.expr(SimpleExpr::SubQuery(
+                None,
+                Box::new(count.clone().into_sub_query_statement()),
+            ));
+        }
         (select, count)
     };
-    let records = fetch(conn, &collection, &select).await?;
+    let backend = conn.get_database_backend();
+    let rows = conn.query_all(backend.build(&select)).await?;
+    let records = decode(&collection, &rows)?;
 
     let (total_items, total_pages) = if query.skip_total {
         (-1, -1)
     } else {
-        let row = conn
-            .query_one(conn.get_database_backend().build(&count))
-            .await?
-            .ok_or(RecordError::NotFound)?;
-        let total: i64 = row.try_get("", "total")?;
+        let total: i64 = match rows.first() {
+            // The subquery's column follows the collection's fields.
+            Some(row) => row.try_get_by_index(collection.fields.len())?,
+            None if query.page == 1 => 0,
+            None => conn
+                .query_one(backend.build(&count))
+                .await?
+                .ok_or(RecordError::NotFound)?
+                .try_get("", "total")?,
+        };
         let pages = (total + query.per_page as i64 - 1) / query.per_page as i64;
         (total, pages)
     };

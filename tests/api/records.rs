@@ -164,6 +164,33 @@ async fn pagination_totals_sort_and_skip_total(backend: Backend) {
         )
         .await;
     assert_eq!(last["items"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        (&last["totalItems"], &last["totalPages"]),
+        (&json!(7), &json!(3))
+    );
+
+    // Totals count what the filter keeps, also on a page past the end or with no match.
+    for (query, total, pages, items) in [
+        ("perPage=3&filter=views>=3", 4, 2, 3),
+        ("perPage=3&page=2&filter=views>=3", 4, 2, 1),
+        ("perPage=3&page=9&filter=views>=3", 4, 2, 0),
+        ("perPage=3&filter=views>99", 0, 0, 0),
+        ("perPage=3&page=2&filter=views>99", 0, 0, 0),
+    ] {
+        let (status, page) = app
+            .get_json(&format!("/api/collections/posts/records?{query}"), None)
+            .await;
+        assert_eq!(status, 200, "{query}: {page}");
+        assert_eq!(
+            (
+                &page["totalItems"],
+                &page["totalPages"],
+                page["items"].as_array().unwrap().len()
+            ),
+            (&json!(total), &json!(pages), items),
+            "{query}"
+        );
+    }
 
     let (_, skipped) = app
         .get_json("/api/collections/posts/records?skipTotal=1&perPage=2", None)
