@@ -8,13 +8,14 @@ use serde_json::json;
 use crate::support::pg_wire::PgWireCounter;
 use crate::support::{postgres_addr, postgres_url, skip, spawn_app_with, Backend};
 
-/// A read is one round trip: the pool takes back a connection that is in step with the
-/// server without pinging it (the release ping of sqlx 0.8, see vendor/README.md).
+/// A read's only round trip is its statement's: the pool takes back a connection that is
+/// in step with the server without pinging it (the release ping of sqlx 0.8, see
+/// vendor/README.md).
 #[actix_web::test]
-async fn a_read_is_one_round_trip() {
+async fn reads_make_no_round_trip_without_a_statement() {
     let Some(url) = postgres_url() else {
         skip(
-            "a_read_is_one_round_trip",
+            "reads_make_no_round_trip_without_a_statement",
             "DATABASE_URL is not set to a PostgreSQL server",
         );
         return;
