@@ -275,10 +275,7 @@ impl From<AuthError> for ApiError {
             }
             AuthError::Database(err) => err.into(),
             AuthError::Record(err) => err.into(),
-            AuthError::Hash(_)
-            | AuthError::HasherGone
-            | AuthError::Panicked(_)
-            | AuthError::Mail(_) => {
+            AuthError::Hash(_) | AuthError::Panicked(_) | AuthError::Mail(_) => {
                 tracing::error!(%err, "auth failed");
                 Self::internal()
             }
@@ -313,7 +310,7 @@ impl From<RecordError> for ApiError {
                 "Failed to delete record. Make sure that the record is not part of a required relation reference.",
             ),
             RecordError::Database(err) => err.into(),
-            RecordError::BrokenRule { .. } | RecordError::Hash(_) | RecordError::HasherGone => {
+            RecordError::BrokenRule { .. } | RecordError::Hash(_) => {
                 tracing::error!(%err, "records request failed");
                 Self::internal()
             }

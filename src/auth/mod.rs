@@ -93,8 +93,6 @@ pub enum AuthError {
     Database(#[from] DbError),
     #[error(transparent)]
     Hash(#[from] HashError),
-    #[error("the password hasher is not running")]
-    HasherGone,
     #[error(transparent)]
     Panicked(#[from] Panicked),
     #[error(transparent)]

@@ -13,10 +13,38 @@ use prometheus::IntCounterVec;
 use crate::config::PasswordHashSettings;
 use crate::domain::password::Password;
 
-/// Hashing failed (bad parameters, a corrupt stored hash, or a panic in the hasher).
+/// Hashing failed (bad parameters, a corrupt stored hash, or a panic in the hasher), or
+/// the hasher pool is not running.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("password hashing failed: {0}")]
-pub struct HashError(String);
+pub enum HashError {
+    #[error("password hashing failed: {0}")]
+    Failed(String),
+    #[error("the password hasher is not running")]
+    Gone,
+}
+
+/// Hashes `password` on the hasher pool.
+pub async fn hash_password(
+    hasher: &Addr<PasswordHasher>,
+    password: Password,
+) -> Result<String, HashError> {
+    hasher
+        .send(HashPassword(password))
+        .await
+        .map_err(|_| HashError::Gone)?
+}
+
+/// Checks `password` against `hash` on the hasher pool (see [`VerifyPassword`]).
+pub async fn verify_password(
+    hasher: &Addr<PasswordHasher>,
+    hash: Option<String>,
+    password: String,
+) -> Result<bool, HashError> {
+    hasher
+        .send(VerifyPassword { hash, password })
+        .await
+        .map_err(|_| HashError::Gone)?
+}
 
 /// One hashing thread.
 pub struct PasswordHasher {
@@ -33,7 +61,7 @@ impl PasswordHasher {
             settings.parallelism,
             None,
         )
-        .map_err(|err| HashError(err.to_string()))?;
+        .map_err(|err| HashError::Failed(err.to_string()))?;
         Ok(Self {
             argon2: Argon2::new(Algorithm::Argon2id, Version::V0x13, params),
             runs: None,
@@ -65,13 +93,13 @@ impl PasswordHasher {
         self.argon2
             .hash_password(password.as_bytes(), &salt)
             .map(|hash| hash.to_string())
-            .map_err(|err| HashError(err.to_string()))
+            .map_err(|err| HashError::Failed(err.to_string()))
     }
 
     /// Checks `password` against a stored PHC string; the stored hash's own parameters
     /// apply, so raising the cost later keeps old hashes valid.
     pub fn verify(&self, hash: &str, password: &str) -> Result<bool, HashError> {
-        let parsed = PasswordHash::new(hash).map_err(|err| HashError(err.to_string()))?;
+        let parsed = PasswordHash::new(hash).map_err(|err| HashError::Failed(err.to_string()))?;
         Ok(self
             .argon2
             .verify_password(password.as_bytes(), &parsed)
@@ -86,7 +114,7 @@ impl Actor for PasswordHasher {
 /// Sync actors are not supervised; a panic would end the thread, so it becomes an error.
 fn contained<T>(work: impl FnOnce() -> Result<T, HashError>) -> Result<T, HashError> {
     catch_unwind(AssertUnwindSafe(work))
-        .unwrap_or_else(|_| Err(HashError("the hasher panicked".into())))
+        .unwrap_or_else(|_| Err(HashError::Failed("the hasher panicked".into())))
 }
 
 #[derive(Message)]

@@ -12,7 +12,7 @@ use subtle::ConstantTimeEq;
 
 use super::mails::AccountMails;
 use super::oauth::{Provider, ProviderUser};
-use super::passwords::{PasswordHasher, VerifyPassword};
+use super::passwords::{hash_password, verify_password, PasswordHasher};
 use super::rate_limit::{Bucket, RateLimiter, RetryAfter};
 use super::sessions::{self, Session, SessionGuard, ValidSession};
 use super::tokens::{self, Claims, TokenKind, TokenSigner, VerifiedToken};
@@ -121,18 +121,6 @@ impl AuthService {
             .map_err(|RetryAfter(wait)| AuthError::RateLimited(wait))
     }
 
-    async fn verify_password(
-        &self,
-        hash: Option<String>,
-        password: String,
-    ) -> Result<bool, AuthError> {
-        Ok(self
-            .hasher
-            .send(VerifyPassword { hash, password })
-            .await
-            .map_err(|_| AuthError::HasherGone)??)
-    }
-
     pub async fn auth_with_password(
         &self,
         collection: &str,
@@ -188,7 +176,7 @@ impl AuthService {
             .as_ref()
             .map(|r| r.text("password").to_string())
             .filter(|hash| !hash.is_empty());
-        let matches = self.verify_password(hash, password).await?;
+        let matches = verify_password(&self.hasher, hash, password).await?;
         let Some(record) = record.filter(|_| matches) else {
             return Err(AuthError::InvalidCredentials);
         };
@@ -797,11 +785,7 @@ impl AuthService {
         let (mut record, _) = self
             .token_record(collection, TokenKind::PasswordReset, token)
             .await?;
-        let hash = self
-            .hasher
-            .send(crate::auth::passwords::HashPassword(password))
-            .await
-            .map_err(|_| AuthError::HasherGone)??;
+        let hash = hash_password(&self.hasher, password).await?;
         record.set("password", hash);
         record.set("tokenKey", random_alphanumeric(50));
         // Following the link proved the address.
@@ -822,7 +806,7 @@ impl AuthService {
             .await?;
         let new_email = claims.new_email.ok_or(AuthError::InvalidToken)?;
         let hash = Some(record.text("password").to_string()).filter(|h| !h.is_empty());
-        if !self.verify_password(hash, password.to_string()).await? {
+        if !verify_password(&self.hasher, hash, password.to_string()).await? {
             return Err(AuthError::field(
                 "password",
                 FieldError::new(

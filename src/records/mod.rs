@@ -146,8 +146,6 @@ pub enum RecordError {
     Database(#[from] DbError),
     #[error(transparent)]
     Hash(#[from] HashError),
-    #[error("the password hasher is not running")]
-    HasherGone,
 }
 
 impl From<DbErr> for RecordError {

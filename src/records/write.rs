@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use super::expand::points_at;
 use super::read::{fetch, find_visible, select_all};
 use super::{dialect, RecordError, RecordsEnv, Requester};
-use crate::auth::passwords::{HashPassword, VerifyPassword};
+use crate::auth::passwords::{hash_password, verify_password};
 use crate::auth::sessions;
 use crate::collections::definition::Errors;
 use crate::collections::record::Record;
@@ -103,7 +103,12 @@ impl Passwords {
             .await?
             .map(|record| record.text("password").to_string())
             .filter(|hash| !hash.is_empty());
-        let matches = verify(env, stored.clone(), submitted(body, "oldPassword").into()).await?;
+        let matches = verify_password(
+            &env.hasher,
+            stored.clone(),
+            submitted(body, "oldPassword").into(),
+        )
+        .await?;
         let mut prepared = Self::hashing(env, password.filter(|_| matches)).await?;
         prepared.old_checked = stored.map(|stored| (stored, matches));
         Ok(prepared)
@@ -113,7 +118,7 @@ impl Passwords {
         let hashed = match password {
             Some(password) => {
                 let plain = password.expose().to_string();
-                Some((plain, hash(env, NewPassword(password)).await?))
+                Some((plain, hash_password(&env.hasher, password).await?))
             }
             None => None,
         };
@@ -126,7 +131,7 @@ impl Passwords {
     async fn hash(&self, env: &RecordsEnv, password: NewPassword) -> Result<String, RecordError> {
         match &self.hashed {
             Some((plain, hash)) if plain == password.0.expose() => Ok(hash.clone()),
-            _ => hash(env, password).await,
+            _ => Ok(hash_password(&env.hasher, password.0).await?),
         }
     }
 
@@ -138,7 +143,7 @@ impl Passwords {
     ) -> Result<bool, RecordError> {
         match (&self.old_checked, &stored) {
             (Some((checked, matches)), Some(stored)) if checked == stored => Ok(*matches),
-            _ => verify(env, stored, old).await,
+            _ => Ok(verify_password(&env.hasher, stored, old).await?),
         }
     }
 }
@@ -450,26 +455,6 @@ async fn check_unique(
 
 fn failed(message: &'static str, fields: Errors) -> RecordError {
     RecordError::Validation { message, fields }
-}
-
-async fn hash(env: &RecordsEnv, password: NewPassword) -> Result<String, RecordError> {
-    Ok(env
-        .hasher
-        .send(HashPassword(password.0))
-        .await
-        .map_err(|_| RecordError::HasherGone)??)
-}
-
-async fn verify(
-    env: &RecordsEnv,
-    hash: Option<String>,
-    password: String,
-) -> Result<bool, RecordError> {
-    Ok(env
-        .hasher
-        .send(VerifyPassword { hash, password })
-        .await
-        .map_err(|_| RecordError::HasherGone)??)
 }
 
 /// Writes a new record; a unique violation that slipped past the check (a concurrent
