@@ -2,7 +2,8 @@ use serde_json::{json, Value};
 
 use crate::on_both_backends;
 use crate::support::{
-    postgres_addr, postgres_url, skip, spawn_app, spawn_app_with, tcp_proxy::TcpProxy, Backend,
+    postgres_addr, postgres_url, skip, spawn_app, spawn_app_on_postgres, spawn_app_with,
+    tcp_proxy::TcpProxy, Backend,
 };
 
 on_both_backends!(
@@ -135,19 +136,10 @@ async fn postgres_over_its_unix_socket() {
     over_socket
         .query_pairs_mut()
         .append_pair("host", SOCKET_DIR);
-    let Some(app) = spawn_app_with(Backend::Postgres, |settings| {
-        settings.database.url = gatehouse::config::ConnectionUrl::new(over_socket.to_string());
-    })
-    .await
-    else {
+    let Some(app) = spawn_app_on_postgres(&over_socket).await else {
         return;
     };
-    let admin = app.superuser_token("root@example.com").await;
-    app.create_collection(
-        &admin,
-        json!({"name": "notes", "createRule": "", "viewRule": "", "fields": [{"name": "text", "type": "text"}]}),
-    )
-    .await;
+    app.create_open_notes().await;
     let created = app
         .create_record("notes", None, json!({"text": "over the socket"}))
         .await;

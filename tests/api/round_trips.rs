@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::support::pg_wire::PgWireCounter;
-use crate::support::{postgres_addr, postgres_url, skip, spawn_app_with, Backend};
+use crate::support::{postgres_addr, postgres_url, skip, spawn_app_on_postgres};
 
 /// A read's only round trip is its statement's: the pool takes back a connection that is
 /// in step with the server without pinging it (the release ping of sqlx 0.8, see
@@ -26,20 +26,10 @@ async fn reads_make_no_round_trip_without_a_statement() {
     relayed.set_host(Some("127.0.0.1")).unwrap();
     relayed.set_port(Some(counter.addr.port())).unwrap();
     relayed.query_pairs_mut().append_pair("sslmode", "disable");
-    let Some(app) = spawn_app_with(Backend::Postgres, |settings| {
-        settings.database.url = gatehouse::config::ConnectionUrl::new(relayed.to_string());
-    })
-    .await
-    else {
+    let Some(app) = spawn_app_on_postgres(&relayed).await else {
         return;
     };
-    let admin = app.superuser_token("root@example.com").await;
-    app.create_collection(
-        &admin,
-        json!({"name": "notes", "createRule": "", "viewRule": "", "listRule": "",
-               "fields": [{"name": "text", "type": "text"}]}),
-    )
-    .await;
+    app.create_open_notes().await;
     let created = app
         .create_record("notes", None, json!({"text": "counted"}))
         .await;

@@ -156,6 +156,18 @@ impl TestApp {
         body
     }
 
+    /// Creates `notes` (one text field, `text`) that everyone may list, view and create
+    /// in, as the superuser `root@example.com`.
+    pub async fn create_open_notes(&self) {
+        let admin = self.superuser_token("root@example.com").await;
+        self.create_collection(
+            &admin,
+            serde_json::json!({"name": "notes", "listRule": "", "viewRule": "", "createRule": "",
+                               "fields": [{"name": "text", "type": "text"}]}),
+        )
+        .await;
+    }
+
     /// Creates a record as `token` and returns it (asserting 200).
     pub async fn create_record(&self, collection: &str, token: Option<&str>, body: Value) -> Value {
         let response = self

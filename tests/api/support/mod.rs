@@ -239,6 +239,15 @@ pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
     spawn_app_with(backend, |_| {}).await
 }
 
+/// Like [`spawn_app`] on PostgreSQL, connecting by `url` (another way to the server of
+/// DATABASE_URL: its socket, a relay).
+pub async fn spawn_app_on_postgres(url: &url::Url) -> Option<TestApp> {
+    spawn_app_with(Backend::Postgres, |settings| {
+        settings.database.url = gatehouse::config::ConnectionUrl::new(url.to_string());
+    })
+    .await
+}
+
 /// Like [`spawn_app`], after `customize` has adjusted the settings.
 pub async fn spawn_app_with(
     backend: Backend,
