@@ -18,6 +18,7 @@ on_both_backends!(
     directories_redirect_to_their_slash_and_serve_index,
     mounts_serve_their_own_folder_with_their_cache_control,
     only_get_and_head_are_allowed,
+    large_files_reach_a_slow_reader_whole_and_in_order,
 );
 
 async fn landing_page_has_type_validators_and_cache_control(backend: Backend) {
@@ -345,4 +346,53 @@ async fn only_get_and_head_are_allowed(backend: Backend) {
     let response = app.client.post(app.url("/")).send().await.unwrap();
     assert_eq!(response.status(), 405);
     assert_eq!(response.headers()[header::ALLOW], "GET, HEAD");
+}
+
+fn pattern(len: usize, seed: usize) -> Vec<u8> {
+    (0..len).map(|i| ((i * 7919 + seed) % 251) as u8).collect()
+}
+
+async fn large_files_reach_a_slow_reader_whole_and_in_order(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    // One file small enough to be served from memory in one piece, one large enough to
+    // be read from disk in chunks. The client pipelines its requests and reads slowly
+    // enough to fill the socket: each answer must still be framed for its own request.
+    let in_memory = pattern(200 * 1024, 1);
+    let from_disk = pattern(3 * 1024 * 1024 + 17, 2);
+    app.write_static("memory.bin", &in_memory);
+    app.write_static("disk.bin", &from_disk);
+    app.write_static("after.txt", "the last answer");
+    let warm = app.get("/memory.bin").await;
+    assert_eq!(warm.bytes().await.unwrap().as_ref(), in_memory.as_slice());
+
+    let requests = [
+        "GET /memory.bin HTTP/1.1\r\nHost: test\r\n\r\n",
+        "HEAD /memory.bin HTTP/1.1\r\nHost: test\r\n\r\n",
+        "HEAD /disk.bin HTTP/1.1\r\nHost: test\r\n\r\n",
+        "GET /disk.bin HTTP/1.1\r\nHost: test\r\n\r\n",
+        "GET /memory.bin HTTP/1.1\r\nHost: test\r\nRange: bytes=10-30009\r\n\r\n",
+        "GET /after.txt HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n",
+    ]
+    .concat();
+    let raw = raw_http::pipelined_slow_reader(app.addr, &requests).await;
+    let responses = raw_http::split_responses(&raw, &[false, true, true, false, false, false]);
+
+    let statuses: Vec<u16> = responses.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [200, 200, 200, 200, 206, 200]);
+    assert!(
+        responses[0].body == in_memory,
+        "the in-memory file changed on the way"
+    );
+    assert!(responses[1].body.is_empty() && responses[2].body.is_empty());
+    assert!(
+        responses[3].body == from_disk,
+        "the file from disk changed on the way"
+    );
+    assert!(
+        responses[4].body == in_memory[10..30010],
+        "the range changed on the way"
+    );
+    assert_eq!(responses[5].body, b"the last answer");
 }

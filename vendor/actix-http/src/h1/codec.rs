@@ -9,7 +9,10 @@ use super::{
     decoder::{self, PayloadDecoder, PayloadItem, PayloadType},
     encoder, Message, MessageType,
 };
-use crate::{body::BodySize, error::ParseError, ConnectionType, Request, Response, ServiceConfig};
+use crate::{
+    body::BodySize, error::ParseError, ConnectionType, Request, RequestHead, Response,
+    ServiceConfig,
+};
 
 bitflags! {
     #[derive(Debug, Clone, Copy)]
@@ -17,6 +20,26 @@ bitflags! {
         const HEAD               = 0b0000_0001;
         const KEEP_ALIVE_ENABLED = 0b0000_0010;
         const STREAM             = 0b0000_0100;
+    }
+}
+
+/// How a response head is framed for the request it answers: no body for `HEAD`, the
+/// request's HTTP version, and whether the connection stays open.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Framing {
+    head: bool,
+    version: Version,
+    conn_type: ConnectionType,
+}
+
+impl Default for Framing {
+    /// The codec's framing before any request was decoded.
+    fn default() -> Self {
+        Framing {
+            head: false,
+            version: Version::HTTP_11,
+            conn_type: ConnectionType::Close,
+        }
     }
 }
 
@@ -67,6 +90,29 @@ impl Codec {
             conn_type: ConnectionType::Close,
             encoder: encoder::MessageEncoder::default(),
         }
+    }
+
+    /// The framing of the answer to the request `head`.
+    pub(crate) fn framing_for(&self, head: &RequestHead) -> Framing {
+        let mut conn_type = head.connection_type();
+        if conn_type == ConnectionType::KeepAlive
+            && !self.flags.contains(Flags::KEEP_ALIVE_ENABLED)
+        {
+            conn_type = ConnectionType::Close;
+        }
+        Framing {
+            head: head.method == Method::HEAD,
+            version: head.version,
+            conn_type,
+        }
+    }
+
+    /// Frames the next response head as `framing` says. Decoding a request sets the framing
+    /// for that request, which is not the one answered next when requests are pipelined.
+    pub(crate) fn set_framing(&mut self, framing: Framing) {
+        self.flags.set(Flags::HEAD, framing.head);
+        self.version = framing.version;
+        self.conn_type = framing.conn_type;
     }
 
     /// Check if request is upgrade.
@@ -120,16 +166,7 @@ impl Decoder for Codec {
                 None => None,
             })
         } else if let Some((req, payload)) = self.decoder.decode(src)? {
-            let head = req.head();
-            self.flags.set(Flags::HEAD, head.method == Method::HEAD);
-            self.version = head.version;
-            self.conn_type = head.connection_type();
-
-            if self.conn_type == ConnectionType::KeepAlive
-                && !self.flags.contains(Flags::KEEP_ALIVE_ENABLED)
-            {
-                self.conn_type = ConnectionType::Close
-            }
+            self.set_framing(self.framing_for(req.head()));
 
             match payload {
                 PayloadType::None => self.payload = None,

@@ -24,7 +24,7 @@ use tokio_util::codec::{Decoder as _, Encoder as _};
 use tracing::{error, trace};
 
 use super::{
-    codec::Codec,
+    codec::{Codec, Framing},
     decoder::MAX_BUFFER_SIZE,
     payload::{Payload, PayloadSender, PayloadStatus},
     timer::TimerState,
@@ -221,6 +221,10 @@ pin_project! {
         // True if backing allocation of `write_buf` needs to be released.
         write_buf_needs_reset: bool,
 
+        // How the response to the request being handled is framed. The codec's own framing
+        // is that of the request it decoded last, a later one when requests are pipelined.
+        framing: Framing,
+
         codec: Codec,
     }
 }
@@ -341,6 +345,7 @@ where
                     write_buf: BytesMut::with_capacity(HW_BUFFER_SIZE),
                     h1_write_buffer_size: config.h1_write_buffer_size(),
                     write_buf_needs_reset: false,
+                    framing: Framing::default(),
                     codec: Codec::new(config),
                 },
             },
@@ -509,6 +514,7 @@ where
 
         let size = body.size();
 
+        this.codec.set_framing(*this.framing);
         this.codec
             .encode(Message::Item((res, size)), this.write_buf)
             .map_err(|err| {
@@ -650,6 +656,8 @@ where
                 StateProj::None => match this.messages.pop_front() {
                     // handle request message
                     Some(DispatcherMessage::Item(req)) => {
+                        *this.framing = this.codec.framing_for(req.head());
+
                         // Handle `EXPECT: 100-Continue` header
                         if req.head().expect() {
                             // set InnerDispatcher state and continue loop to poll it
@@ -868,6 +876,7 @@ where
         // initialize dispatcher state
         {
             let mut this = self.as_mut().project();
+            *this.framing = this.codec.framing_for(req.head());
 
             // Handle `EXPECT: 100-Continue` header
             if req.head().expect() {
