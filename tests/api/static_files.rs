@@ -357,8 +357,10 @@ async fn large_files_reach_a_slow_reader_whole_and_in_order(backend: Backend) {
         return;
     };
     // One file small enough to be served from memory in one piece, one large enough to
-    // be read from disk in chunks. The client pipelines its requests and reads slowly
-    // enough to fill the socket: each answer must still be framed for its own request.
+    // be read from disk in chunks; both are written from their own buffers, after the
+    // head, not copied into the connection's. The client pipelines its requests and reads
+    // slowly enough to fill the socket: each answer must still be whole, in order, and
+    // framed for its own request.
     let in_memory = pattern(200 * 1024, 1);
     let from_disk = pattern(3 * 1024 * 1024 + 17, 2);
     app.write_static("memory.bin", &in_memory);

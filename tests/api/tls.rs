@@ -138,3 +138,43 @@ async fn sighup_reloads_certificates_without_dropping_connections() {
     assert_eq!(again.status(), 200);
     assert_eq!(peer_certificate(&again), old.der);
 }
+
+/// A large file arrives whole over TLS, HTTP/1.1 (whose large chunks go to the TLS stream
+/// from their own buffers, after the head) and HTTP/2, from disk and from memory.
+#[actix_web::test]
+async fn large_files_in_memory_arrive_whole_over_tls() {
+    let ca = TestCa::new();
+    let (_dir, path) = cert_dir();
+    let leaf = ca.leaf(&["a.test"]);
+    let app = spawn_front(|s| {
+        s.tls.enabled = true;
+        s.tls.bind = "127.0.0.1:0".parse().unwrap();
+        s.tls.certificates = vec![leaf.write(&path, "a", &["a.test"])];
+    })
+    .await;
+    let contents: Vec<u8> = (0..150 * 1024).map(|i| (i * 31 % 253) as u8).collect();
+    app.write_static("big.bin", &contents);
+    let tls = app.tls_addr.unwrap();
+    let url = format!("https://a.test:{}/big.bin", tls.port());
+    let http1 = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap())
+        .resolve("a.test", tls)
+        .http1_only()
+        .build()
+        .unwrap();
+    for (client, version) in [
+        (http1, reqwest::Version::HTTP_11),
+        (client(&ca, "a.test", tls), reqwest::Version::HTTP_2),
+    ] {
+        // The first request reads the file from disk, the second is answered from memory.
+        for _ in 0..2 {
+            let response = client.get(&url).send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            assert_eq!(response.version(), version);
+            assert!(response.bytes().await.unwrap() == contents, "{version:?}");
+        }
+    }
+    // And over the plain listener.
+    let plain = app.get("/big.bin").await;
+    assert!(plain.bytes().await.unwrap() == contents);
+}

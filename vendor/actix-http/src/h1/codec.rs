@@ -115,6 +115,12 @@ impl Codec {
         self.conn_type = framing.conn_type;
     }
 
+    /// Accounts for a body chunk that is written as it is instead of being encoded into
+    /// the write buffer; `false` if the response's transfer encoding must frame it.
+    pub(crate) fn take_verbatim(&mut self, len: u64) -> bool {
+        self.encoder.take_verbatim(len)
+    }
+
     /// Check if request is upgrade.
     #[inline]
     pub fn upgrade(&self) -> bool {

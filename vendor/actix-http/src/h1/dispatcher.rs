@@ -13,7 +13,7 @@ use std::{
 use actix_codec::{Framed, FramedParts};
 use actix_service::Service;
 use bitflags::bitflags;
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use futures_core::ready;
 use pin_project_lite::pin_project;
 use tokio::{
@@ -44,6 +44,10 @@ const MAX_PIPELINED_MESSAGES: usize = 16;
 
 /// Write buffer capacity at which we reallocate it after flushing.
 const WRITE_BUFFER_RETENTION_LIMIT: usize = 1024 * 128;
+
+/// Body chunks at least this large are written from their own buffer, after the write
+/// buffer, instead of being copied into it.
+const DIRECT_WRITE_MIN: usize = HW_BUFFER_SIZE;
 
 /// Reads into a stack buffer for a connection whose read buffer was released, and moves
 /// what arrives into a newly allocated read buffer.
@@ -225,6 +229,10 @@ pin_project! {
         // is that of the request it decoded last, a later one when requests are pipelined.
         framing: Framing,
 
+        // A large body chunk, sent as it is after `write_buf`. While it is not empty,
+        // nothing more is encoded into `write_buf`.
+        write_chunk: Bytes,
+
         codec: Codec,
     }
 }
@@ -346,6 +354,7 @@ where
                     h1_write_buffer_size: config.h1_write_buffer_size(),
                     write_buf_needs_reset: false,
                     framing: Framing::default(),
+                    write_chunk: Bytes::new(),
                     codec: Codec::new(config),
                 },
             },
@@ -402,6 +411,7 @@ where
             write_buf,
             h1_write_buffer_size,
             write_buf_needs_reset,
+            write_chunk,
             ..
         } = self.project();
         let mut io = Pin::new(io.as_mut().unwrap());
@@ -419,14 +429,30 @@ where
         let len = write_buf.len();
         let mut written = 0;
 
-        while written < len {
-            match io.as_mut().poll_write(cx, &write_buf[written..])? {
+        while written < len || !write_chunk.is_empty() {
+            let polled = if write_chunk.is_empty() {
+                io.as_mut().poll_write(cx, &write_buf[written..])
+            } else if written < len {
+                let bufs = [
+                    io::IoSlice::new(&write_buf[written..]),
+                    io::IoSlice::new(write_chunk),
+                ];
+                io.as_mut().poll_write_vectored(cx, &bufs)
+            } else {
+                io.as_mut().poll_write(cx, write_chunk)
+            };
+
+            match polled? {
                 Poll::Ready(0) => {
                     error!("write zero; closing");
                     return Poll::Ready(Err(io::Error::new(io::ErrorKind::WriteZero, "")));
                 }
 
-                Poll::Ready(n) => written += n,
+                Poll::Ready(n) => {
+                    let from_buf = n.min(len - written);
+                    written += from_buf;
+                    write_chunk.advance(n - from_buf);
+                }
 
                 Poll::Pending => {
                     write_buf.advance(written);
@@ -724,12 +750,20 @@ where
                 StateProj::SendPayload { mut body } => {
                     // keep populate writer buffer until buffer size limit hit,
                     // get blocked or finished.
-                    while this.write_buf.len() < *this.h1_write_buffer_size {
+                    while this.write_chunk.is_empty()
+                        && this.write_buf.len() < *this.h1_write_buffer_size
+                    {
                         match body.as_mut().poll_next(cx) {
                             Poll::Ready(Some(Ok(item))) => {
-                                reallocate_released(this.write_buf);
-                                this.codec
-                                    .encode(Message::Chunk(Some(item)), this.write_buf)?;
+                                if item.len() >= DIRECT_WRITE_MIN
+                                    && this.codec.take_verbatim(item.len() as u64)
+                                {
+                                    *this.write_chunk = item;
+                                } else {
+                                    reallocate_released(this.write_buf);
+                                    this.codec
+                                        .encode(Message::Chunk(Some(item)), this.write_buf)?;
+                                }
                             }
 
                             Poll::Ready(None) => {
@@ -774,8 +808,8 @@ where
                         }
                     }
 
-                    // buffer is beyond max size
-                    // return and try to write the whole buffer to I/O stream.
+                    // buffer is beyond max size, or a large chunk waits after it
+                    // return and try to write both to the I/O stream.
                     return Ok(PollResponse::DrainWriteBuf);
                 }
 
@@ -784,12 +818,20 @@ where
 
                     // keep populate writer buffer until buffer size limit hit,
                     // get blocked or finished.
-                    while this.write_buf.len() < *this.h1_write_buffer_size {
+                    while this.write_chunk.is_empty()
+                        && this.write_buf.len() < *this.h1_write_buffer_size
+                    {
                         match body.as_mut().poll_next(cx) {
                             Poll::Ready(Some(Ok(item))) => {
-                                reallocate_released(this.write_buf);
-                                this.codec
-                                    .encode(Message::Chunk(Some(item)), this.write_buf)?;
+                                if item.len() >= DIRECT_WRITE_MIN
+                                    && this.codec.take_verbatim(item.len() as u64)
+                                {
+                                    *this.write_chunk = item;
+                                } else {
+                                    reallocate_released(this.write_buf);
+                                    this.codec
+                                        .encode(Message::Chunk(Some(item)), this.write_buf)?;
+                                }
                             }
 
                             Poll::Ready(None) => {
@@ -835,8 +877,8 @@ where
                         }
                     }
 
-                    // buffer is beyond max size
-                    // return and try to write the whole buffer to stream
+                    // buffer is beyond max size, or a large chunk waits after it
+                    // return and try to write both to the I/O stream.
                     return Ok(PollResponse::DrainWriteBuf);
                 }
 
@@ -1336,6 +1378,7 @@ where
         if this.state.is_sending_payload()
             && this.read_buf.is_empty()
             && this.write_buf.is_empty()
+            && this.write_chunk.is_empty()
         {
             *this.read_buf = BytesMut::new();
             *this.write_buf = BytesMut::new();

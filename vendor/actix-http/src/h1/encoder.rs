@@ -359,6 +359,12 @@ impl<T: MessageType> MessageEncoder<T> {
         self.te.encode_eof(buf)
     }
 
+    /// Accounts for a chunk that is sent as it is, without being copied. Returns `false`,
+    /// and accounts for nothing, if the transfer encoding would frame or cut the chunk.
+    pub fn take_verbatim(&mut self, len: u64) -> bool {
+        self.te.take_verbatim(len)
+    }
+
     /// Encode message.
     pub fn encode(
         &mut self,
@@ -487,6 +493,19 @@ impl TransferEncoding {
                     Ok(true)
                 }
             }
+        }
+    }
+
+    /// Accounts for a chunk of `len` bytes that is sent unchanged. Returns `false`, and
+    /// accounts for nothing, if this encoding frames the chunk or must cut it short.
+    pub fn take_verbatim(&mut self, len: u64) -> bool {
+        match self.kind {
+            TransferEncodingKind::Eof => true,
+            TransferEncodingKind::Length(ref mut remaining) if len <= *remaining => {
+                *remaining -= len;
+                true
+            }
+            TransferEncodingKind::Length(_) | TransferEncodingKind::Chunked(_) => false,
         }
     }
 
