@@ -111,7 +111,9 @@ echo
 echo "Gatehouse vs nginx $(nginx -v 2>&1 | sed 's/.*nginx\///'), $WORKERS workers each, wrk -t$THREADS -c$CONNECTIONS -d$DURATION, median of $ROUNDS alternating rounds, $(nproc) cores, load average $(cut -d' ' -f1 /proc/loadavg) at start"
 printf '%-22s %14s %10s %14s %10s %8s\n' scenario "gatehouse r/s" "p99 ms" "nginx r/s" "p99 ms" ratio
 gatehouse_pids=${pids[0]}
-nginx_pids=$(pgrep -P "$(cat "$work/nginx.pid")" | paste -sd,)
+# nginx's workers only: its cache loader exits a minute after start, and perf stat
+# refuses a list naming a process that is gone.
+nginx_pids=$(ps --ppid "$(cat "$work/nginx.pid")" -o pid=,args= | awk '/worker process/ { print $1 }' | paste -sd,)
 for scenario in "static1k|1 KiB static|/1k.txt" "static100k|100 KiB static|/100k.txt" "proxy|proxied request|/proxy/x" "cache|cache hit|/cached/x"; do
     key=${scenario%%|*}
     rest=${scenario#*|}
