@@ -142,7 +142,7 @@ async fn sighup_reloads_certificates_without_dropping_connections() {
 /// A large file arrives whole over TLS, HTTP/1.1 (whose large chunks go to the TLS stream
 /// from their own buffers, after the head) and HTTP/2, from disk and from memory.
 #[actix_web::test]
-async fn large_files_in_memory_arrive_whole_over_tls() {
+async fn large_files_arrive_whole_over_tls() {
     let ca = TestCa::new();
     let (_dir, path) = cert_dir();
     let leaf = ca.leaf(&["a.test"]);
