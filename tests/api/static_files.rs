@@ -19,6 +19,7 @@ on_both_backends!(
     mounts_serve_their_own_folder_with_their_cache_control,
     only_get_and_head_are_allowed,
     large_files_reach_a_slow_reader_whole_and_in_order,
+    after_an_answer_that_closes_every_pipelined_answer_closes,
 );
 
 async fn landing_page_has_type_validators_and_cache_control(backend: Backend) {
@@ -397,4 +398,35 @@ async fn large_files_reach_a_slow_reader_whole_and_in_order(backend: Backend) {
         "the range changed on the way"
     );
     assert_eq!(responses[5].body, b"the last answer");
+}
+
+async fn after_an_answer_that_closes_every_pipelined_answer_closes(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    app.write_static("small.txt", "small");
+    let requests = [
+        "GET /small.txt HTTP/1.1\r\nHost: test\r\n\r\n",
+        "GET /small.txt HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n",
+        "GET /small.txt HTTP/1.1\r\nHost: test\r\n\r\n",
+    ]
+    .concat();
+    // The server ends the connection once it has answered: a keep-alive answer after the
+    // close would leave it open, and this read would wait for the keep-alive timeout.
+    let raw = tokio::time::timeout(
+        std::time::Duration::from_secs(3),
+        raw_http::pipelined_slow_reader(app.addr, &requests),
+    )
+    .await
+    .expect("the connection closes after the answers");
+    let text = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+    let heads: Vec<&str> = text
+        .split("\r\n\r\n")
+        .filter(|part| part.starts_with("http/1.1"))
+        .collect();
+    assert!(!heads.is_empty() && heads.len() <= 3, "{text}");
+    assert!(!heads[0].contains("connection: close"), "{}", heads[0]);
+    for head in &heads[1..] {
+        assert!(head.contains("connection: close"), "{head}");
+    }
 }

@@ -32,6 +32,16 @@ pub(crate) struct Framing {
     conn_type: ConnectionType,
 }
 
+impl Framing {
+    /// The same framing, closing the connection.
+    pub(crate) fn closing(self) -> Self {
+        Framing {
+            conn_type: ConnectionType::Close,
+            ..self
+        }
+    }
+}
+
 impl Default for Framing {
     /// The codec's framing before any request was decoded.
     fn default() -> Self {

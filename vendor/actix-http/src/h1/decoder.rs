@@ -473,6 +473,7 @@ impl HeaderIndex {
         indices: &'a mut [MaybeUninit<HeaderIndex>],
     ) -> &'a [HeaderIndex] {
         let bytes_ptr = bytes.as_ptr() as usize;
+        debug_assert!(headers.len() <= indices.len(), "more headers than indices");
         let count = headers.len().min(indices.len());
         for (header, index) in headers.iter().zip(indices.iter_mut()) {
             let name_start = header.name.as_ptr() as usize - bytes_ptr;

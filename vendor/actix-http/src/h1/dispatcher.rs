@@ -228,6 +228,8 @@ pin_project! {
         // How the response to the request being handled is framed. The codec's own framing
         // is that of the request it decoded last, a later one when requests are pipelined.
         framing: Framing,
+        // Whether a response head has said the connection closes.
+        sent_close: bool,
 
         // A large body chunk, sent as it is after `write_buf`. While it is not empty,
         // nothing more is encoded into `write_buf`.
@@ -354,6 +356,7 @@ where
                     h1_write_buffer_size: config.h1_write_buffer_size(),
                     write_buf_needs_reset: false,
                     framing: Framing::default(),
+                    sent_close: false,
                     write_chunk: Bytes::new(),
                     codec: Codec::new(config),
                 },
@@ -540,7 +543,13 @@ where
 
         let size = body.size();
 
-        this.codec.set_framing(*this.framing);
+        // Once a response head said close, every later one says so too.
+        let framing = if *this.sent_close {
+            this.framing.closing()
+        } else {
+            *this.framing
+        };
+        this.codec.set_framing(framing);
         this.codec
             .encode(Message::Item((res, size)), this.write_buf)
             .map_err(|err| {
@@ -550,6 +559,7 @@ where
 
                 DispatchError::Io(err)
             })?;
+        *this.sent_close |= !this.codec.keep_alive();
 
         Ok(size)
     }
@@ -705,7 +715,12 @@ where
                     }
 
                     // return with upgrade request and poll it exclusively
-                    Some(DispatcherMessage::Upgrade(req)) => return Ok(PollResponse::Upgrade(req)),
+                    Some(DispatcherMessage::Upgrade(req)) => {
+                        // The upgrade service takes the codec: framed for this request.
+                        let framing = this.codec.framing_for(req.head());
+                        this.codec.set_framing(framing);
+                        return Ok(PollResponse::Upgrade(req));
+                    }
 
                     // all messages are dealt with
                     None => {
@@ -1388,6 +1403,7 @@ where
     /// call upgrade service with request.
     fn upgrade(self: Pin<&mut Self>, req: Request) -> U::Future {
         let this = self.project();
+        debug_assert!(this.write_chunk.is_empty(), "upgraded with a chunk unwritten");
         let mut parts = FramedParts::with_read_buf(
             this.io.take().unwrap(),
             mem::take(this.codec),
