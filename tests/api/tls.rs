@@ -4,14 +4,28 @@
 
 use std::net::SocketAddr;
 
+use gatehouse::config::{CertificateSettings, Settings};
+
 use crate::support::certs::{cert_dir, TestCa};
 use crate::support::spawn_front;
 use crate::support::upstream::eventually;
 
-fn client(ca: &TestCa, host: &str, addr: SocketAddr) -> reqwest::Client {
+/// The TLS listener on a free port, with `certificates`.
+fn serve_tls(s: &mut Settings, certificates: Vec<CertificateSettings>) {
+    s.tls.enabled = true;
+    s.tls.bind = "127.0.0.1:0".parse().unwrap();
+    s.tls.certificates = certificates;
+}
+
+/// A client that trusts `ca` and finds `host` at `addr`.
+fn client_builder(ca: &TestCa, host: &str, addr: SocketAddr) -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap())
         .resolve(host, addr)
+}
+
+fn client(ca: &TestCa, host: &str, addr: SocketAddr) -> reqwest::Client {
+    client_builder(ca, host, addr)
         .tls_info(true)
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -34,12 +48,13 @@ async fn sni_chooses_the_certificate_and_http2_is_negotiated() {
     let a = ca.leaf(&["a.test"]);
     let b = ca.leaf(&["b.test", "*.b.test"]);
     let app = spawn_front(|s| {
-        s.tls.enabled = true;
-        s.tls.bind = "127.0.0.1:0".parse().unwrap();
-        s.tls.certificates = vec![
-            a.write(&path, "a", &["a.test"]),
-            b.write(&path, "b", &["b.test", "*.b.test"]),
-        ];
+        serve_tls(
+            s,
+            vec![
+                a.write(&path, "a", &["a.test"]),
+                b.write(&path, "b", &["b.test", "*.b.test"]),
+            ],
+        );
     })
     .await;
     let tls = app.tls_addr.unwrap();
@@ -68,9 +83,7 @@ async fn plain_http_is_redirected_to_https_and_https_carries_hsts() {
     let (_dir, path) = cert_dir();
     let leaf = ca.leaf(&["site.test"]);
     let app = spawn_front(|s| {
-        s.tls.enabled = true;
-        s.tls.bind = "127.0.0.1:0".parse().unwrap();
-        s.tls.certificates = vec![leaf.write(&path, "site", &["site.test"])];
+        serve_tls(s, vec![leaf.write(&path, "site", &["site.test"])]);
         s.tls.redirect_http = true;
         s.tls.hsts = "max-age=31536000; includeSubDomains".into();
     })
@@ -108,9 +121,7 @@ async fn sighup_reloads_certificates_without_dropping_connections() {
     let (_dir, path) = cert_dir();
     let old = ca.leaf(&["reload.test"]);
     let app = spawn_front(|s| {
-        s.tls.enabled = true;
-        s.tls.bind = "127.0.0.1:0".parse().unwrap();
-        s.tls.certificates = vec![old.write(&path, "site", &["reload.test"])];
+        serve_tls(s, vec![old.write(&path, "site", &["reload.test"])]);
     })
     .await;
     let tls = app.tls_addr.unwrap();
@@ -146,19 +157,12 @@ async fn large_files_arrive_whole_over_tls() {
     let ca = TestCa::new();
     let (_dir, path) = cert_dir();
     let leaf = ca.leaf(&["a.test"]);
-    let app = spawn_front(|s| {
-        s.tls.enabled = true;
-        s.tls.bind = "127.0.0.1:0".parse().unwrap();
-        s.tls.certificates = vec![leaf.write(&path, "a", &["a.test"])];
-    })
-    .await;
+    let app = spawn_front(|s| serve_tls(s, vec![leaf.write(&path, "a", &["a.test"])])).await;
     let contents: Vec<u8> = (0..150 * 1024).map(|i| (i * 31 % 253) as u8).collect();
     app.write_static("big.bin", &contents);
     let tls = app.tls_addr.unwrap();
     let url = format!("https://a.test:{}/big.bin", tls.port());
-    let http1 = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap())
-        .resolve("a.test", tls)
+    let http1 = client_builder(&ca, "a.test", tls)
         .http1_only()
         .build()
         .unwrap();
