@@ -12,7 +12,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use sea_orm::sea_query::{Alias, Expr, Query, SimpleExpr};
 use sea_orm::{ConnectionTrait, DatabaseTransaction};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use super::subscription::{SubscriptionOptions, Target};
 use super::{Action, Client, Hub, Message, RecordEvent};
@@ -202,7 +202,9 @@ async fn render(
             .await?
             .remove(0),
     };
-    let data = json!({ "record": shown, "action": action.as_str() });
+    let mut data = Map::with_capacity(2);
+    data.insert("record".into(), shown);
+    data.insert("action".into(), action.as_str().into());
     Ok(Bytes::from(
         serde_json::to_vec(&data).expect("JSON values serialize"),
     ))

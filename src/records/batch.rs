@@ -354,7 +354,10 @@ async fn run_item(
         &text("fields"),
     )
     .await?;
-    Ok(json!({"status": 200, "body": shown.remove(0)}))
+    let mut answer = Map::with_capacity(2);
+    answer.insert("status".into(), 200.into());
+    answer.insert("body".into(), shown.remove(0));
+    Ok(Value::Object(answer))
 }
 
 #[cfg(test)]

@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use sea_orm::sea_query::{Alias, Query};
 use sea_orm::{ConnectionTrait, DatabaseTransaction, DbErr};
-use serde_json::{json, Value};
+use serde_json::Value;
 
+use super::read::page_envelope;
 use super::{dialect, RecordError, RecordsEnv};
 use crate::collections::definition::{self, Change, CollectionInput, Errors};
 use crate::collections::schema::{self, IndexSpec};
@@ -36,13 +37,8 @@ pub fn list(env: &RecordsEnv) -> Value {
     let mut all = env.registry.all();
     all.sort_by(|a, b| a.created.cmp(&b.created).then(a.name.cmp(&b.name)));
     let items: Vec<Value> = all.iter().map(|c| c.to_json()).collect();
-    json!({
-        "page": 1,
-        "perPage": items.len().max(1),
-        "totalItems": items.len(),
-        "totalPages": 1,
-        "items": items,
-    })
+    let count = items.len();
+    page_envelope(1, count.max(1) as u64, count as i64, 1, items)
 }
 
 pub fn view(env: &RecordsEnv, id_or_name: &str) -> Result<Value, RecordError> {

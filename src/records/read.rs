@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use sea_orm::sea_query::{Alias, Expr, Func, Query, SelectStatement, SimpleExpr};
 use sea_orm::{ConnectionTrait, QueryResult};
-use serde_json::{json, Value};
+use serde_json::{Map, Value};
 
 use super::expand::{expand, ExpandPaths};
 use super::visibility::viewers;
@@ -258,13 +258,31 @@ pub async fn list<C: ConnectionTrait>(
         (total, pages)
     };
     let items = present(conn, env, requester, records, &query.expand, &query.fields).await?;
-    Ok(json!({
-        "page": query.page,
-        "perPage": query.per_page,
-        "totalItems": total_items,
-        "totalPages": total_pages,
-        "items": items,
-    }))
+    Ok(page_envelope(
+        query.page,
+        query.per_page,
+        total_items,
+        total_pages,
+        items,
+    ))
+}
+
+/// PocketBase's list envelope. Built by hand: `json!` would copy every item through
+/// `serde_json::to_value`, a deep clone of the whole page.
+pub fn page_envelope(
+    page: u64,
+    per_page: u64,
+    total_items: i64,
+    total_pages: i64,
+    items: Vec<Value>,
+) -> Value {
+    let mut envelope = Map::with_capacity(5);
+    envelope.insert("page".into(), page.into());
+    envelope.insert("perPage".into(), per_page.into());
+    envelope.insert("totalItems".into(), total_items.into());
+    envelope.insert("totalPages".into(), total_pages.into());
+    envelope.insert("items".into(), Value::Array(items));
+    Value::Object(envelope)
 }
 
 /// Loads one record through `rule` (the view rule, or an update/delete rule):
