@@ -11,6 +11,7 @@ pub mod batch;
 pub mod collections;
 pub mod expand;
 pub mod read;
+pub mod totals;
 pub mod visibility;
 pub mod write;
 
@@ -45,6 +46,8 @@ pub struct RecordsEnv {
     pub bus: Option<ClusterBus>,
     /// Committed record changes go to realtime subscribers through it.
     pub realtime: Arc<Hub>,
+    /// List pages that need the same total share its count.
+    pub totals: Arc<totals::SharedTotals>,
 }
 
 impl RecordsEnv {
@@ -62,6 +65,7 @@ impl RecordsEnv {
             schema_lock: tokio::sync::Mutex::new(()),
             bus,
             realtime,
+            totals: Arc::default(),
         }
     }
 }

@@ -9,6 +9,7 @@ use sea_orm::{ConnectionTrait, QueryResult};
 use serde_json::{Map, Value};
 
 use super::expand::{expand, ExpandPaths};
+use super::totals::{Ticket, Turn};
 use super::visibility::viewers;
 use super::{dialect, RecordError, RecordsEnv, Requester};
 use crate::collections::record::Record;
@@ -189,7 +190,7 @@ pub async fn list<C: ConnectionTrait>(
         .collection_schema(&collection.id)
         .ok_or(RecordError::MissingCollection)?;
     // The compiler is not `Send`: every statement is built before the first await.
-    let (select, count) = {
+    let (mut select, count) = {
         let compiler = Compiler::new(env.registry.as_ref(), &schema, &requester.request, dialect);
         let mut conditions: Vec<SimpleExpr> = rule.into_iter().collect();
         if let Some(filter) = &filter {
@@ -227,35 +228,55 @@ pub async fn list<C: ConnectionTrait>(
         select
             .limit(query.per_page)
             .offset((query.page - 1).saturating_mul(query.per_page));
-        // The total rides on every row of the page as a subquery: one statement, one
-        // round trip and one snapshot for both. Only a page with no rows counts apart.
-        if !query.skip_total {
-            select.expr(SimpleExpr::SubQuery(
-                None,
-                Box::new(count.clone().into_sub_query_statement()),
-            ));
-        }
         (select, count)
     };
     let backend = conn.get_database_backend();
+    let ticket = (!query.skip_total).then(|| {
+        let statement = backend.build(&count);
+        env.totals
+            .join(format!("{}\0{:?}", statement.sql, statement.values))
+    });
+    // A request that leads its total's count has it ride on every row of the page as a
+    // subquery: one statement, one round trip and one snapshot for both. Only a page
+    // with no rows counts apart.
+    if let Some(Ticket::Lead(_)) = ticket {
+        select.expr(SimpleExpr::SubQuery(
+            None,
+            Box::new(count.clone().into_sub_query_statement()),
+        ));
+    }
     let rows = conn.query_all(backend.build(&select)).await?;
     let records = decode(&collection, &rows)?;
 
-    let (total_items, total_pages) = if query.skip_total {
-        (-1, -1)
-    } else {
-        let total: i64 = match rows.first() {
-            // The subquery's column follows the collection's fields.
-            Some(row) => row.try_get_by_index(collection.fields.len())?,
-            None if query.page == 1 => 0,
-            None => conn
-                .query_one(backend.build(&count))
-                .await?
-                .ok_or(RecordError::NotFound)?
-                .try_get("", "total")?,
-        };
-        let pages = (total + query.per_page as i64 - 1) / query.per_page as i64;
-        (total, pages)
+    let total = match ticket {
+        None => None,
+        Some(Ticket::Lead(lead)) => {
+            let total = match rows.first() {
+                // The subquery's column follows the collection's fields.
+                Some(row) => row.try_get_by_index(collection.fields.len())?,
+                None if query.page == 1 => 0,
+                None => count_rows(conn, &count).await?,
+            };
+            lead.finish(total);
+            Some(total)
+        }
+        Some(Ticket::Follow(told)) => Some(match told.await {
+            Ok(Turn::Total(total)) => total,
+            Ok(Turn::Lead(lead)) => {
+                let total = count_rows(conn, &count).await?;
+                lead.finish(total);
+                total
+            }
+            // The count this request waited for failed: it counts for itself.
+            Err(_) => count_rows(conn, &count).await?,
+        }),
+    };
+    let (total_items, total_pages) = match total {
+        None => (-1, -1),
+        Some(total) => (
+            total,
+            (total + query.per_page as i64 - 1) / query.per_page as i64,
+        ),
     };
     let items = present(conn, env, requester, records, &query.expand, &query.fields).await?;
     Ok(page_envelope(
@@ -265,6 +286,18 @@ pub async fn list<C: ConnectionTrait>(
         total_pages,
         items,
     ))
+}
+
+/// Runs a `SELECT COUNT(*) AS total` statement.
+async fn count_rows<C: ConnectionTrait>(
+    conn: &C,
+    count: &SelectStatement,
+) -> Result<i64, RecordError> {
+    Ok(conn
+        .query_one(conn.get_database_backend().build(count))
+        .await?
+        .ok_or(RecordError::NotFound)?
+        .try_get("", "total")?)
 }
 
 /// PocketBase's list envelope. Built by hand: `json!` would copy every item through

@@ -17,6 +17,7 @@ on_both_backends!(
     changing_a_password_needs_the_old_one_and_ends_other_sessions,
     many_concurrent_creates_are_all_stored,
     create_rules_on_the_request_alone_tell_guests_from_users,
+    lists_during_writes_count_every_write_answered_before_them,
 );
 
 fn path(collection: &str, id: &Value) -> String {
@@ -1036,4 +1037,38 @@ async fn hashing_runs(app: &TestApp) -> (u64, u64) {
             .map_or(0, |n| n.parse().unwrap())
     };
     (runs("hash"), runs("verify"))
+}
+
+/// Lists that share a total (see `records::totals`) still count every write whose answer
+/// came before they were sent, while writes go on.
+async fn lists_during_writes_count_every_write_answered_before_them(backend: Backend) {
+    let Some((app, _)) = posts_app(backend).await else {
+        return;
+    };
+    let answered = std::sync::atomic::AtomicI64::new(0);
+    let writes = async {
+        for i in 0..20 {
+            app.create_record("posts", None, json!({"title": format!("p{i}")}))
+                .await;
+            answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    };
+    let lister = || async {
+        while answered.load(std::sync::atomic::Ordering::SeqCst) < 20 {
+            let before = answered.load(std::sync::atomic::Ordering::SeqCst);
+            let (status, page) = app
+                .get_json("/api/collections/posts/records?filter=views>=0", None)
+                .await;
+            assert_eq!(status, 200, "{page}");
+            let total = page["totalItems"].as_i64().unwrap();
+            let after = answered.load(std::sync::atomic::Ordering::SeqCst);
+            assert!(
+                (before..=after + 1).contains(&total),
+                "total {total}: {before} writes answered before the list, {after} after"
+            );
+        }
+    };
+    tokio::join!(writes, lister(), lister(), lister(), lister());
+    let (_, page) = app.get_json("/api/collections/posts/records", None).await;
+    assert_eq!(page["totalItems"], 20);
 }

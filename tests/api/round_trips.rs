@@ -53,3 +53,80 @@ async fn reads_make_no_round_trip_without_a_statement() {
         "round trips that carried no statement during 20 views and 20 lists"
     );
 }
+
+/// Polls `done` until it holds, for at most ten seconds.
+async fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "waited for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// List requests that need the same total while it is being counted wait for the next
+/// count and share it: eight lists, one count. That count starts after they arrived, so
+/// a write made before them is in it, though not in the count they waited on.
+#[actix_web::test]
+async fn lists_that_arrive_during_a_count_share_the_next_and_see_earlier_writes() {
+    let Some(url) = postgres_url() else {
+        skip(
+            "lists_that_arrive_during_a_count_share_the_next_and_see_earlier_writes",
+            "DATABASE_URL is not set to a PostgreSQL server",
+        );
+        return;
+    };
+    let parsed = url::Url::parse(&url).unwrap();
+    let counter = PgWireCounter::start(postgres_addr(&parsed).await).await;
+    let mut relayed = parsed.clone();
+    relayed.set_host(Some("127.0.0.1")).unwrap();
+    relayed.set_port(Some(counter.addr.port())).unwrap();
+    relayed.query_pairs_mut().append_pair("sslmode", "disable");
+    let Some(app) = spawn_app_on_postgres(&relayed).await else {
+        return;
+    };
+    app.create_open_notes().await;
+    for n in 0..3 {
+        app.create_record("notes", None, json!({"text": format!("note {n}")}))
+            .await;
+    }
+    let list = "/api/collections/notes/records?sort=text";
+    let pages = |sql: &str| sql.starts_with("SELECT") && sql.contains(r#"FROM "notes""#);
+
+    let counted_before = counter.counts();
+    counter.hold_counts();
+    let first = app.get_json(list, None);
+    let others = async {
+        // The first list's page and count ran, and its answer is held back.
+        wait_until("the first count", || counter.counts() == counted_before + 1).await;
+        app.create_record("notes", None, json!({"text": "note 3"}))
+            .await;
+        let paged_before = counter.executed(pages);
+        let lists = futures_util::future::join_all((0..8).map(|_| app.get_json(list, None)));
+        let release = async {
+            // Each of them joined the count before asking for its page.
+            wait_until("eight pages", || {
+                counter.executed(pages) == paged_before + 8
+            })
+            .await;
+            counter.release();
+        };
+        tokio::join!(lists, release).0
+    };
+    let ((status, first), others) = tokio::join!(first, others);
+
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["totalItems"], 3, "counted before the write: {first}");
+    assert_eq!(first["items"].as_array().unwrap().len(), 3);
+    for (status, page) in others {
+        assert_eq!(status, 200, "{page}");
+        assert_eq!(page["totalItems"], 4, "counted after the write: {page}");
+        assert_eq!(page["totalPages"], 1);
+        assert_eq!(page["items"].as_array().unwrap().len(), 4);
+        assert_eq!(page["items"][3]["text"], "note 3");
+    }
+    assert_eq!(
+        counter.counts() - counted_before,
+        2,
+        "the first list's count and one for the eight that waited"
+    );
+}
