@@ -130,3 +130,70 @@ async fn lists_that_arrive_during_a_count_share_the_next_and_see_earlier_writes(
         "the first list's count and one for the eight that waited"
     );
 }
+
+/// A write transaction's `BEGIN` travels with its first statement instead of making a
+/// round trip of its own (sqlx's transaction begin, patched in vendor/), and the writes
+/// still commit together or not at all.
+#[actix_web::test]
+async fn a_transaction_begins_with_its_first_statement() {
+    let Some(url) = postgres_url() else {
+        skip(
+            "a_transaction_begins_with_its_first_statement",
+            "DATABASE_URL is not set to a PostgreSQL server",
+        );
+        return;
+    };
+    let parsed = url::Url::parse(&url).unwrap();
+    let counter = PgWireCounter::start(postgres_addr(&parsed).await).await;
+    let mut relayed = parsed.clone();
+    relayed.set_host(Some("127.0.0.1")).unwrap();
+    relayed.set_port(Some(counter.addr.port())).unwrap();
+    relayed.query_pairs_mut().append_pair("sslmode", "disable");
+    let Some(app) = spawn_app_on_postgres(&relayed).await else {
+        return;
+    };
+    app.create_open_notes().await;
+    // Each connection of the pool prepares the insert once, with a `BEGIN` of its own.
+    for n in 0..20 {
+        app.create_record("notes", None, json!({"text": format!("warm-up {n}")}))
+            .await;
+    }
+
+    let begins = |sql: &str| sql == "BEGIN";
+    let (alone, carried) = (counter.simple_queries(begins), counter.executed(begins));
+    for n in 0..10 {
+        app.create_record("notes", None, json!({"text": format!("note {n}")}))
+            .await;
+    }
+    assert_eq!(
+        counter.simple_queries(begins) - alone,
+        0,
+        "BEGINs sent alone"
+    );
+    assert_eq!(
+        counter.executed(begins) - carried,
+        10,
+        "BEGINs sent with a statement"
+    );
+
+    // A batch whose second item fails leaves nothing of the first behind.
+    let admin = app.superuser_token("root@example.com").await;
+    let batch = app
+        .send(
+            reqwest::Method::POST,
+            "/api/batch",
+            Some(&admin),
+            Some(&json!({"requests": [
+                {"method": "POST", "url": "/api/collections/notes/records", "body": {"text": "kept?"}},
+                {"method": "POST", "url": "/api/collections/nope/records", "body": {}}
+            ]})),
+        )
+        .await;
+    assert_eq!(batch.status(), 400);
+    let (_, page) = app
+        .get_json("/api/collections/notes/records?filter=text='kept?'", None)
+        .await;
+    assert_eq!(page["totalItems"], 0, "{page}");
+    let (_, page) = app.get_json("/api/collections/notes/records", None).await;
+    assert_eq!(page["totalItems"], 30);
+}

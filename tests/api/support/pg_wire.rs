@@ -20,8 +20,10 @@ const ENCRYPTION_REQUESTS: [u32; 2] = [80_877_103, 80_877_104];
 /// What the relay's connections count and obey.
 struct Shared {
     empty_syncs: AtomicUsize,
-    /// The SQL of every statement executed, in order.
+    /// The SQL of every statement executed through the extended protocol, in order.
     executed: Mutex<Vec<Arc<str>>>,
+    /// The SQL of every simple query, in order.
+    simple: Mutex<Vec<Arc<str>>>,
     /// Whether answers to `COUNT(*)` statements are held back.
     holding: watch::Sender<bool>,
 }
@@ -41,6 +43,7 @@ impl PgWireCounter {
         let shared = Arc::new(Shared {
             empty_syncs: AtomicUsize::new(0),
             executed: Mutex::default(),
+            simple: Mutex::default(),
             holding: watch::Sender::new(false),
         });
         let task = tokio::spawn(relay(listener, target, shared.clone()));
@@ -57,6 +60,12 @@ impl PgWireCounter {
     pub fn executed(&self, matches: impl Fn(&str) -> bool) -> usize {
         let executed = self.shared.executed.lock().unwrap();
         executed.iter().filter(|sql| matches(sql)).count()
+    }
+
+    /// Simple queries (one round trip each) so far whose SQL `matches`.
+    pub fn simple_queries(&self, matches: impl Fn(&str) -> bool) -> usize {
+        let simple = self.shared.simple.lock().unwrap();
+        simple.iter().filter(|sql| matches(sql)).count()
     }
 
     /// Executions of statements with `COUNT(*)` in them so far.
@@ -187,7 +196,12 @@ impl Frontend {
                     b'S' if self.since_sync == 0 => {
                         shared.empty_syncs.fetch_add(1, Ordering::SeqCst);
                     }
-                    b'S' | b'Q' => self.since_sync = 0,
+                    b'S' => self.since_sync = 0,
+                    b'Q' => {
+                        self.since_sync = 0;
+                        let sql = String::from_utf8_lossy(strings.next().unwrap_or_default());
+                        shared.simple.lock().unwrap().push(sql.into());
+                    }
                     kind => {
                         self.since_sync += 1;
                         // Parse: the statement's name, then its SQL.

@@ -21,6 +21,12 @@ impl TransactionManager for PgTransactionManager {
     ) -> BoxFuture<'conn, Result<(), Error>> {
         Box::pin(async move {
             let depth = conn.inner.transaction_depth;
+            // Gatehouse: a plain `BEGIN` waits to travel with the first statement.
+            if depth == 0 && statement.is_none() && !conn.inner.begin_pending {
+                conn.inner.begin_pending = true;
+                conn.inner.transaction_depth = 1;
+                return Ok(());
+            }
             let statement = match statement {
                 // custom `BEGIN` statements are not allowed if we're already in
                 // a transaction (we need to issue a `SAVEPOINT` instead)
@@ -44,6 +50,12 @@ impl TransactionManager for PgTransactionManager {
 
     fn commit(conn: &mut PgConnection) -> BoxFuture<'_, Result<(), Error>> {
         Box::pin(async move {
+            if conn.inner.begin_pending {
+                // Nothing was sent: there is nothing to commit.
+                conn.inner.begin_pending = false;
+                conn.inner.transaction_depth -= 1;
+                return Ok(());
+            }
             if conn.inner.transaction_depth > 0 {
                 conn.execute(&*commit_ansi_transaction_sql(conn.inner.transaction_depth))
                     .await?;
@@ -57,6 +69,11 @@ impl TransactionManager for PgTransactionManager {
 
     fn rollback(conn: &mut PgConnection) -> BoxFuture<'_, Result<(), Error>> {
         Box::pin(async move {
+            if conn.inner.begin_pending {
+                conn.inner.begin_pending = false;
+                conn.inner.transaction_depth -= 1;
+                return Ok(());
+            }
             if conn.inner.transaction_depth > 0 {
                 conn.execute(&*rollback_ansi_transaction_sql(
                     conn.inner.transaction_depth,
@@ -71,6 +88,11 @@ impl TransactionManager for PgTransactionManager {
     }
 
     fn start_rollback(conn: &mut PgConnection) {
+        if conn.inner.begin_pending {
+            conn.inner.begin_pending = false;
+            conn.inner.transaction_depth -= 1;
+            return;
+        }
         if conn.inner.transaction_depth > 0 {
             conn.queue_simple_query(&rollback_ansi_transaction_sql(conn.inner.transaction_depth))
                 .expect("BUG: Rollback query somehow too large for protocol");

@@ -204,8 +204,22 @@ impl PgConnection {
     ) -> Result<impl Stream<Item = Result<Either<PgQueryResult, PgRow>, Error>> + 'e, Error> {
         let mut logger = QueryLogger::new(query, self.inner.log_settings.clone());
 
-        // before we continue, wait until we are "ready" to accept more queries
-        self.wait_until_ready().await?;
+        // Gatehouse: the first statement of a transaction, prepared before and with
+        // nothing else waiting, carries the transaction's `BEGIN` in front of it, in the
+        // same extended-protocol batch: one round trip instead of two. Should `BEGIN`
+        // fail, the server skips the statement up to the `Sync`.
+        let with_begin = self.inner.begin_pending
+            && arguments.is_some()
+            && self.inner.pending_ready_for_query_count == 0
+            && self.inner.stream.write_buffer_mut().is_empty()
+            && self.inner.cache_statement.contains_key(query);
+
+        // before we continue, wait until we are "ready" to accept more queries (with
+        // the `BEGIN` to carry, there is nothing to wait for: waiting would send it)
+        if !with_begin {
+            self.wait_until_ready().await?;
+        }
+        let mut carried_begin = false;
 
         let mut metadata: Arc<PgStatementMetadata>;
 
@@ -234,8 +248,31 @@ impl PgConnection {
             // patch holes created during encoding
             arguments.apply_patches(self, &metadata.parameters).await?;
 
+            // Still pending unless a query made above (patching argument types) sent it.
+            carried_begin = with_begin && std::mem::take(&mut self.inner.begin_pending);
+
             // consume messages till `ReadyForQuery` before bind and execute
             self.wait_until_ready().await?;
+
+            if carried_begin {
+                self.inner.stream.write_msg(Parse {
+                    param_types: &[],
+                    query: "BEGIN",
+                    statement: StatementId::UNNAMED,
+                })?;
+                self.inner.stream.write_msg(Bind {
+                    portal: PortalId::UNNAMED,
+                    statement: StatementId::UNNAMED,
+                    formats: &[],
+                    num_params: 0,
+                    params: &[],
+                    result_formats: &[],
+                })?;
+                self.inner.stream.write_msg(message::Execute {
+                    portal: PortalId::UNNAMED,
+                    limit: 0,
+                })?;
+            }
 
             // bind to attach the arguments to the statement and create a portal
             self.inner.stream.write_msg(Bind {
@@ -291,6 +328,9 @@ impl PgConnection {
 
         self.inner.stream.flush().await?;
 
+        // The `CommandComplete` of a `BEGIN` sent in front is not the statement's.
+        let mut begin_to_complete = carried_begin;
+
         Ok(try_stream! {
             loop {
                 let message = self.inner.stream.recv().await?;
@@ -310,6 +350,10 @@ impl PgConnection {
                     // exactly one of these messages: CommandComplete,
                     // EmptyQueryResponse (if the portal was created from an
                     // empty query string), ErrorResponse, or PortalSuspended"
+                    BackendMessageFormat::CommandComplete if begin_to_complete => {
+                        begin_to_complete = false;
+                    }
+
                     BackendMessageFormat::CommandComplete => {
                         // a SQL command completed normally
                         let cc: CommandComplete = message.decode()?;

@@ -72,6 +72,12 @@ pub struct PgConnectionInner {
     transaction_status: TransactionStatus,
     pub(crate) transaction_depth: usize,
 
+    // Gatehouse: a `BEGIN` not sent yet. It goes ahead of the transaction's first
+    // statement in the same round trip (see `run`), or on its own in front of anything
+    // else (see `wait_until_ready`); a transaction that ends before sending anything
+    // sends nothing.
+    pub(crate) begin_pending: bool,
+
     log_settings: LogSettings,
 }
 
@@ -83,6 +89,8 @@ impl PgConnection {
 
     // will return when the connection is ready for another query
     pub(crate) async fn wait_until_ready(&mut self) -> Result<(), Error> {
+        self.queue_pending_begin()?;
+
         if !self.inner.stream.write_buffer_mut().is_empty() {
             self.inner.stream.flush().await?;
         }
@@ -125,8 +133,20 @@ impl PgConnection {
     /// Used for rolling back transactions and releasing advisory locks.
     #[inline(always)]
     pub(crate) fn queue_simple_query(&mut self, query: &str) -> Result<(), Error> {
+        self.queue_pending_begin()?;
         self.inner.stream.write_msg(Query(query))?;
         self.inner.pending_ready_for_query_count += 1;
+
+        Ok(())
+    }
+
+    /// Gatehouse: queues the `BEGIN` of a transaction that has not sent it yet, ahead of
+    /// whatever comes next.
+    fn queue_pending_begin(&mut self) -> Result<(), Error> {
+        if std::mem::take(&mut self.inner.begin_pending) {
+            self.inner.stream.write_msg(Query("BEGIN"))?;
+            self.inner.pending_ready_for_query_count += 1;
+        }
 
         Ok(())
     }
