@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use sea_orm::sea_query::{Alias, Expr, Func, Query, SelectStatement, SimpleExpr};
-use sea_orm::{ConnectionTrait, QueryResult};
+use sea_orm::{ConnectionTrait, QueryResult, Statement};
 use serde_json::{Map, Value};
 
 use super::expand::{expand, ExpandPaths};
@@ -231,18 +231,20 @@ pub async fn list<C: ConnectionTrait>(
         (select, count)
     };
     let backend = conn.get_database_backend();
+    // The count's statement names the total a request shares with others (see
+    // `totals`), and runs when the request counts apart from its page.
     let ticket = (!query.skip_total).then(|| {
         let statement = backend.build(&count);
-        env.totals
-            .join(format!("{}\0{:?}", statement.sql, statement.values))
+        let key = format!("{}\0{:?}", statement.sql, statement.values);
+        (statement, env.totals.join(key))
     });
     // A request that leads its total's count has it ride on every row of the page as a
     // subquery: one statement, one round trip and one snapshot for both. Only a page
     // with no rows counts apart.
-    if let Some(Ticket::Lead(_)) = ticket {
+    if let Some((_, Ticket::Lead(_))) = ticket {
         select.expr(SimpleExpr::SubQuery(
             None,
-            Box::new(count.clone().into_sub_query_statement()),
+            Box::new(count.into_sub_query_statement()),
         ));
     }
     let rows = conn.query_all(backend.build(&select)).await?;
@@ -250,25 +252,25 @@ pub async fn list<C: ConnectionTrait>(
 
     let total = match ticket {
         None => None,
-        Some(Ticket::Lead(lead)) => {
+        Some((statement, Ticket::Lead(lead))) => {
             let total = match rows.first() {
                 // The subquery's column follows the collection's fields.
                 Some(row) => row.try_get_by_index(collection.fields.len())?,
                 None if query.page == 1 => 0,
-                None => count_rows(conn, &count).await?,
+                None => count_rows(conn, statement).await?,
             };
             lead.finish(total);
             Some(total)
         }
-        Some(Ticket::Follow(told)) => Some(match told.await {
+        Some((statement, Ticket::Follow(told))) => Some(match told.await {
             Ok(Turn::Total(total)) => total,
             Ok(Turn::Lead(lead)) => {
-                let total = count_rows(conn, &count).await?;
+                let total = count_rows(conn, statement).await?;
                 lead.finish(total);
                 total
             }
             // The count this request waited for failed: it counts for itself.
-            Err(_) => count_rows(conn, &count).await?,
+            Err(_) => count_rows(conn, statement).await?,
         }),
     };
     let (total_items, total_pages) = match total {
@@ -289,12 +291,9 @@ pub async fn list<C: ConnectionTrait>(
 }
 
 /// Runs a `SELECT COUNT(*) AS total` statement.
-async fn count_rows<C: ConnectionTrait>(
-    conn: &C,
-    count: &SelectStatement,
-) -> Result<i64, RecordError> {
+async fn count_rows<C: ConnectionTrait>(conn: &C, count: Statement) -> Result<i64, RecordError> {
     Ok(conn
-        .query_one(conn.get_database_backend().build(count))
+        .query_one(count)
         .await?
         .ok_or(RecordError::NotFound)?
         .try_get("", "total")?)
