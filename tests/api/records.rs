@@ -1,3 +1,5 @@
+use std::sync::atomic::{AtomicI64, Ordering};
+
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -1045,23 +1047,23 @@ async fn lists_during_writes_count_every_write_answered_before_them(backend: Bac
     let Some((app, _)) = posts_app(backend).await else {
         return;
     };
-    let answered = std::sync::atomic::AtomicI64::new(0);
+    let answered = AtomicI64::new(0);
     let writes = async {
         for i in 0..20 {
             app.create_record("posts", None, json!({"title": format!("p{i}")}))
                 .await;
-            answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            answered.fetch_add(1, Ordering::SeqCst);
         }
     };
     let lister = || async {
-        while answered.load(std::sync::atomic::Ordering::SeqCst) < 20 {
-            let before = answered.load(std::sync::atomic::Ordering::SeqCst);
+        while answered.load(Ordering::SeqCst) < 20 {
+            let before = answered.load(Ordering::SeqCst);
             let (status, page) = app
                 .get_json("/api/collections/posts/records?filter=views>=0", None)
                 .await;
             assert_eq!(status, 200, "{page}");
             let total = page["totalItems"].as_i64().unwrap();
-            let after = answered.load(std::sync::atomic::Ordering::SeqCst);
+            let after = answered.load(Ordering::SeqCst);
             assert!(
                 (before..=after + 1).contains(&total),
                 "total {total}: {before} writes answered before the list, {after} after"

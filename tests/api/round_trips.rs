@@ -6,19 +6,15 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::support::pg_wire::PgWireCounter;
-use crate::support::{postgres_addr, postgres_url, skip, spawn_app_on_postgres};
+use crate::support::upstream::eventually;
+use crate::support::{postgres_addr, postgres_url, skip, spawn_app_on_postgres, TestApp};
 
-/// A read's only round trip is its statement's: the pool takes back a connection that is
-/// in step with the server without pinging it (the release ping of sqlx 0.8, see
-/// vendor/README.md).
-#[actix_web::test]
-async fn reads_make_no_round_trip_without_a_statement() {
+/// Gatehouse on PostgreSQL through a relay that reads what it sends, with an open
+/// `notes` collection; `None` (the test skipped) without a PostgreSQL server.
+async fn notes_behind_a_counter(test: &str) -> Option<(PgWireCounter, TestApp)> {
     let Some(url) = postgres_url() else {
-        skip(
-            "reads_make_no_round_trip_without_a_statement",
-            "DATABASE_URL is not set to a PostgreSQL server",
-        );
-        return;
+        skip(test, "DATABASE_URL is not set to a PostgreSQL server");
+        return None;
     };
     let parsed = url::Url::parse(&url).unwrap();
     let counter = PgWireCounter::start(postgres_addr(&parsed).await).await;
@@ -26,10 +22,21 @@ async fn reads_make_no_round_trip_without_a_statement() {
     relayed.set_host(Some("127.0.0.1")).unwrap();
     relayed.set_port(Some(counter.addr.port())).unwrap();
     relayed.query_pairs_mut().append_pair("sslmode", "disable");
-    let Some(app) = spawn_app_on_postgres(&relayed).await else {
+    let app = spawn_app_on_postgres(&relayed).await?;
+    app.create_open_notes().await;
+    Some((counter, app))
+}
+
+/// A read's only round trip is its statement's: the pool takes back a connection that is
+/// in step with the server without pinging it (the release ping of sqlx 0.8, see
+/// vendor/README.md).
+#[actix_web::test]
+async fn reads_make_no_round_trip_without_a_statement() {
+    let Some((counter, app)) =
+        notes_behind_a_counter("reads_make_no_round_trip_without_a_statement").await
+    else {
         return;
     };
-    app.create_open_notes().await;
     let created = app
         .create_record("notes", None, json!({"text": "counted"}))
         .await;
@@ -54,37 +61,18 @@ async fn reads_make_no_round_trip_without_a_statement() {
     );
 }
 
-/// Polls `done` until it holds, for at most ten seconds.
-async fn wait_until(what: &str, done: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !done() {
-        assert!(tokio::time::Instant::now() < deadline, "waited for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 /// List requests that need the same total while it is being counted wait for the next
 /// count and share it: eight lists, one count. That count starts after they arrived, so
 /// a write made before them is in it, though not in the count they waited on.
 #[actix_web::test]
 async fn lists_that_arrive_during_a_count_share_the_next_and_see_earlier_writes() {
-    let Some(url) = postgres_url() else {
-        skip(
-            "lists_that_arrive_during_a_count_share_the_next_and_see_earlier_writes",
-            "DATABASE_URL is not set to a PostgreSQL server",
-        );
+    let Some((counter, app)) = notes_behind_a_counter(
+        "lists_that_arrive_during_a_count_share_the_next_and_see_earlier_writes",
+    )
+    .await
+    else {
         return;
     };
-    let parsed = url::Url::parse(&url).unwrap();
-    let counter = PgWireCounter::start(postgres_addr(&parsed).await).await;
-    let mut relayed = parsed.clone();
-    relayed.set_host(Some("127.0.0.1")).unwrap();
-    relayed.set_port(Some(counter.addr.port())).unwrap();
-    relayed.query_pairs_mut().append_pair("sslmode", "disable");
-    let Some(app) = spawn_app_on_postgres(&relayed).await else {
-        return;
-    };
-    app.create_open_notes().await;
     for n in 0..3 {
         app.create_record("notes", None, json!({"text": format!("note {n}")}))
             .await;
@@ -97,14 +85,17 @@ async fn lists_that_arrive_during_a_count_share_the_next_and_see_earlier_writes(
     let first = app.get_json(list, None);
     let others = async {
         // The first list's page and count ran, and its answer is held back.
-        wait_until("the first count", || counter.counts() == counted_before + 1).await;
+        eventually("the first count", || async {
+            counter.counts() == counted_before + 1
+        })
+        .await;
         app.create_record("notes", None, json!({"text": "note 3"}))
             .await;
         let paged_before = counter.executed(pages);
         let lists = futures_util::future::join_all((0..8).map(|_| app.get_json(list, None)));
         let release = async {
             // Each of them joined the count before asking for its page.
-            wait_until("eight pages", || {
+            eventually("eight pages", || async {
                 counter.executed(pages) == paged_before + 8
             })
             .await;
@@ -136,23 +127,11 @@ async fn lists_that_arrive_during_a_count_share_the_next_and_see_earlier_writes(
 /// still commit together or not at all.
 #[actix_web::test]
 async fn a_transaction_begins_with_its_first_statement() {
-    let Some(url) = postgres_url() else {
-        skip(
-            "a_transaction_begins_with_its_first_statement",
-            "DATABASE_URL is not set to a PostgreSQL server",
-        );
+    let Some((counter, app)) =
+        notes_behind_a_counter("a_transaction_begins_with_its_first_statement").await
+    else {
         return;
     };
-    let parsed = url::Url::parse(&url).unwrap();
-    let counter = PgWireCounter::start(postgres_addr(&parsed).await).await;
-    let mut relayed = parsed.clone();
-    relayed.set_host(Some("127.0.0.1")).unwrap();
-    relayed.set_port(Some(counter.addr.port())).unwrap();
-    relayed.query_pairs_mut().append_pair("sslmode", "disable");
-    let Some(app) = spawn_app_on_postgres(&relayed).await else {
-        return;
-    };
-    app.create_open_notes().await;
     // Each connection of the pool prepares the insert once, with a `BEGIN` of its own.
     for n in 0..20 {
         app.create_record("notes", None, json!({"text": format!("warm-up {n}")}))

@@ -1,8 +1,8 @@
-//! A TCP relay in front of PostgreSQL that reads the frontend protocol its clients send
-//! and counts the `Sync` messages that carry no statement (round trips that do no work,
-//! such as a connection pool's ping) and the executions of `COUNT(*)` statements. It can
-//! also hold back the answers to `COUNT(*)` statements, which have then run on the
-//! server, until told to let them through.
+//! A TCP relay in front of PostgreSQL that reads the frontend protocol its clients send:
+//! it counts the `Sync` messages that carry no statement (round trips that do no work,
+//! such as a connection pool's ping) and keeps the SQL of the statements executed and of
+//! the simple queries sent. It can also hold back the answers to `COUNT(*)` statements,
+//! which have then run on the server, until told to let them through.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
