@@ -1,7 +1,7 @@
 //! A TCP relay in front of PostgreSQL that reads the frontend protocol its clients send:
 //! it counts the `Sync` messages that carry no statement (round trips that do no work,
-//! such as a connection pool's ping) and keeps the SQL of the statements executed and of
-//! the simple queries sent. It can also hold back the answers to `COUNT(*)` statements,
+//! such as a connection pool's ping) and keeps the SQL of the statements executed, and
+//! how the transaction each first statement opened began. It can also hold back the answers to `COUNT(*)` statements,
 //! which have then run on the server, until told to let them through.
 
 use std::collections::HashMap;
@@ -22,8 +22,8 @@ struct Shared {
     empty_syncs: AtomicUsize,
     /// The SQL of every statement executed through the extended protocol, in order.
     executed: Mutex<Vec<Arc<str>>>,
-    /// The SQL of every simple query, in order.
-    simple: Mutex<Vec<Arc<str>>>,
+    /// The first statement of every transaction opened with `BEGIN`, and how it began.
+    opened: Mutex<Vec<(Began, Arc<str>)>>,
     /// Whether answers to `COUNT(*)` statements are held back.
     holding: watch::Sender<bool>,
 }
@@ -43,7 +43,7 @@ impl PgWireCounter {
         let shared = Arc::new(Shared {
             empty_syncs: AtomicUsize::new(0),
             executed: Mutex::default(),
-            simple: Mutex::default(),
+            opened: Mutex::default(),
             holding: watch::Sender::new(false),
         });
         let task = tokio::spawn(relay(listener, target, shared.clone()));
@@ -62,10 +62,13 @@ impl PgWireCounter {
         executed.iter().filter(|sql| matches(sql)).count()
     }
 
-    /// Simple queries (one round trip each) so far whose SQL `matches`.
-    pub fn simple_queries(&self, matches: impl Fn(&str) -> bool) -> usize {
-        let simple = self.shared.simple.lock().unwrap();
-        simple.iter().filter(|sql| matches(sql)).count()
+    /// Transactions so far that `began` as told and whose first statement `matches`.
+    pub fn opened(&self, began: Began, matches: impl Fn(&str) -> bool) -> usize {
+        let opened = self.shared.opened.lock().unwrap();
+        opened
+            .iter()
+            .filter(|(how, sql)| *how == began && matches(sql))
+            .count()
     }
 
     /// Executions of statements with `COUNT(*)` in them so far.
@@ -152,6 +155,15 @@ fn counts(sql: &str) -> bool {
     sql.contains("COUNT(*)")
 }
 
+/// How a transaction's `BEGIN` reached the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Began {
+    /// As a simple query: a round trip of its own.
+    Alone,
+    /// As a statement in the same batch as the transaction's first statement.
+    Carried,
+}
+
 /// Splits a client's byte stream into frontend messages.
 #[derive(Default)]
 struct Frontend {
@@ -160,6 +172,8 @@ struct Frontend {
     since_sync: usize,
     /// The SQL of each statement this connection prepared, by name ("" is unnamed).
     statements: HashMap<Vec<u8>, Arc<str>>,
+    /// A `BEGIN` sent and no statement since.
+    begun: Option<Began>,
 }
 
 impl Frontend {
@@ -199,8 +213,8 @@ impl Frontend {
                     b'S' => self.since_sync = 0,
                     b'Q' => {
                         self.since_sync = 0;
-                        let sql = String::from_utf8_lossy(strings.next().unwrap_or_default());
-                        shared.simple.lock().unwrap().push(sql.into());
+                        let sql = strings.next().unwrap_or_default();
+                        self.begun = (sql == b"BEGIN").then_some(Began::Alone);
                     }
                     kind => {
                         self.since_sync += 1;
@@ -216,6 +230,11 @@ impl Frontend {
                             if let Some(sql) = self.statements.get(statement) {
                                 counted |= counts(sql);
                                 shared.executed.lock().unwrap().push(sql.clone());
+                                if &**sql == "BEGIN" {
+                                    self.begun = Some(Began::Carried);
+                                } else if let Some(began) = self.begun.take() {
+                                    shared.opened.lock().unwrap().push((began, sql.clone()));
+                                }
                             }
                         }
                     }
